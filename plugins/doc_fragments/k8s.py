@@ -1,0 +1,48 @@
+# -*- coding: utf-8 -*-
+# Copyright: Apex platform team
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # Matches K8S_ARGSPEC in plugins/module_utils/common_args.py
+    DOCUMENTATION = r"""
+options:
+  kubeconfig:
+    description:
+      - Path to a kubeconfig file. Falls back to E(K8S_AUTH_KUBECONFIG), then E(KUBECONFIG),
+        then C(~/.kube/config) or the in-cluster service account.
+    type: path
+  context:
+    description:
+      - Kubeconfig context, for example C(apex-primary) or C(apex-secondary). Falls back to E(K8S_AUTH_CONTEXT).
+    type: str
+  host:
+    description:
+      - API server URL, overriding the kubeconfig. Falls back to E(K8S_AUTH_HOST).
+    type: str
+  api_key:
+    description:
+      - Bearer token, overriding the kubeconfig. Falls back to E(K8S_AUTH_API_KEY). Never logged or returned.
+    type: str
+  validate_certs:
+    description:
+      - Verify the API server's certificate. Falls back to E(K8S_AUTH_VERIFY_SSL).
+    type: bool
+    aliases: [verify_ssl]
+  ca_cert:
+    description:
+      - CA bundle for the API server. Falls back to E(K8S_AUTH_SSL_CA_CERT).
+    type: path
+    aliases: [ssl_ca_cert]
+  namespace:
+    description:
+      - Namespace of the Apex workloads.
+    type: str
+    default: apex
+requirements:
+  - kubernetes >= 30, < 37
+"""
