@@ -1,0 +1,45 @@
+# apex.ops — one entry point for the lab, the demo and the tests.
+PYTHON ?= python3
+LAB ?= $(PYTHON) tests/lab/lab.py
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: deps lab-up lab-down lab-status demo test test-unit test-integration sanity lint molecule bench build clean
+
+deps:            ## install Python and Debian packages the lab and tests need
+	bash tests/lab/install-deps.sh
+
+lab-up:          ## start the lab (idempotent); installs what is missing first
+	$(LAB) up
+
+lab-down:        ## stop the lab; leaves no process behind
+	$(LAB) down
+
+lab-status:
+	$(LAB) status
+
+demo: lab-up     ## a newcomer's first command: lab up, then the daily health check
+	. .lab/env && ansible-playbook playbooks/health_check.yml
+
+test: lab-up     ## the whole suite, as CI runs it
+	bash tests/run-all.sh
+
+test-unit:
+	$(PYTHON) -m pytest -q tests/unit
+
+test-integration: lab-up
+	$(PYTHON) -m pytest -q tests/integration
+
+sanity:
+	bash tests/sanity.sh
+
+lint:
+	ansible-lint --profile production
+
+molecule: lab-up
+	bash tests/molecule.sh
+
+bench: lab-up
+	bash bench/run-all.sh
+
+build:
+	ansible-galaxy collection build --force --output-path .lab/dist
