@@ -25,7 +25,9 @@ def read_lab_env(path=LAB_DIR / "env"):
         line = line.strip()
         if not line.startswith("export "):
             continue
-        key, _, value = line[len("export "):].partition("=")
+        key, sep, value = line[len("export "):].partition("=")
+        if not sep:
+            continue
         parts = shlex.split(value) if value else [""]
         env[key] = parts[0] if parts else ""
     return env
@@ -87,7 +89,7 @@ def run_module(lab_process_env):
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "ansible_collections.apex.ops.plugins.modules.%s" % name, args_path],
-                capture_output=True, text=True, env=proc_env, timeout=timeout, cwd=str(ROOT),
+                capture_output=True, text=True, env=proc_env, timeout=timeout, cwd=str(ROOT), check=False,
             )
         finally:
             os.unlink(args_path)
@@ -118,6 +120,6 @@ def run_playbook(lab_process_env):
         proc_env = dict(lab_process_env)
         if env:
             proc_env.update(env)
-        return subprocess.run(cmd, capture_output=True, text=True, env=proc_env, timeout=timeout, cwd=str(ROOT))
+        return subprocess.run(cmd, capture_output=True, text=True, env=proc_env, timeout=timeout, cwd=str(ROOT), check=False)
 
     return _run
