@@ -12,6 +12,7 @@ stage pytest python3 -m pytest -q -p no:cacheprovider tests/unit tests/integrati
 stage sanity bash tests/sanity.sh
 stage ansible-lint ansible-lint --profile production -q
 stage molecule bash tests/molecule.sh
+stage changelog antsibull-changelog lint
 stage galaxy-build bash tests/build-check.sh
 
 echo
