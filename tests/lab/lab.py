@@ -557,13 +557,26 @@ class Lab:
         os.chown(str(hba), pw.pw_uid, pw.pw_gid)
         os.chmod(str(hba), 0o600)
 
-    def _remove_stale_pid(self, datadir):
+    def _remove_stale_pid(self, datadir, port=None):
+        """After a crash: drop postmaster.pid and the socket lock whose postmaster is gone.
+
+        PostgreSQL itself treats a pid that still exists as alive, and a killed postmaster can
+        linger as a zombie for a moment (or its pid can be reused), which makes it refuse to
+        start; lab.py checks the pid really is a live postmaster on that data directory."""
         pidfile = datadir / "postmaster.pid"
         if pidfile.exists() and not self.pg_pid(datadir):
             say("removing stale %s" % pidfile)
             pidfile.unlink()
+        if port:
+            lock = self.pg_run / (".s.PGSQL.%d.lock" % port)
+            pid = read_pid(lock)
+            if lock.exists() and not (pid and pid_alive(pid, "postgres")):
+                say("removing stale %s" % lock)
+                lock.unlink()
+                (self.pg_run / (".s.PGSQL.%d" % port)).unlink(missing_ok=True)
 
-    def _pg_start(self, datadir, name):
+    def _pg_start(self, datadir, name, port):
+        self._remove_stale_pid(datadir, port)
         log = self.pg_log / ("%s.log" % name)
         proc = self.run([PG_BIN / "pg_ctl", "-D", datadir, "-l", log, "-w", "-t", str(START_TIMEOUT), "start"],
                         as_postgres=True, check=False, timeout=START_TIMEOUT + 10)
@@ -597,7 +610,7 @@ class Lab:
             (self.pg / "primary.setup-done").unlink(missing_ok=True)
         port = self.claim_port("pg_primary")
         self._write_pg_conf(datadir, port, standby=False)
-        self._pg_start(datadir, "primary")
+        self._pg_start(datadir, "primary", port)
         if not (self.pg / "primary.setup-done").exists():
             self._pg_setup(port)
             (self.pg / "primary.setup-done").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
@@ -650,7 +663,7 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
         port = self.claim_port("pg_standby")
         self._write_pg_conf(datadir, port, standby=True)
         self._fix_primary_conninfo(datadir, primary_port)
-        self._pg_start(datadir, "standby")
+        self._pg_start(datadir, "standby", port)
         if fresh:
             wait_until(lambda: self.replication_state().get("state") == "streaming", 30,
                        "streaming replication to the standby", log=self.pg_log / "standby.log")
