@@ -1,0 +1,693 @@
+# -*- coding: utf-8 -*-
+# Copyright: Apex platform team
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PostgreSQL backup, verification and restore: pg_dump/pg_restore orchestration.
+
+* backup: a REPEATABLE READ transaction exports a snapshot; per-table ``count(*)`` runs in it
+  (in a thread, while the dump runs); ``pg_dump -Fc --snapshot=<id>`` streams its stdout
+  straight into an S3 multipart upload. pg_dump's exit status decides: the upload is completed
+  only after pg_dump exited 0, otherwise aborted. The manifest is written last.
+* verify: one streamed pass over the stored object feeds sha256 (checksum), ``pg_restore
+  --list`` (toc) and ``pg_restore`` into a scratch database (deep) at the same time.
+* restore: streamed into ``pg_restore --single-transaction`` (jobs = 1), holding the last chunk
+  back until the checksum is known, so a corrupt object never commits; or downloaded to a temp
+  file for ``pg_restore -j N`` (parallel restore needs a seekable file).
+
+Every external program runs as an argv list; credentials go through the environment (libpq's
+``PGPASSWORD``), never argv, and error output is redacted before it is returned.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+from ansible_collections.apex.ops.plugins.module_utils import backup_catalog as catalog
+from ansible_collections.apex.ops.plugins.module_utils import postgres as pg
+from ansible_collections.apex.ops.plugins.module_utils.s3_store import MIB, S3StoreError
+
+STDERR_TAIL = 16 * 1024
+_TOC_DATA_RE = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (.+) (\S+)$")
+
+
+class BackupError(Exception):
+    """A backup/verify/restore step failed; ``details`` is returned with the failure."""
+
+    def __init__(self, msg, **details):
+        super(BackupError, self).__init__(msg)
+        self.details = details
+
+
+class Interrupted(Exception):
+    """The module received SIGTERM/SIGINT/SIGHUP (e.g. an Ansible task timeout)."""
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Turn termination signals into :class:`Interrupted` so cleanup (abort, kill) runs."""
+    def handler(signum, frame):
+        raise Interrupted("interrupted by signal %s" % signal.Signals(signum).name)
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------------------- programs
+
+def find_program(name, bin_dir=None):
+    candidates = []
+    if bin_dir:
+        candidates.append(os.path.join(bin_dir, name))
+    found = shutil.which(name)
+    if found:
+        candidates.append(found)
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise BackupError("%s not found (looked in %s and PATH); set pg_bin_dir" % (name, bin_dir or "-"))
+
+
+def program_version(path):
+    out = subprocess.run([path, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         timeout=30, check=False)
+    return out.stdout.decode("utf-8", "replace").strip()
+
+
+def major_of(version_text):
+    match = re.search(r"(\d+)(?:\.(\d+))?", version_text or "")
+    return int(match.group(1)) if match else None
+
+
+class TailReader(threading.Thread):
+    """Drain a pipe in the background; keep the last ``limit`` bytes (stderr) or everything."""
+
+    def __init__(self, pipe, limit=STDERR_TAIL):
+        super(TailReader, self).__init__(daemon=True)
+        self.pipe = pipe
+        self.limit = limit
+        self.data = b""
+        self.start()
+
+    def run(self):
+        try:
+            for chunk in iter(lambda: self.pipe.read1(65536) if hasattr(self.pipe, "read1") else self.pipe.read(65536), b""):
+                self.data += chunk
+                if self.limit and len(self.data) > self.limit:
+                    self.data = self.data[-self.limit:]
+        except (OSError, ValueError):
+            pass
+
+    def text(self, timeout=10):
+        self.join(timeout)
+        return self.data.decode("utf-8", "replace").strip()
+
+
+def exit_description(program, returncode):
+    if returncode is None:
+        return "%s did not exit" % program
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        return "%s was killed by signal %s" % (program, name)
+    return "%s exited with status %d" % (program, returncode)
+
+
+def stop_process(proc, grace=5.0):
+    """Terminate, then kill, a child process; always reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        proc.terminate()
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=grace)
+    except OSError:
+        pass
+
+
+class Sink(object):
+    """A child process fed on stdin (pg_restore): stdout/stderr drained in threads."""
+
+    def __init__(self, name, argv, env, capture_stdout=False):
+        self.name = name
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, env=env, close_fds=True)
+        self.stdout = TailReader(self.proc.stdout, limit=0) if capture_stdout else None
+        self.stderr = TailReader(self.proc.stderr)
+        self.open = True
+        self.bytes_fed = 0
+
+    def write(self, chunk):
+        if not self.open:
+            return False
+        try:
+            self.proc.stdin.write(chunk)
+            self.bytes_fed += len(chunk)
+            return True
+        except (BrokenPipeError, ValueError):
+            # the program stopped reading (pg_restore --list needs only the header): its exit
+            # status tells whether that was fine
+            self.open = False
+            return False
+
+    def finish(self, timeout=None):
+        if self.open:
+            try:
+                self.proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+            self.open = False
+        self.proc.wait(timeout=timeout)
+        return {
+            "returncode": self.proc.returncode,
+            "stdout": self.stdout.text() if self.stdout else "",
+            "stderr": self.stderr.text(),
+        }
+
+    def kill(self):
+        self.open = False
+        try:
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+        stop_process(self.proc)
+
+
+# ---------------------------------------------------------------------------- SQL helpers
+
+def _sql():
+    from psycopg import sql  # lazily: REQUIREMENT checked by the module
+    return sql
+
+
+def qualified(schema, table):
+    return "%s.%s" % (schema, table)
+
+
+def split_qualified(name):
+    if "." in name:
+        schema, table = name.split(".", 1)
+    else:
+        schema, table = "public", name
+    return schema, table
+
+
+def list_tables(cur, tables=None):
+    """``schema.table`` names to count: the given ones (checked), or every user table.
+
+    Default: ordinary and partitioned tables outside system schemas, not partitions (their
+    parent's count includes them) and not owned by an extension.
+    """
+    cur.execute("""
+        SELECT n.nspname, c.relname
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                              AND d.objid = c.oid AND d.deptype = 'e')
+         ORDER BY 1, 2""")
+    available = [qualified(s, t) for s, t in cur.fetchall()]
+    if not tables:
+        return available
+    wanted = [qualified(*split_qualified(t)) for t in tables]
+    missing = [t for t in wanted if t not in available]
+    if missing:
+        raise BackupError("tables to count do not exist: %s" % ", ".join(missing), available_tables=available)
+    return wanted
+
+
+def count_rows(cur, tables):
+    sql = _sql()
+    counts = {}
+    for name in tables:
+        schema, table = split_qualified(name)
+        cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
+        counts[name] = cur.fetchone()[0]
+    return counts
+
+
+def server_facts(cur):
+    cur.execute("SELECT current_setting('server_version'), current_setting('server_version_num')::int")
+    version, num = cur.fetchone()
+    return {"server_version": version, "server_version_num": num}
+
+
+def database_exists(params, name):
+    with contextlib.closing(pg.connect(params)) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def create_database(params, name, owner=None, template="template0"):
+    sql = _sql()
+    stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+    if owner:
+        stmt = stmt + sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+    with contextlib.closing(pg.connect(params)) as conn:
+        conn.execute(stmt)
+
+
+def drop_database(params, name, force=False):
+    sql = _sql()
+    stmt = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
+    if force:
+        stmt = stmt + sql.SQL(" WITH (FORCE)")
+    with contextlib.closing(pg.connect(params)) as conn:
+        conn.execute(stmt)
+
+
+def database_sessions(params, name):
+    with contextlib.closing(pg.connect(params)) as conn:
+        rows = conn.execute("""SELECT pid, usename, application_name, state FROM pg_stat_activity
+                                WHERE datname = %s AND pid <> pg_backend_pid()""", (name,)).fetchall()
+    return [{"pid": r[0], "user": r[1], "application_name": r[2], "state": r[3]} for r in rows]
+
+
+def count_in_database(params, dbname, tables):
+    with contextlib.closing(pg.connect(params, dbname=dbname)) as conn:
+        with conn.cursor() as cur:
+            present = set(list_tables(cur))
+            counts = count_rows(cur, [t for t in tables if t in present])
+    for table in tables:
+        counts.setdefault(table, None)  # a table of the manifest that is not there
+    return counts
+
+
+# ---------------------------------------------------------------------------- backup
+
+def plan_backup(params, store, prefix, db, tables=None, pg_bin_dir=None):
+    """What a backup would do (check mode): versions, tables, the key; touches nothing."""
+    catalog.check_db_name(db)
+    pg_dump = find_program("pg_dump", pg_bin_dir)
+    with contextlib.closing(pg.connect(params, dbname=db)) as conn:
+        with conn.cursor() as cur:
+            facts = server_facts(cur)
+            names = list_tables(cur, tables)
+    store.check_bucket()
+    backup_id = catalog.new_backup_id()
+    keys = catalog.backup_keys(prefix, "postgres", db, backup_id)
+    facts.update(database=db, tables=names, pg_dump_version=program_version(pg_dump), key=keys["data"],
+                 manifest_key=keys["manifest"])
+    return facts
+
+
+def backup_postgres(params, store, prefix, db, tables=None, tags=(), part_size=16 * MIB, concurrency=2,
+                    compress=None, pg_bin_dir=None, secrets=(), extra_args=()):
+    """Stream ``pg_dump -Fc`` of ``db`` into S3 and write its manifest. Returns the manifest."""
+    catalog.check_db_name(db)
+    pg_dump = find_program("pg_dump", pg_bin_dir)
+    dump_version = program_version(pg_dump)
+    started = catalog.utcnow()
+    clock_start = time.monotonic()
+    backup_id = catalog.new_backup_id(started)
+    keys = catalog.backup_keys(prefix, "postgres", db, backup_id)
+    state = {"backup_id": backup_id, "key": keys["data"], "phase": "snapshot"}
+
+    conn = pg.connect(params, dbname=db, autocommit=True)
+    proc = None
+    writer = None
+    try:
+        with conn.cursor() as cur:
+            facts = server_facts(cur)
+            if (major_of(dump_version) or 0) < facts["server_version_num"] // 10000:
+                raise BackupError("%s is older than the server (%s): it cannot dump it"
+                                  % (dump_version, facts["server_version"]))
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cur.execute("SELECT pg_export_snapshot()")
+            snapshot = cur.fetchone()[0]
+            names = list_tables(cur, tables)
+        state.update(snapshot=snapshot, phase="upload-start")
+
+        writer = store.writer(keys["data"], part_size=part_size, concurrency=concurrency,
+                              metadata={"apex-backup-id": backup_id, "apex-kind": "postgres"})
+        writer.start()  # S3 problems surface here, before pg_dump runs
+
+        argv = [pg_dump, "--format=custom", "--snapshot=%s" % snapshot, "--no-password"]
+        if compress is not None:
+            argv.append("--compress=%d" % compress)
+        argv.extend(extra_args)
+        env = dict(os.environ)
+        env.update(pg.libpq_environment(params, dbname=db))
+        env["PGAPPNAME"] = "apex.ops-backup"
+        state["phase"] = "dump"
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env, bufsize=MIB, close_fds=True)
+        stderr = TailReader(proc.stderr)
+
+        # exact row counts in the exported snapshot, while pg_dump streams the same snapshot
+        counter = {}
+
+        def count():
+            try:
+                with conn.cursor() as ccur:
+                    counter["counts"] = count_rows(ccur, names)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                counter["error"] = exc
+
+        count_thread = threading.Thread(target=count, name="row-counts", daemon=True)
+        count_thread.start()
+
+        def before_complete():
+            # pg_dump's exit status decides; the upload completes only after a clean exit
+            proc.wait()
+            if proc.returncode != 0:
+                raise BackupError("%s; upload aborted, no manifest written. pg_dump said: %s" % (
+                    exit_description("pg_dump", proc.returncode),
+                    catalog.redact(stderr.text(), secrets) or "(nothing)"),
+                    pg_dump_returncode=proc.returncode)
+            count_thread.join()
+            if "error" in counter:
+                raise BackupError("counting rows in the snapshot failed: %s" % counter["error"])
+
+        upload = writer.upload_stream(proc.stdout, before_complete=before_complete)
+        state["phase"] = "manifest"
+        conn.execute("COMMIT")
+        finished = catalog.utcnow()
+        manifest = catalog.build_manifest(
+            "postgres", db, backup_id, keys, upload, started, finished, tags=tags,
+            database=db, format="custom", compression=compress, part_size=part_size, snapshot=snapshot,
+            server_version=facts["server_version"], server_version_num=facts["server_version_num"],
+            pg_dump_version=dump_version, row_counts=counter["counts"], tables=names,
+            pg_dump_stderr=catalog.redact(stderr.text(), secrets) or None,
+            duration_seconds=round(time.monotonic() - clock_start, 3),
+        )
+        try:
+            store.put_json(keys["manifest"], manifest)
+        except S3StoreError:
+            # data without a manifest is an orphan (never "complete"); remove it if we can
+            try:
+                store.delete([keys["data"]])
+            except S3StoreError:
+                pass
+            raise
+        return manifest
+    except BaseException as exc:
+        stop_process(proc)
+        if writer is not None and not writer.completed:
+            try:
+                writer.abort()
+            except S3StoreError as abort_exc:
+                state["abort_error"] = str(abort_exc)
+        state["upload_aborted"] = bool(writer is not None and writer.aborted)
+        if isinstance(exc, BackupError):
+            exc.details.setdefault("last_state", state)
+        elif isinstance(exc, Interrupted):
+            raise BackupError("backup %s interrupted (%s) during %s; upload aborted: %s, no manifest written"
+                              % (backup_id, exc, state["phase"], state["upload_aborted"]), last_state=state)
+        raise
+    finally:
+        if proc is not None:
+            for pipe in (proc.stdout, proc.stderr):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+# ---------------------------------------------------------------------------- reading back
+
+def parse_toc(text):
+    """Facts from ``pg_restore --list`` output: format, entry count, TABLE DATA names."""
+    facts = {"format": None, "toc_entries": None, "dumped_from": None, "table_data": []}
+    for line in text.splitlines():
+        if line.startswith(";"):
+            body = line[1:].strip()
+            if body.startswith("Format:"):
+                facts["format"] = body.split(":", 1)[1].strip()
+            elif body.startswith("TOC Entries:"):
+                facts["toc_entries"] = int(body.split(":", 1)[1].strip())
+            elif body.startswith("Dumped from database version:"):
+                facts["dumped_from"] = body.split(":", 1)[1].strip()
+            continue
+        match = _TOC_DATA_RE.match(line.strip())
+        if match:
+            facts["table_data"].append(qualified(match.group(1), match.group(2)))
+    return facts
+
+
+def stream_through(store, manifest, sinks, hold_last=False, on_complete=None):
+    """Read the object once, feed every sink, hash on the way; returns (size, sha256).
+
+    ``hold_last``: keep the final chunk back and call ``on_complete(size, sha256)`` before
+    delivering it; when that raises, the sinks never see the end of the stream.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    pending = None
+    for chunk in store.iter_object(manifest["key"]):
+        digest.update(chunk)
+        size += len(chunk)
+        if hold_last:
+            if pending is not None:
+                for sink in sinks:
+                    sink.write(pending)
+            pending = chunk
+        else:
+            for sink in sinks:
+                sink.write(chunk)
+    if on_complete is not None:
+        on_complete(size, digest.hexdigest())
+    if pending is not None:
+        for sink in sinks:
+            sink.write(pending)
+    return size, digest.hexdigest()
+
+
+def checksum_result(manifest, size, sha256):
+    ok = size == manifest.get("size") and sha256 == manifest.get("sha256")
+    result = {"ok": ok, "size": size, "sha256": sha256, "expected_size": manifest.get("size"),
+              "expected_sha256": manifest.get("sha256")}
+    if not ok:
+        what = []
+        if size != manifest.get("size"):
+            what.append("size %s != manifest %s" % (size, manifest.get("size")))
+        if sha256 != manifest.get("sha256"):
+            what.append("sha256 differs from the manifest")
+        result["error"] = "; ".join(what)
+    return result
+
+
+def toc_result(manifest, run):
+    facts = parse_toc(run["stdout"])
+    result = {"ok": False, "format": facts["format"], "toc_entries": facts["toc_entries"],
+              "table_data_entries": len(facts["table_data"]), "dumped_from": facts["dumped_from"]}
+    if run["returncode"] != 0:
+        result["error"] = "%s: %s" % (exit_description("pg_restore --list", run["returncode"]), run["stderr"])
+        return result
+    missing = sorted(set(manifest.get("row_counts") or {}) - set(facts["table_data"]))
+    if facts["format"] != "CUSTOM":
+        result["error"] = "archive format is %r, expected CUSTOM" % facts["format"]
+    elif missing:
+        result["error"] = "tables of the manifest without TABLE DATA in the archive: %s" % ", ".join(missing)
+    else:
+        result["ok"] = True
+    return result
+
+
+def restore_argv(pg_restore, dbname, clean=False, single_transaction=False, jobs=1, no_owner=False, path=None):
+    argv = [pg_restore, "--dbname=%s" % dbname, "--exit-on-error", "--no-password"]
+    if clean:
+        argv += ["--clean", "--if-exists"]
+    if single_transaction:
+        argv.append("--single-transaction")
+    if jobs and jobs > 1:
+        argv.append("--jobs=%d" % jobs)
+    if no_owner:
+        argv.append("--no-owner")
+    if path:
+        argv.append(path)
+    return argv
+
+
+def pg_env(params, dbname=None, appname="apex.ops-restore"):
+    env = dict(os.environ)
+    env.update(pg.libpq_environment(params, dbname=dbname))
+    env["PGAPPNAME"] = appname
+    return env
+
+
+def verify_postgres(params, store, manifest, level="toc", pg_bin_dir=None, secrets=(), scratch_db=None):
+    """Run the checks up to ``level`` in one streamed pass. Returns ``{check: result}``."""
+    checks = {}
+    wanted = catalog.levels_upto(level)
+    sinks = []
+    toc_sink = restore_sink = None
+    scratch = None
+    try:
+        if "toc" in wanted:
+            pg_restore = find_program("pg_restore", pg_bin_dir)
+            toc_sink = Sink("toc", [pg_restore, "--list"], pg_env(params), capture_stdout=True)
+            sinks.append(toc_sink)
+        if "deep" in wanted:
+            scratch = catalog.check_db_name(scratch_db or catalog.scratch_db_name(manifest["backup_id"]))
+            drop_database(params, scratch, force=True)   # a leftover of a crashed run
+            create_database(params, scratch)
+            restore_sink = Sink("deep", restore_argv(pg_restore, scratch), pg_env(params, scratch, "apex.ops-verify"))
+            sinks.append(restore_sink)
+        started = time.monotonic()
+        size, sha256 = stream_through(store, manifest, sinks)
+        checks["checksum"] = checksum_result(manifest, size, sha256)
+        checks["checksum"]["seconds"] = round(time.monotonic() - started, 3)
+        if toc_sink is not None:
+            checks["toc"] = toc_result(manifest, toc_sink.finish())
+            if checks["toc"].get("error"):
+                checks["toc"]["error"] = catalog.redact(checks["toc"]["error"], secrets)
+        if restore_sink is not None:
+            run = restore_sink.finish()
+            deep = {"ok": False, "scratch_db": scratch, "seconds": round(time.monotonic() - started, 3)}
+            if run["returncode"] != 0:
+                deep["error"] = catalog.redact("%s: %s" % (exit_description("pg_restore", run["returncode"]),
+                                                           run["stderr"]), secrets)
+            else:
+                expected = manifest.get("row_counts") or {}
+                actual = count_in_database(params, scratch, sorted(expected))
+                diffs = catalog.compare_counts(expected, actual)
+                deep.update(tables=len(expected), rows=sum(v for v in actual.values() if v), differences=diffs)
+                if diffs:
+                    deep["error"] = "row counts differ from the manifest in %d table(s): %s" % (
+                        len(diffs), ", ".join("%s %s != %s" % (d["table"], d["actual"], d["expected"]) for d in diffs[:5]))
+                else:
+                    deep["ok"] = True
+            checks["deep"] = deep
+        return checks
+    finally:
+        for sink in sinks:
+            if sink.proc.poll() is None:
+                sink.kill()
+        if scratch:
+            try:
+                drop_database(params, scratch, force=True)
+                if "deep" in checks:
+                    checks["deep"]["scratch_dropped"] = True
+            except Exception as exc:  # noqa: BLE001 - reported, not fatal
+                if "deep" in checks:
+                    checks["deep"]["scratch_dropped"] = False
+                    checks["deep"]["drop_error"] = str(exc)
+
+
+# ---------------------------------------------------------------------------- restore
+
+def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, mode="clean", owner=None,
+                     no_owner=False, analyze=True, pg_bin_dir=None, secrets=()):
+    """Restore a backup into ``target_db``; count rows afterwards and compare with the manifest.
+
+    ``mode``: ``clean`` restores into the existing database with ``--clean --if-exists``
+    (objects of the dump are dropped and recreated; with jobs=1 all in one transaction);
+    ``recreate`` drops and creates the database first. A missing target is created.
+    Preconditions (confirmation, verification, safety backup) are the caller's.
+    """
+    catalog.check_db_name(target_db, "target_db")
+    pg_restore = find_program("pg_restore", pg_bin_dir)
+    result = {"target_db": target_db, "backup_id": manifest["backup_id"], "jobs": jobs, "mode": mode}
+    existed = database_exists(params, target_db)
+    result["target_existed"] = existed
+    created = False
+    if existed and mode == "recreate":
+        sessions = database_sessions(params, target_db)
+        if sessions:
+            raise BackupError("cannot recreate %s: %d session(s) still connected" % (target_db, len(sessions)),
+                              sessions=sessions)
+        drop_database(params, target_db)
+        existed = False
+    if not existed:
+        create_database(params, target_db, owner=owner)
+        created = True
+    result["created"] = created
+    env = pg_env(params, target_db)
+    started = time.monotonic()
+    temp_path = None
+    try:
+        if jobs > 1:
+            # pg_restore -j needs to seek in the archive: a temp file, checksum-verified before use
+            handle, temp_path = tempfile.mkstemp(prefix="apex-restore-", suffix=".dump", dir=temp_dir)
+            with os.fdopen(handle, "wb") as out:
+                digest = hashlib.sha256()
+                size = 0
+                for chunk in store.iter_object(manifest["key"]):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+            check = checksum_result(manifest, size, digest.hexdigest())
+            result["temp_file"] = {"path": temp_path, "bytes": size}
+            if not check["ok"]:
+                raise BackupError("downloaded backup does not match its manifest (%s); nothing restored"
+                                  % check["error"], checksum=check)
+            proc = subprocess.run(restore_argv(pg_restore, target_db, clean=existed, jobs=jobs, no_owner=no_owner,
+                                               path=temp_path),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  env=env, check=False)
+            run = {"returncode": proc.returncode, "stderr": proc.stderr.decode("utf-8", "replace")[-STDERR_TAIL:]}
+        else:
+            sink = Sink("restore", restore_argv(pg_restore, target_db, clean=existed, single_transaction=True,
+                                                no_owner=no_owner), env)
+
+            def gate(size, sha256):
+                check = checksum_result(manifest, size, sha256)
+                if not check["ok"]:
+                    sink.kill()  # before the last chunk: the single transaction never commits
+                    raise BackupError("backup stream does not match its manifest (%s); pg_restore stopped before "
+                                      "the end, its transaction rolled back: %s unchanged" % (check["error"], target_db),
+                                      checksum=check)
+
+            try:
+                stream_through(store, manifest, [sink], hold_last=True, on_complete=gate)
+                run = sink.finish()
+            finally:
+                if sink.proc.poll() is None:
+                    sink.kill()
+        result["restore_seconds"] = round(time.monotonic() - started, 3)
+        if run["returncode"] != 0:
+            raise BackupError("%s restoring into %s: %s" % (
+                exit_description("pg_restore", run["returncode"]), target_db,
+                catalog.redact(run["stderr"], secrets) or "(no output)"),
+                single_transaction=jobs <= 1)
+    except BaseException:
+        if created:
+            try:
+                drop_database(params, target_db, force=True)
+                result["dropped_created_target"] = True
+            except Exception:  # noqa: BLE001
+                pass
+        raise
+    finally:
+        if temp_path and os.path.exists(temp_path):
+            os.unlink(temp_path)
+    expected = manifest.get("row_counts") or {}
+    actual = count_in_database(params, target_db, sorted(expected))
+    diffs = catalog.compare_counts(expected, actual)
+    result.update(row_counts=actual, differences=diffs)
+    if diffs:
+        raise BackupError("restored %s but row counts differ from the manifest in %d table(s): %s" % (
+            target_db, len(diffs), ", ".join("%s %s != %s" % (d["table"], d["actual"], d["expected"]) for d in diffs[:5])),
+            restore=result)
+    if analyze:
+        with contextlib.closing(pg.connect(params, dbname=target_db)) as conn:
+            conn.execute("ANALYZE")
+        result["analyzed"] = True
+    return result

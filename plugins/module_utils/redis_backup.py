@@ -1,0 +1,190 @@
+# -*- coding: utf-8 -*-
+# Copyright: Apex platform team
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Redis backups: BGSAVE, wait for *that* save to finish, upload the RDB with a manifest.
+
+Completion is observed in ``INFO persistence``, not with LASTSAVE (a 1-second clock that
+cannot tell two saves in the same second apart): ``rdb_saves`` (Redis >= 7: a counter of
+completed snapshots) must grow past its value before our BGSAVE, with
+``rdb_bgsave_in_progress:0`` and ``rdb_last_bgsave_status:ok``. On older servers the fallback
+is a changed ``rdb_last_save_time`` or an observed in-progress -> done transition. A BGSAVE
+already running when we arrive is waited out first (it may predate the request), then ours
+starts.
+
+The RDB is read from ``CONFIG GET dir`` + ``dbfilename`` (or ``rdb_path``): the module must run
+where that file is readable. Restore is an offline procedure (see docs/backup.md): stop Redis,
+put the file in place (``action: fetch`` downloads and checks it), start Redis.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import time
+
+from ansible_collections.apex.ops.plugins.module_utils import backup_catalog as catalog
+from ansible_collections.apex.ops.plugins.module_utils.s3_store import MIB
+
+RDB_MAGIC = b"REDIS"
+
+
+class RedisBackupError(Exception):
+    def __init__(self, msg, **details):
+        super(RedisBackupError, self).__init__(msg)
+        self.details = details
+
+
+def _text(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def info_persistence(client):
+    info = client.info("persistence")
+    return dict((_text(k), _text(v)) for k, v in info.items())
+
+
+def _summary(info):
+    keys = ("rdb_bgsave_in_progress", "rdb_last_bgsave_status", "rdb_last_save_time", "rdb_saves",
+            "rdb_changes_since_last_save", "aof_rewrite_in_progress")
+    return dict((k, info.get(k)) for k in keys if k in info)
+
+
+def bgsave_and_wait(client, timeout=300.0, poll=0.05, clock=time.monotonic, sleep=time.sleep):
+    """Start a BGSAVE of our own and wait until it completed successfully.
+
+    Returns ``{"before": ..., "after": ..., "waited_seconds": ..., "waited_for_running": bool}``;
+    raises :class:`RedisBackupError` (with the last observed state) on failure or timeout.
+    """
+    from redis.exceptions import ResponseError
+
+    start = clock()
+    deadline = start + timeout
+    waited_for_running = False
+    info = info_persistence(client)
+    while True:
+        # 1. a save already in progress predates us: let it finish first
+        while int(info.get("rdb_bgsave_in_progress", 0)):
+            waited_for_running = True
+            if clock() > deadline:
+                raise RedisBackupError("timed out after %.0fs waiting for a running BGSAVE to finish" % timeout,
+                                       last_state=_summary(info))
+            sleep(poll)
+            info = info_persistence(client)
+        before = info
+        try:
+            client.bgsave()
+            break
+        except ResponseError as exc:
+            message = str(exc).lower()
+            if "already in progress" in message:
+                info = info_persistence(client)  # raced with another save: wait it out, retry
+                continue
+            raise RedisBackupError("BGSAVE refused: %s" % exc, last_state=_summary(info))
+
+    saves_before = before.get("rdb_saves")
+    seen_running = False
+    while True:
+        info = info_persistence(client)
+        running = int(info.get("rdb_bgsave_in_progress", 0))
+        seen_running = seen_running or bool(running)
+        if not running:
+            if saves_before is not None:
+                done = int(info.get("rdb_saves", 0)) > int(saves_before)
+            else:
+                done = seen_running or info.get("rdb_last_save_time") != before.get("rdb_last_save_time")
+            if done:
+                break
+        if clock() > deadline:
+            raise RedisBackupError("timed out after %.0fs waiting for BGSAVE to finish" % timeout,
+                                   last_state=_summary(info))
+        sleep(poll)
+    if info.get("rdb_last_bgsave_status") != "ok":
+        raise RedisBackupError("BGSAVE failed: rdb_last_bgsave_status is %r (see the Redis log)"
+                               % info.get("rdb_last_bgsave_status"), last_state=_summary(info))
+    return {"before": _summary(before), "after": _summary(info), "waited_seconds": round(clock() - start, 3),
+            "waited_for_running": waited_for_running}
+
+
+def rdb_location(client, override=None):
+    if override:
+        return override
+    try:
+        directory = _text(list(client.config_get("dir").values())[0])
+        filename = _text(list(client.config_get("dbfilename").values())[0])
+    except Exception as exc:  # noqa: BLE001 - CONFIG may be renamed/disabled on managed Redis
+        raise RedisBackupError("cannot read the RDB location with CONFIG GET (%s); set rdb_path" % exc)
+    return os.path.join(directory, filename)
+
+
+def check_rdb_header(header):
+    if not header.startswith(RDB_MAGIC):
+        raise RedisBackupError("not an RDB file (header %r, expected it to start with REDIS)" % header[:9])
+    return _text(header[5:9])
+
+
+def backup_redis(client, store, prefix, instance, timeout=300.0, part_size=16 * MIB, concurrency=2, tags=(),
+                 rdb_path=None):
+    """BGSAVE, wait, then stream the RDB file into S3 and write the manifest last."""
+    catalog.check_segment("redis_instance", instance)
+    started = catalog.utcnow()
+    clock_start = time.monotonic()
+    backup_id = catalog.new_backup_id(started)
+    keys = catalog.backup_keys(prefix, "redis", instance, backup_id)
+    store.check_bucket()
+    server = dict((_text(k), _text(v)) for k, v in client.info("server").items())
+    keys_count = client.dbsize()
+    save = bgsave_and_wait(client, timeout=timeout)
+    path = rdb_location(client, rdb_path)
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise RedisBackupError("cannot read the RDB file %s (%s): run the module where Redis' data directory "
+                               "is readable, or set rdb_path" % (path, exc.strerror), last_state=save["after"])
+    with handle:
+        rdb_version = check_rdb_header(handle.read(9))
+        handle.seek(0)
+        writer = store.writer(keys["data"], part_size=part_size, concurrency=concurrency,
+                              metadata={"apex-backup-id": backup_id, "apex-kind": "redis"})
+        upload = writer.upload_stream(handle)
+    finished = catalog.utcnow()
+    manifest = catalog.build_manifest(
+        "redis", instance, backup_id, keys, upload, started, finished, tags=tags,
+        format="rdb", rdb_version=rdb_version, rdb_path=path, redis_version=server.get("redis_version"),
+        keys_at_start=keys_count, rdb_saves=save["after"].get("rdb_saves"),
+        rdb_last_save_time=save["after"].get("rdb_last_save_time"), bgsave_waited_seconds=save["waited_seconds"],
+        duration_seconds=round(time.monotonic() - clock_start, 3),
+    )
+    try:
+        store.put_json(keys["manifest"], manifest)
+    except Exception:
+        try:
+            store.delete([keys["data"]])
+        except Exception:  # noqa: BLE001
+            pass
+        raise
+    return manifest
+
+
+def verify_redis(store, manifest):
+    """Checksum of the stored RDB and its header: the checks that make sense for a Redis snapshot."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    size = 0
+    header = b""
+    for chunk in store.iter_object(manifest["key"]):
+        if len(header) < 9:
+            header += chunk[:9 - len(header)]
+        digest.update(chunk)
+        size += len(chunk)
+    ok = size == manifest.get("size") and digest.hexdigest() == manifest.get("sha256")
+    result = {"ok": ok, "size": size, "sha256": digest.hexdigest(), "expected_size": manifest.get("size"),
+              "expected_sha256": manifest.get("sha256"), "header": _text(header[:9])}
+    if not ok:
+        result["error"] = "size/sha256 differ from the manifest"
+    elif not header.startswith(RDB_MAGIC):
+        result.update(ok=False, error="object is not an RDB file (bad header)")
+    return {"checksum": result}
