@@ -5,6 +5,7 @@
     python3 tests/lab/lab.py down             stop everything, no process left behind
     python3 tests/lab/lab.py status [--json]  one line per service; exit 1 if one is down
     python3 tests/lab/lab.py rebuild-standby  re-clone the standby from the primary
+    python3 tests/lab/lab.py restart [SVC..]  stop the named services (default all), then up
     python3 tests/lab/lab.py destroy          down, then delete the lab directory
 
 State lives in ``<repo>/.lab`` (or ``$APEX_LAB_DIR``). Only the standard library is imported at
@@ -1057,38 +1058,65 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
             self.ensure_standby(rebuild=True)
         return 0
 
-    def down(self):
+    STOP_ORDER = ("twin", "kubesim", "moto", "redis", "pg-standby", "pg-primary")
+
+    def _stop_service(self, name):
+        """Stop one service; return a list of what is still running afterwards."""
+        if name in ("pg-standby", "pg-primary"):
+            datadir = self.pg_standby if name == "pg-standby" else self.pg_primary
+            pid = self.pg_pid(datadir)
+            if not pid:
+                return []
+            if self._pg_stop(datadir, name):
+                say("stopped PostgreSQL %s (pid %d)" % (name[3:], pid))
+                return []
+            return ["PostgreSQL %s (pid %d)" % (name[3:], pid)]
+        procs = {
+            "twin": ((self.twin_dir / "worker.pid", "twin worker"), (self.twin_dir / "serve.pid", "twin serve")),
+            "kubesim": ((self.kube_dir / "kubesim.pid", "kubesim"),),
+            "moto": ((self.moto_dir / "moto.pid", "moto.server"),),
+            "redis": ((self.redis_dir / "redis.pid", "redis-server"),),
+        }[name]
+        leftovers = []
+        for pidfile, marker in procs:
+            pid = read_pid(pidfile)
+            if pid_alive(pid, marker):
+                # our spawned services lead their own session: signal the whole group, so a
+                # child they started cannot outlive them. Redis daemonizes on its own.
+                if not stop_pid(pid, marker, group=marker != "redis-server"):
+                    leftovers.append("%s (pid %d)" % (marker, pid))
+                    continue
+                say("stopped %s (pid %d)" % (marker, pid))
+            if pidfile.exists() and not pid_alive(read_pid(pidfile), marker):
+                pidfile.unlink()
+        return leftovers
+
+    def down(self, services=None):
         t0 = time.monotonic()
         if not self.dir.exists():
             say("no lab at %s" % self.dir)
             return 0
         leftovers = []
         with self.lock():
-            for pidfile, marker in ((self.twin_dir / "worker.pid", "twin worker"),
-                                    (self.twin_dir / "serve.pid", "twin serve"),
-                                    (self.kube_dir / "kubesim.pid", "kubesim"),
-                                    (self.moto_dir / "moto.pid", "moto.server"),
-                                    (self.redis_dir / "redis.pid", "redis-server")):
-                pid = read_pid(pidfile)
-                if pid_alive(pid, marker):
-                    if not stop_pid(pid, marker, group=marker != "redis-server"):
-                        leftovers.append("%s (pid %d)" % (marker, pid))
-                        continue
-                    say("stopped %s (pid %d)" % (marker, pid))
-                if pidfile.exists() and not pid_alive(read_pid(pidfile), marker):
-                    pidfile.unlink()
-            for datadir, name in ((self.pg_standby, "standby"), (self.pg_primary, "primary")):
-                pid = self.pg_pid(datadir)
-                if pid:
-                    if self._pg_stop(datadir, name):
-                        say("stopped PostgreSQL %s (pid %d)" % (name, pid))
-                    else:
-                        leftovers.append("PostgreSQL %s (pid %d)" % (name, pid))
+            for name in self.STOP_ORDER:
+                if services is None or name in services:
+                    leftovers += self._stop_service(name)
         if leftovers:
             say("still running: %s" % ", ".join(leftovers))
             return 1
-        say("lab down in %.2fs (data kept in %s)" % (time.monotonic() - t0, self.dir))
+        if services is None:
+            say("lab down in %.2fs (data kept in %s)" % (time.monotonic() - t0, self.dir))
         return 0
+
+    def restart(self, services):
+        """Stop the named services (all when none are named) and bring the lab up again, e.g.
+        after changing the twin's or the simulator's code."""
+        unknown = set(services) - set(self.STOP_ORDER)
+        if unknown:
+            raise LabError("unknown service(s) %s; choose from %s" % (", ".join(sorted(unknown)),
+                                                                   ", ".join(self.STOP_ORDER)))
+        rc = self.down(set(services) if services else None)
+        return rc or self.up()
 
     def destroy(self):
         rc = self.down()
@@ -1138,17 +1166,21 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
         if (LAB_PY_DIR / "kubesim" / "__main__.py").exists():
             pid = self.kube_pid()
             ok = bool(pid) and safe(self.kube_ready)
+            skipped = "kubesim" in self.skip
             row("kubesim", "%s,%s" % (p.get("kube_primary"), p.get("kube_secondary")), pid, ok,
-                "readyz ok" if ok else "down", optional="kubesim" in self.skip)
+                "readyz ok" if ok else ("skipped" if skipped else "down"), optional=skipped)
         else:
             row("kubesim", "%s,%s" % (p.get("kube_primary"), p.get("kube_secondary")), None, True,
                 "not present (tests/lab/kubesim missing)", optional=True)
         if (LAB_PY_DIR / "twin" / "__main__.py").exists():
+            skipped = "twin" in self.skip
             pid = self.twin_pid("serve")
             ok = bool(pid) and safe(self.twin_live)
-            row("twin-api", p.get("twin"), pid, ok, "/live 200" if ok else "down", optional="twin" in self.skip)
+            row("twin-api", p.get("twin"), pid, ok, "/live 200" if ok else ("skipped" if skipped else "down"),
+                optional=skipped)
             pid = self.twin_pid("worker")
-            row("twin-worker", None, pid, bool(pid), "running" if pid else "down", optional="twin" in self.skip)
+            row("twin-worker", None, pid, bool(pid), "running" if pid else ("skipped" if skipped else "down"),
+                optional=skipped)
         else:
             row("twin", p.get("twin"), None, True, "not present (tests/lab/twin missing)", optional=True)
         bad = [r for r in rows if not r["healthy"] and not r["optional"]]
@@ -1178,6 +1210,9 @@ def main(argv=None):
     st.add_argument("--json", action="store_true")
     sub.add_parser("rebuild-standby", help="re-clone the standby from the primary (after a failover test)")
     sub.add_parser("destroy", help="down, then delete the lab directory")
+    rs = sub.add_parser("restart", help="stop the named services (default: all), then up")
+    rs.add_argument("services", nargs="*", metavar="SERVICE",
+                    help="twin, kubesim, moto, redis, pg-standby, pg-primary")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("lab: run as root (PostgreSQL runs as the postgres user via runuser)", file=sys.stderr)
@@ -1194,6 +1229,8 @@ def main(argv=None):
             return lab.rebuild_standby()
         if args.cmd == "destroy":
             return lab.destroy()
+        if args.cmd == "restart":
+            return lab.restart(args.services)
     except LabError as exc:
         say("ERROR %s" % exc)
         return 1
