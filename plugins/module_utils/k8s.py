@@ -1,20 +1,48 @@
 # -*- coding: utf-8 -*-
 # Copyright: Apex platform team
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Kubernetes API clients from K8S_ARGSPEC options.
+"""Kubernetes API access from K8S_ARGSPEC options.
 
-Loads the kubeconfig (or in-cluster config) with the official client and returns an
-``ApiClient``; the typed APIs are created by callers only for what they use.
+Two ways in:
+
+* ``api_client(params)``: the official client's ``ApiClient`` (typed APIs, DynamicClient).
+  Importing ``kubernetes.client`` costs about 0.25 s, so only modules that need typed models use it.
+* ``KubeClient(params)``: a lean JSON/REST client (urllib3 + the kubeconfig read with PyYAML,
+  about 0.05 s to import) with thread-safe connection pooling and the watch API. apex_info and
+  apex_scale use it: every module task pays its imports, and these two run often.
+
+The kubeconfig reader handles what kubeconfigs carry in practice: token, tokenFile,
+client certificate/key (paths or inline data), basic auth, CA (path or data),
+``insecure-skip-tls-verify``, ``tls-server-name``, several files in ``KUBECONFIG``, and the
+in-cluster service account. A user with an ``exec`` or ``auth-provider`` plugin is handed to
+the official client's loader (which runs the plugin) and its resulting configuration is used.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
+import json
+import os
+import threading
+
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import import_error_of
 
-KUBERNETES_IMPORT_ERROR = import_error_of(lambda: __import__("kubernetes.client"))
+
+def _find_kubernetes():
+    # find_spec of the top-level package does not import it (importing it loads every model).
+    import importlib.util
+
+    if importlib.util.find_spec("kubernetes") is None:
+        raise ImportError("No module named 'kubernetes'")
+
+
+KUBERNETES_IMPORT_ERROR = import_error_of(_find_kubernetes)
 REQUIREMENT = ("kubernetes>=30,<37", KUBERNETES_IMPORT_ERROR)
+
+IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+IN_CLUSTER_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 
 
 def api_client(params):
@@ -39,3 +67,428 @@ def api_client(params):
     if params.get("validate_certs") is not None:
         configuration.verify_ssl = params["validate_certs"]
     return client.ApiClient(configuration)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class KubeConfigError(Exception):
+    """The connection could not be configured (kubeconfig missing, unknown context...)."""
+
+
+class KubeApiError(Exception):
+    """The API server answered with an error status, or could not be reached (status 0)."""
+
+    def __init__(self, status, reason, message, method=None, path=None, body=None):
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.method = method
+        self.path = path
+        self.body = body
+        super(KubeApiError, self).__init__(self.__str__())
+
+    def __str__(self):
+        where = ("%s %s: " % (self.method, self.path)) if self.method else ""
+        if self.status:
+            return "%sHTTP %s %s: %s" % (where, self.status, self.reason, self.message)
+        return "%s%s" % (where, self.message)
+
+    @property
+    def not_found(self):
+        return self.status == 404
+
+    @property
+    def conflict(self):
+        return self.status == 409
+
+    @property
+    def unauthorized(self):
+        return self.status in (401, 403)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def _load_yaml(path):
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with open(path, "rb") as handle:
+        return yaml.load(handle, Loader=loader) or {}
+
+
+def _kubeconfig_paths(params):
+    raw = params.get("kubeconfig") or os.environ.get("KUBECONFIG") or ""
+    paths = [os.path.expanduser(p) for p in raw.split(os.pathsep) if p]
+    if params.get("kubeconfig"):
+        missing = [p for p in paths if not os.path.exists(p)]
+        if missing:
+            raise KubeConfigError("kubeconfig %s does not exist" % ", ".join(missing))
+    if not paths:
+        default = os.path.expanduser("~/.kube/config")
+        paths = [default] if os.path.exists(default) else []
+    return [p for p in paths if os.path.exists(p)]
+
+
+def _merge_kubeconfigs(paths):
+    """KUBECONFIG semantics: the first file that defines a name (or current-context) wins."""
+    merged = {"clusters": {}, "users": {}, "contexts": {}, "current-context": None, "_dir": {}}
+    for path in paths:
+        try:
+            doc = _load_yaml(path)
+        except Exception as exc:  # yaml errors, permissions
+            raise KubeConfigError("kubeconfig %s could not be read: %s" % (path, exc))
+        if not isinstance(doc, dict):
+            raise KubeConfigError("kubeconfig %s is not a kubeconfig mapping" % path)
+        base = os.path.dirname(os.path.abspath(path))
+        for section, key in (("clusters", "cluster"), ("users", "user"), ("contexts", "context")):
+            for entry in doc.get(section) or []:
+                name = entry.get("name")
+                if name is not None and name not in merged[section]:
+                    merged[section][name] = entry.get(key) or {}
+                    merged["_dir"][(section, name)] = base
+        if not merged["current-context"] and doc.get("current-context"):
+            merged["current-context"] = doc["current-context"]
+    return merged
+
+
+def _abs(path, base):
+    if not path:
+        return None
+    path = os.path.expanduser(path)
+    return path if os.path.isabs(path) else os.path.join(base, path)
+
+
+def _b64(data):
+    return base64.b64decode(data)
+
+
+def load_connection(params):
+    """Resolve K8S_ARGSPEC options to a plain connection dict.
+
+    Keys: ``server``, ``token``, ``basic_auth`` ('user:pass'), ``ca_file``, ``ca_data`` (bytes),
+    ``cert_file``/``key_file`` or ``cert_data``/``key_data`` (bytes), ``verify`` (bool),
+    ``tls_server_name``, ``context``, ``source`` (where it came from, for messages).
+    """
+    conn = dict(server=None, token=None, basic_auth=None, ca_file=None, ca_data=None, cert_file=None,
+                key_file=None, cert_data=None, key_data=None, verify=True, tls_server_name=None,
+                context=None, source=None)
+    host = params.get("host")
+    paths = [] if (host and not params.get("kubeconfig") and not params.get("context")) else _kubeconfig_paths(params)
+    if paths:
+        cfg = _merge_kubeconfigs(paths)
+        context_name = params.get("context") or cfg["current-context"]
+        if not context_name:
+            raise KubeConfigError("no context given and kubeconfig %s has no current-context" % os.pathsep.join(paths))
+        context = cfg["contexts"].get(context_name)
+        if context is None:
+            raise KubeConfigError("context %r is not in kubeconfig %s (available: %s)" % (
+                context_name, os.pathsep.join(paths), ", ".join(sorted(cfg["contexts"])) or "none"))
+        conn["context"] = context_name
+        conn["source"] = "kubeconfig %s, context %s" % (os.pathsep.join(paths), context_name)
+        cluster_name, user_name = context.get("cluster"), context.get("user")
+        cluster = cfg["clusters"].get(cluster_name)
+        if cluster is None:
+            raise KubeConfigError("context %r names cluster %r, which the kubeconfig does not define" % (context_name, cluster_name))
+        user = cfg["users"].get(user_name, {}) if user_name else {}
+        cbase = cfg["_dir"].get(("clusters", cluster_name), ".")
+        ubase = cfg["_dir"].get(("users", user_name), ".")
+        conn["server"] = cluster.get("server")
+        conn["verify"] = not cluster.get("insecure-skip-tls-verify", False)
+        conn["tls_server_name"] = cluster.get("tls-server-name")
+        if cluster.get("certificate-authority-data"):
+            conn["ca_data"] = _b64(cluster["certificate-authority-data"])
+        elif cluster.get("certificate-authority"):
+            conn["ca_file"] = _abs(cluster["certificate-authority"], cbase)
+        if user.get("exec") or user.get("auth-provider"):
+            _from_official_loader(conn, params, paths, context_name)
+        else:
+            if user.get("token"):
+                conn["token"] = user["token"]
+            elif user.get("tokenFile"):
+                with open(_abs(user["tokenFile"], ubase)) as handle:
+                    conn["token"] = handle.read().strip()
+            if user.get("client-certificate-data"):
+                conn["cert_data"] = _b64(user["client-certificate-data"])
+            elif user.get("client-certificate"):
+                conn["cert_file"] = _abs(user["client-certificate"], ubase)
+            if user.get("client-key-data"):
+                conn["key_data"] = _b64(user["client-key-data"])
+            elif user.get("client-key"):
+                conn["key_file"] = _abs(user["client-key"], ubase)
+            if user.get("username") and user.get("password"):
+                conn["basic_auth"] = "%s:%s" % (user["username"], user["password"])
+    elif not host:
+        service_host = os.environ.get("KUBERNETES_SERVICE_HOST")
+        if not service_host or not os.path.exists(IN_CLUSTER_TOKEN):
+            raise KubeConfigError(
+                "no kubeconfig found (kubeconfig option, K8S_AUTH_KUBECONFIG, KUBECONFIG, ~/.kube/config) "
+                "and not running in a cluster")
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if ":" in service_host:
+            service_host = "[%s]" % service_host
+        conn["server"] = "https://%s:%s" % (service_host, port)
+        with open(IN_CLUSTER_TOKEN) as handle:
+            conn["token"] = handle.read().strip()
+        conn["ca_file"] = IN_CLUSTER_CA
+        conn["source"] = "in-cluster service account"
+    if host:
+        conn["server"] = host
+        conn["source"] = (conn["source"] + ", host option") if conn["source"] else "host option"
+    if params.get("api_key"):
+        conn["token"] = params["api_key"]
+        conn["basic_auth"] = None
+    if params.get("ca_cert"):
+        conn["ca_file"], conn["ca_data"] = params["ca_cert"], None
+    if params.get("validate_certs") is not None:
+        conn["verify"] = bool(params["validate_certs"])
+    if not conn["server"]:
+        raise KubeConfigError("no API server URL: the kubeconfig cluster has no server and no host option was given")
+    conn["server"] = conn["server"].rstrip("/")
+    return conn
+
+
+def _from_official_loader(conn, params, paths, context_name):
+    """exec/auth-provider users: let the official client run the plugin (heavier import)."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=os.pathsep.join(paths), context=context_name,
+                            client_configuration=configuration)
+    auth = configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken")
+    if auth:
+        conn["token"] = auth[len("Bearer "):] if auth.startswith("Bearer ") else auth
+    if configuration.cert_file:
+        conn["cert_file"], conn["key_file"] = configuration.cert_file, configuration.key_file
+
+
+# --------------------------------------------------------------------------- the lean client
+
+
+def _quote(value):
+    try:
+        from urllib.parse import quote
+    except ImportError:  # pragma: no cover - Python 2
+        from urllib import quote
+    return quote(str(value), safe="")
+
+
+def encode_query(query):
+    if not query:
+        return ""
+    parts = []
+    for key in sorted(query):
+        value = query[key]
+        if value is None or value == "":
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        parts.append("%s=%s" % (_quote(key), _quote(value)))
+    return ("?" + "&".join(parts)) if parts else ""
+
+
+class KubeClient(object):
+    """JSON over HTTPS to the API server, shareable between threads."""
+
+    def __init__(self, params=None, connection=None, request_timeout=30.0, pool_size=16):
+        self.connection = connection if connection is not None else load_connection(params or {})
+        self.request_timeout = request_timeout
+        self._pool_size = pool_size
+        self._pool = None
+        self._lock = threading.Lock()
+
+    # -- transport
+    @property
+    def server(self):
+        return self.connection["server"]
+
+    def _ssl_context(self):
+        import ssl
+
+        conn = self.connection
+        ctx = ssl.create_default_context()
+        if conn["verify"]:
+            if conn["ca_file"] or conn["ca_data"]:
+                ctx = ssl.create_default_context(
+                    cafile=conn["ca_file"],
+                    cadata=conn["ca_data"].decode("ascii") if conn["ca_data"] else None)
+        else:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if conn["cert_data"] or conn["cert_file"]:
+            self._load_client_cert(ctx)
+        return ctx
+
+    def _load_client_cert(self, ctx):
+        import tempfile
+
+        conn = self.connection
+        temps = []
+        try:
+            cert, key = conn["cert_file"], conn["key_file"]
+            for attr in ("cert_data", "key_data"):
+                if conn[attr]:
+                    fd, path = tempfile.mkstemp(prefix="apex-k8s-", suffix=".pem")  # 0600
+                    with os.fdopen(fd, "wb") as handle:
+                        handle.write(conn[attr])
+                    temps.append(path)
+                    if attr == "cert_data":
+                        cert = path
+                    else:
+                        key = path
+            ctx.load_cert_chain(cert, key)
+        finally:
+            for path in temps:
+                os.unlink(path)
+
+    def _get_pool(self):
+        with self._lock:
+            if self._pool is None:
+                import urllib3
+
+                kwargs = dict(num_pools=4, maxsize=self._pool_size, block=False, retries=False)
+                if self.server.startswith("https"):
+                    kwargs["ssl_context"] = self._ssl_context()
+                    if not self.connection["verify"]:
+                        kwargs["cert_reqs"] = "CERT_NONE"
+                        kwargs["assert_hostname"] = False
+                        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+                    elif self.connection["tls_server_name"]:
+                        kwargs["server_hostname"] = self.connection["tls_server_name"]
+                        kwargs["assert_hostname"] = self.connection["tls_server_name"]
+                self._pool = urllib3.PoolManager(**kwargs)
+            return self._pool
+
+    def _headers(self, content_type=None):
+        headers = {"Accept": "application/json", "User-Agent": "apex.ops"}
+        if self.connection["token"]:
+            headers["Authorization"] = "Bearer " + self.connection["token"]
+        elif self.connection["basic_auth"]:
+            headers["Authorization"] = "Basic " + base64.b64encode(
+                self.connection["basic_auth"].encode("utf-8")).decode("ascii")
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    def _raw(self, method, path, query=None, body=None, content_type=None, timeout=None, stream=False):
+        import urllib3
+
+        url = self.server + path + encode_query(query)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            content_type = content_type or "application/json"
+        read_timeout = timeout if timeout is not None else self.request_timeout
+        try:
+            return self._get_pool().request(
+                method, url, body=data, headers=self._headers(content_type),
+                timeout=urllib3.Timeout(connect=min(10.0, self.request_timeout), read=read_timeout),
+                preload_content=not stream, redirect=False)
+        except urllib3.exceptions.HTTPError as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise KubeApiError(0, "Unreachable", "cannot reach the Kubernetes API at %s (%s): %s"
+                               % (self.server, self.connection.get("source") or "configured", reason),
+                               method=method, path=path)
+
+    @staticmethod
+    def _error(method, path, response, data=None):
+        data = response.data if data is None else data
+        message, reason = None, response.reason
+        try:
+            status = json.loads(data.decode("utf-8"))
+            message = status.get("message")
+            reason = status.get("reason") or reason
+        except Exception:
+            message = data.decode("utf-8", "replace")[:500] if data else None
+        if response.status == 401:
+            message = "the API server rejected the credentials (401 Unauthorized): check the token/api_key or kubeconfig user"
+        return KubeApiError(response.status, reason, message or reason, method=method, path=path)
+
+    def request(self, method, path, query=None, body=None, content_type=None, timeout=None):
+        response = self._raw(method, path, query=query, body=body, content_type=content_type, timeout=timeout)
+        if response.status >= 400:
+            raise self._error(method, path, response)
+        if not response.data:
+            return {}
+        return json.loads(response.data.decode("utf-8"))
+
+    # -- verbs
+    def get(self, path, query=None):
+        return self.request("GET", path, query=query)
+
+    def list(self, path, label_selector=None, field_selector=None, query=None):
+        query = dict(query or {})
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        return self.request("GET", path, query=query)
+
+    def merge_patch(self, path, patch):
+        return self.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
+
+    def put(self, path, body):
+        return self.request("PUT", path, body=body)
+
+    def post(self, path, body):
+        return self.request("POST", path, body=body)
+
+    def delete(self, path):
+        return self.request("DELETE", path)
+
+    def watch(self, path, resource_version=None, timeout_seconds=30, label_selector=None, field_selector=None):
+        """Yield ``(type, object)`` for each watch event until the server ends the stream.
+
+        An ``ERROR`` event with code 410 (or an HTTP 410) raises ``KubeApiError`` with
+        status 410: the caller lists again.
+        """
+        query = {"watch": "true", "timeoutSeconds": int(timeout_seconds), "allowWatchBookmarks": "true"}
+        if resource_version:
+            query["resourceVersion"] = resource_version
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        response = self._raw("GET", path, query=query, timeout=float(timeout_seconds) + 10.0, stream=True)
+        try:
+            if response.status >= 400:
+                raise self._error("GET", path, response, data=response.read())
+            buffer = b""
+            for chunk in response.stream(amt=None, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    event = self._event(line, path)
+                    if event is not None:
+                        yield event
+            if buffer.strip():
+                event = self._event(buffer, path)
+                if event is not None:
+                    yield event
+        finally:
+            response.release_conn()
+
+    @staticmethod
+    def _event(line, path):
+        line = line.strip()
+        if not line:
+            return None
+        event = json.loads(line.decode("utf-8"))
+        obj = event.get("object") or {}
+        if event.get("type") == "ERROR":
+            code = obj.get("code") or 500
+            raise KubeApiError(code, obj.get("reason") or "Error", obj.get("message") or "watch error",
+                               method="WATCH", path=path)
+        return event.get("type"), obj
+
+    def close(self):
+        with self._lock:
+            if self._pool is not None:
+                self._pool.clear()
+                self._pool = None
+
+
+def connect(params, **kwargs):
+    """A ``KubeClient`` for the module's K8S_ARGSPEC params (raises KubeConfigError)."""
+    return KubeClient(params, **kwargs)

@@ -1,0 +1,199 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Apex platform team
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: apex_info
+short_description: What is running in the Apex namespace, in one call
+version_added: 0.1.0
+description:
+  - Gathers, in one task, what an on-call procedure needs to know about a namespace
+    Deployments and StatefulSets (desired, ready, updated, available, image, revision, rollout
+    state), pods (phase, ready, restarts, node, age, last termination reason, why not ready),
+    HorizontalPodAutoscalers (min, max, current, desired, CPU target and current, at max), nodes
+    (conditions, cordoned), recent Warning events, and C(metrics.k8s.io) usage where served.
+  - Issues a handful of list calls concurrently (one per resource kind), never one call per object.
+  - Works against any context of the kubeconfig (O(context)), for example the secondary region.
+author:
+  - Apex platform team
+extends_documentation_fragment:
+  - apex.ops.k8s
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Changes nothing.
+options:
+  names:
+    description:
+      - Only these workloads (C(apex-api), or C(statefulset/postgresql)), the pods they select,
+        the HPAs targeting them and the events about any of those.
+    type: list
+    elements: str
+    default: []
+  label_selectors:
+    description:
+      - Label selectors applied server-side to workloads and pods; several are ANDed.
+        HPAs and events are then limited to the selected objects.
+    type: list
+    elements: str
+    default: []
+  gather:
+    description: Which sections to gather.
+    type: list
+    elements: str
+    choices: [workloads, pods, hpas, nodes, events, metrics]
+    default: [workloads, pods, hpas, nodes, events, metrics]
+  events_since_minutes:
+    description: Warning events seen in the last this many minutes (0 for all).
+    type: int
+    default: 60
+  events_limit:
+    description: At most this many events, newest first (0 for all).
+    type: int
+    default: 50
+  fail_on_missing:
+    description: Fail when a workload named in O(names) does not exist (otherwise it is listed in RV(missing)).
+    type: bool
+    default: false
+notes:
+  - A cluster that does not serve C(metrics.k8s.io) gives RV(metrics.available=false), not an error.
+"""
+
+EXAMPLES = r"""
+- name: Everything about the namespace
+  apex.ops.apex_info:
+  register: cluster
+
+- name: Only the API, on the secondary region
+  apex.ops.apex_info:
+    context: apex-secondary
+    names: [apex-api]
+    gather: [workloads, pods, hpas]
+
+- name: Pods not running
+  ansible.builtin.debug:
+    var: cluster.summary.pods_not_running
+"""
+
+RETURN = r"""
+deployments:
+  description: Deployments (name, desired, current, ready, updated, available, image, images, revision, rollout, ready_ok, selector).
+  returned: when workloads gathered
+  type: list
+  elements: dict
+  sample:
+    - name: apex-api
+      desired: 3
+      ready: 3
+      updated: 3
+      available: 3
+      image: apex/api:1.4.2
+      revision: "2"
+      rollout: {state: complete, message: successfully rolled out}
+statefulsets:
+  description: StatefulSets, same fields as RV(deployments).
+  returned: when workloads gathered
+  type: list
+  elements: dict
+pods:
+  description: Pods (name, phase, ready, restarts, node, age_seconds, last_termination_reason, not_ready_reason, owner, images).
+  returned: when pods gathered
+  type: list
+  elements: dict
+hpas:
+  description: HPAs (name, target, min_replicas, max_replicas, current_replicas, desired_replicas, cpu_target, cpu_current, at_max, conditions).
+  returned: when hpas gathered
+  type: list
+  elements: dict
+nodes:
+  description: Nodes (name, ready, cordoned, conditions, problems, roles, allocatable CPU/memory).
+  returned: when nodes gathered
+  type: list
+  elements: dict
+events:
+  description: Recent Warning events (type, reason, object, message, count, last_seen, age_seconds), newest first.
+  returned: when events gathered
+  type: list
+  elements: dict
+metrics:
+  description: C(metrics.k8s.io) usage; C(available) false when not served. Pods sorted by CPU.
+  returned: when metrics gathered
+  type: dict
+summary:
+  description: >-
+    Counts for health checks - pods_total, pods_not_running, pods_with_restarts, max_restarts, oom_killed,
+    hpas_at_max, nodes_not_ready, nodes_cordoned, workloads_not_ready, warning_events.
+  returned: always
+  type: dict
+missing:
+  description: Names in O(names) that do not exist.
+  returned: always
+  type: list
+  elements: str
+elapsed_seconds:
+  description: Time spent gathering.
+  returned: always
+  type: float
+api_calls:
+  description: Number of API list calls issued (concurrently).
+  returned: always
+  type: int
+"""
+
+from ansible_collections.apex.ops.plugins.module_utils.apex_module import ApexModule
+from ansible_collections.apex.ops.plugins.module_utils.common_args import K8S_ARGSPEC
+from ansible_collections.apex.ops.plugins.module_utils import k8s
+
+SECTIONS = ["workloads", "pods", "hpas", "nodes", "events", "metrics"]
+
+ARGUMENT_SPEC = dict(
+    names=dict(type="list", elements="str", default=[]),
+    label_selectors=dict(type="list", elements="str", default=[]),
+    gather=dict(type="list", elements="str", choices=SECTIONS, default=SECTIONS),
+    events_since_minutes=dict(type="int", default=60),
+    events_limit=dict(type="int", default=50),
+    fail_on_missing=dict(type="bool", default=False),
+)
+
+
+def main():
+    module = ApexModule(
+        argument_spec=ARGUMENT_SPEC,
+        fragments=(K8S_ARGSPEC,),
+        requirements=(k8s.REQUIREMENT,),
+        supports_check_mode=True,
+    )
+    from ansible_collections.apex.ops.plugins.module_utils import k8s_workloads as wl
+
+    params = module.params
+    try:
+        client = k8s.connect(params)
+        info = wl.gather(
+            client, params["namespace"], names=params["names"],
+            label_selector=",".join(params["label_selectors"]) or None,
+            sections=params["gather"], events_since_minutes=params["events_since_minutes"],
+            events_limit=params["events_limit"])
+    except wl.ScaleError as exc:
+        module.fail(str(exc))
+    except k8s.KubeConfigError as exc:
+        module.fail("Kubernetes connection is not configured: %s" % exc)
+    except k8s.KubeApiError as exc:
+        module.fail("Kubernetes API error: %s" % exc)
+    info["context"] = client.connection.get("context")
+    if params["fail_on_missing"] and info["missing"]:
+        module.fail("not found in namespace %s: %s" % (params["namespace"], ", ".join(info["missing"])),
+                    last_state=info)
+    module.exit_json(changed=False, **info)
+
+
+if __name__ == "__main__":
+    main()

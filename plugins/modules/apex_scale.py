@@ -1,0 +1,342 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Apex platform team
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: apex_scale
+short_description: Scale Apex Deployments and StatefulSets safely, in parallel, HPA-aware
+version_added: 0.1.0
+description:
+  - Sets the replica count of one or several Deployments or StatefulSets, by name or label
+    selector, all B(in parallel) in one call, and optionally waits (watch API, monotonic deadline)
+    until every target has rolled out and its ready replicas equal the desired count.
+  - Sets HorizontalPodAutoscaler (autoscaling/v2) min/max replicas and target CPU utilisation.
+  - HPA-aware. When an HPA governs a target, a replica count outside its [min, max] is refused
+    with an explanation (the HPA would undo it), unless O(hpa_adjust=true) moves the bound to the
+    requested count too. The HPA is patched before the workload so they never disagree.
+  - Saves the current replicas and HPA bounds of the targets in the cluster (ConfigMap
+    C(apex-ops-scale-state), one JSON record per O(state_name)) and restores exactly that later.
+  - When a target does not get ready in time, or a write fails, the targets changed by this call
+    are put back to the state they had before it (O(rollback_on_failure)), and the error lists per
+    target the last observed ready/desired counts and the pods that were not ready, with why.
+author:
+  - Apex platform team
+extends_documentation_fragment:
+  - apex.ops.k8s
+attributes:
+  check_mode:
+    support: full
+    description: Plans and reports every change (before/after per target) without writing.
+  diff_mode:
+    support: full
+    description: Before/after replicas and HPA bounds per target.
+options:
+  names:
+    description:
+      - Targets by name. C(apex-api) is a O(kind) object; C(statefulset/postgresql) or
+        C(deployment/apex-worker) names the kind explicitly.
+    type: list
+    elements: str
+    default: []
+  label_selectors:
+    description:
+      - Targets by label selector (for example C(app.kubernetes.io/part-of=apex)); every O(kind)
+        object matching a selector is a target.
+    type: list
+    elements: str
+    default: []
+  kind:
+    description:
+      - Kind of targets given without an explicit kind.
+    type: str
+    choices: [Deployment, StatefulSet]
+    default: Deployment
+  targets:
+    description:
+      - Targets with their own settings, for changes that differ per target in one call. Each
+        entry overrides the top-level options of the same name.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Target name (C(apex-api) or C(statefulset/postgresql)). Exclusive with O(targets[].label_selector).
+        type: str
+      label_selector:
+        description: Label selector; every matching object of the kind is a target.
+        type: str
+      kind:
+        description: Kind of the target.
+        type: str
+        choices: [Deployment, StatefulSet]
+      replicas:
+        description: Absolute replica count.
+        type: int
+      replicas_delta:
+        description: Relative change, as for the top-level O(replicas_delta).
+        type: raw
+      current_replicas:
+        description: Precondition, as for the top-level O(current_replicas).
+        type: int
+      hpa_min_replicas:
+        description: HPA minReplicas.
+        type: int
+      hpa_max_replicas:
+        description: HPA maxReplicas.
+        type: int
+      hpa_target_cpu:
+        description: HPA target average CPU utilisation, percent.
+        type: int
+  replicas:
+    description:
+      - Absolute replica count for every target. Exclusive with O(replicas_delta).
+      - Leave both unset to change only HPA settings, or only to wait.
+    type: int
+  replicas_delta:
+    description:
+      - Relative change of the current replica count, a signed whole number such as C(+2),
+        C("+2"), C(2) or C(-1). The result may not go below zero. Exclusive with O(replicas).
+    type: raw
+  current_replicas:
+    description:
+      - Precondition. Each target must have exactly this many replicas (spec) now, or the call fails
+        and changes nothing. The write is a PUT with the read resourceVersion, so it also fails
+        when someone scaled in between.
+    type: int
+  hpa_min_replicas:
+    description: Set the governing HPA's minReplicas.
+    type: int
+  hpa_max_replicas:
+    description: Set the governing HPA's maxReplicas.
+    type: int
+  hpa_target_cpu:
+    description: Set the governing HPA's target average CPU utilisation (percent, autoscaling/v2 Resource metric).
+    type: int
+  hpa_adjust:
+    description:
+      - When the requested replica count is outside the governing HPA's bounds, move the bound to
+        it (minReplicas down or maxReplicas up) instead of refusing.
+    type: bool
+    default: false
+  wait:
+    description:
+      - Wait until every target has rolled out and its ready replicas equal its desired count.
+    type: bool
+    default: true
+  wait_timeout:
+    description: Seconds to wait, for all targets together (one monotonic deadline).
+    type: int
+    default: 300
+  rollback_on_failure:
+    description:
+      - When a target fails to scale or does not get ready in time, put every target changed by
+        this call back to its previous replicas and HPA settings (without waiting for that).
+    type: bool
+    default: true
+  save_state:
+    description:
+      - Before changing anything, record the targets' current replicas and HPA bounds under
+        O(state_name) in the ConfigMap O(state_configmap). A record that has not been restored yet
+        is kept (not overwritten) unless O(overwrite_saved=true), so a repeated run keeps the
+        pre-event state.
+    type: bool
+    default: false
+  restore_state:
+    description:
+      - Restore the replicas and HPA bounds recorded under O(state_name); the targets are the ones
+        recorded. Fails when no such record exists. The record is kept, marked C(restored_at).
+      - Exclusive with the target and scaling options.
+    type: bool
+    default: false
+  state_name:
+    description: Name of the saved-state record (for example the event's name).
+    type: str
+    default: default
+  overwrite_saved:
+    description: With O(save_state), replace an existing record that has not been restored yet.
+    type: bool
+    default: false
+  state_configmap:
+    description: ConfigMap (in O(namespace)) holding saved states.
+    type: str
+    default: apex-ops-scale-state
+notes:
+  - Targets are scaled concurrently (one thread each) and watched individually
+    (C(fieldSelector=metadata.name=...)); a rollout of several targets takes as long as the slowest.
+  - Within the HPA's bounds a manual scale is a starting point, not a pin; the HPA keeps adjusting
+    from metrics. To pin a count, move the bounds (O(hpa_min_replicas)/O(hpa_max_replicas)).
+  - Replicas 0 is allowed under an HPA; Kubernetes does not autoscale a workload at zero replicas.
+"""
+
+EXAMPLES = r"""
+- name: Scale API and workers together, wait for both
+  apex.ops.apex_scale:
+    names: [apex-api, apex-worker]
+    replicas: 8
+
+- name: Two more workers, only if there are 5 now
+  apex.ops.apex_scale:
+    names: [apex-worker]
+    replicas_delta: "+2"
+    current_replicas: 5
+
+- name: Pre-scale for an event, saving the current state first
+  apex.ops.apex_scale:
+    save_state: true
+    state_name: launch-2026
+    targets:
+      - name: apex-worker
+        replicas: 20
+        hpa_max_replicas: 100
+      - name: apex-api
+        hpa_max_replicas: 50
+
+- name: Back to exactly what was saved
+  apex.ops.apex_scale:
+    restore_state: true
+    state_name: launch-2026
+
+- name: HPA target CPU on the secondary region
+  apex.ops.apex_scale:
+    context: apex-secondary
+    names: [apex-api]
+    hpa_target_cpu: 60
+    wait: false
+"""
+
+RETURN = r"""
+targets:
+  description: One entry per target, in order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    key:
+      description: C(Kind/name).
+      type: str
+    hpa:
+      description: Name of the governing HPA, or null.
+      type: str
+    before:
+      description: Replicas and HPA bounds (min_replicas, max_replicas, target_cpu) before the call.
+      type: dict
+    after:
+      description: Replicas and HPA bounds after the call (planned, in check mode).
+      type: dict
+    changed:
+      description: Whether this target was (or would be) changed.
+      type: bool
+    notes:
+      description: What the HPA awareness decided (bounds moved, HPA will adjust).
+      type: list
+      elements: str
+    timings:
+      description: C(apply_seconds), C(wait_seconds), C(total_seconds) for this target.
+      type: dict
+    observed:
+      description: Last observed desired and ready replicas and rollout state.
+      type: dict
+  sample:
+    - key: Deployment/apex-api
+      hpa: apex-api
+      before: {replicas: 3, hpa: {min_replicas: 3, max_replicas: 10, target_cpu: 70}}
+      after: {replicas: 5, hpa: {min_replicas: 3, max_replicas: 10, target_cpu: 70}}
+      changed: true
+      timings: {apply_seconds: 0.01, wait_seconds: 0.42, total_seconds: 0.43}
+state:
+  description: What happened to the saved state (action saved, kept, restored or would restore) and the record.
+  returned: when save_state or restore_state
+  type: dict
+elapsed_seconds:
+  description: Wall time of the call.
+  returned: always
+  type: float
+last_state:
+  description: On failure, the targets as last observed and what was rolled back.
+  returned: on failure
+  type: dict
+"""
+
+from ansible_collections.apex.ops.plugins.module_utils.apex_module import ApexModule
+from ansible_collections.apex.ops.plugins.module_utils.common_args import K8S_ARGSPEC
+from ansible_collections.apex.ops.plugins.module_utils import k8s
+
+TARGET_OPTIONS = dict(
+    name=dict(type="str"),
+    label_selector=dict(type="str"),
+    kind=dict(type="str", choices=["Deployment", "StatefulSet"]),
+    replicas=dict(type="int"),
+    replicas_delta=dict(type="raw"),
+    current_replicas=dict(type="int"),
+    hpa_min_replicas=dict(type="int"),
+    hpa_max_replicas=dict(type="int"),
+    hpa_target_cpu=dict(type="int"),
+)
+
+ARGUMENT_SPEC = dict(
+    names=dict(type="list", elements="str", default=[]),
+    label_selectors=dict(type="list", elements="str", default=[]),
+    kind=dict(type="str", choices=["Deployment", "StatefulSet"], default="Deployment"),
+    targets=dict(type="list", elements="dict", default=[], options=TARGET_OPTIONS),
+    replicas=dict(type="int"),
+    replicas_delta=dict(type="raw"),
+    current_replicas=dict(type="int"),
+    hpa_min_replicas=dict(type="int"),
+    hpa_max_replicas=dict(type="int"),
+    hpa_target_cpu=dict(type="int"),
+    hpa_adjust=dict(type="bool", default=False),
+    wait=dict(type="bool", default=True),
+    wait_timeout=dict(type="int", default=300),
+    rollback_on_failure=dict(type="bool", default=True),
+    save_state=dict(type="bool", default=False),
+    restore_state=dict(type="bool", default=False),
+    state_name=dict(type="str", default="default"),
+    overwrite_saved=dict(type="bool", default=False),
+    state_configmap=dict(type="str", default="apex-ops-scale-state"),
+)
+
+RESTORE_EXCLUSIVE = ("names", "label_selectors", "targets", "replicas", "replicas_delta", "current_replicas",
+                     "hpa_min_replicas", "hpa_max_replicas", "hpa_target_cpu", "save_state")
+
+
+def main():
+    module = ApexModule(
+        argument_spec=ARGUMENT_SPEC,
+        fragments=(K8S_ARGSPEC,),
+        requirements=(k8s.REQUIREMENT,),
+        mutually_exclusive=[("replicas", "replicas_delta")],
+        supports_check_mode=True,
+    )
+    from ansible_collections.apex.ops.plugins.module_utils import k8s_workloads as wl
+
+    params = module.params
+    if params["restore_state"]:
+        given = [k for k in RESTORE_EXCLUSIVE if params.get(k) not in (None, [], False)]
+        if given:
+            module.fail("restore_state restores the recorded targets exactly; it cannot be combined with %s"
+                        % ", ".join(given))
+    if params["wait_timeout"] is not None and params["wait_timeout"] < 0:
+        module.fail("wait_timeout must be 0 or more seconds")
+    try:
+        client = k8s.connect(params)
+        result = wl.run_scale(client, params["namespace"], params, check_mode=module.check_mode,
+                              context=client.connection.get("context"))
+    except wl.ScaleError as exc:
+        module.fail(str(exc), last_state=exc.last_state)
+    except k8s.KubeConfigError as exc:
+        module.fail("Kubernetes connection is not configured: %s" % exc)
+    except k8s.KubeApiError as exc:
+        module.fail("Kubernetes API error: %s" % exc)
+    if module._diff:
+        result["diff"] = wl.scale_diff(result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

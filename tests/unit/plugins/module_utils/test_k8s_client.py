@@ -1,0 +1,283 @@
+"""Unit tests of the lean Kubernetes REST client (k8s.py) and the waiting helpers, no cluster needed."""
+import base64
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+
+from ansible_collections.apex.ops.plugins.module_utils import k8s
+from ansible_collections.apex.ops.plugins.module_utils.waiting import (
+    Deadline, StreamExpired, poll_until, watch_until)
+
+TOKEN = "s3cr3t-token-value"
+
+
+def write_kubeconfig(tmp_path, server="http://127.0.0.1:1", extra_users=None, current="apex-primary"):
+    doc = {
+        "apiVersion": "v1", "kind": "Config", "current-context": current,
+        "clusters": [
+            {"name": "primary", "cluster": {"server": server, "certificate-authority": "ca.pem"}},
+            {"name": "secondary", "cluster": {"server": "https://10.0.0.2:6443", "insecure-skip-tls-verify": True,
+                                              "certificate-authority-data": base64.b64encode(b"PEM").decode()}},
+        ],
+        "users": [{"name": "ops", "user": {"token": TOKEN}},
+                  {"name": "file", "user": {"tokenFile": "token.txt", "client-certificate-data":
+                                            base64.b64encode(b"CERT").decode(), "client-key": "/abs/key.pem"}}]
+        + (extra_users or []),
+        "contexts": [{"name": "apex-primary", "context": {"cluster": "primary", "user": "ops"}},
+                     {"name": "apex-secondary", "context": {"cluster": "secondary", "user": "file"}}],
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(doc))
+    (tmp_path / "token.txt").write_text("file-token\n")
+    return str(path)
+
+
+def test_load_connection_current_context(tmp_path):
+    conn = k8s.load_connection({"kubeconfig": write_kubeconfig(tmp_path)})
+    assert conn["server"] == "http://127.0.0.1:1" and conn["token"] == TOKEN and conn["context"] == "apex-primary"
+    assert conn["ca_file"] == str(tmp_path / "ca.pem")  # relative to the kubeconfig's directory
+    assert conn["verify"] is True
+
+
+def test_load_connection_other_context_token_file_and_inline_data(tmp_path):
+    conn = k8s.load_connection({"kubeconfig": write_kubeconfig(tmp_path), "context": "apex-secondary"})
+    assert conn["server"] == "https://10.0.0.2:6443" and conn["verify"] is False
+    assert conn["token"] == "file-token" and conn["ca_data"] == b"PEM" and conn["cert_data"] == b"CERT"
+    assert conn["key_file"] == "/abs/key.pem"
+
+
+def test_load_connection_overrides(tmp_path):
+    conn = k8s.load_connection({"kubeconfig": write_kubeconfig(tmp_path), "host": "https://x:1/",
+                                "api_key": "other", "validate_certs": False, "ca_cert": "/ca"})
+    assert conn["server"] == "https://x:1" and conn["token"] == "other" and conn["verify"] is False
+    assert conn["ca_file"] == "/ca"
+
+
+def test_kubeconfig_merge_first_wins(tmp_path, monkeypatch):
+    first = tmp_path / "a"
+    first.mkdir()
+    second = tmp_path / "b"
+    second.mkdir()
+    a = write_kubeconfig(first, server="http://first:1")
+    b = write_kubeconfig(second, server="http://second:1", current="apex-secondary")
+    monkeypatch.setenv("KUBECONFIG", a + ":" + b)
+    conn = k8s.load_connection({})
+    assert conn["server"] == "http://first:1" and conn["context"] == "apex-primary"
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"kubeconfig": "/nonexistent/kubeconfig"}, "does not exist"),
+    ({"context": "apex-tertiary"}, "context 'apex-tertiary' is not in kubeconfig .*available: apex-primary, apex-secondary"),
+])
+def test_load_connection_errors(tmp_path, params, match):
+    if "kubeconfig" not in params:
+        params["kubeconfig"] = write_kubeconfig(tmp_path)
+    with pytest.raises(k8s.KubeConfigError, match=match):
+        k8s.load_connection(params)
+
+
+def test_requirement_does_not_import_kubernetes():
+    import subprocess
+    import sys
+
+    code = ("import sys; from ansible_collections.apex.ops.plugins.module_utils import k8s; "
+            "print(k8s.REQUIREMENT[1] is None, 'kubernetes' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": ":".join(sys.path)}).stdout.split()
+    assert out == ["True", "False"]
+
+
+# --------------------------------------------------------------------------- against a tiny HTTP server
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen = []
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, status, body, chunks=None):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        if chunks is not None:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for chunk in chunks:
+                data = (json.dumps(chunk) + "\n").encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+                time.sleep(0.05)
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        data = json.dumps(body).encode()
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        Handler.seen.append((self.command, self.path, self.headers.get("Authorization")))
+        if self.headers.get("Authorization") != "Bearer " + TOKEN:
+            return self._send(401, {"kind": "Status", "code": 401, "reason": "Unauthorized", "message": "Unauthorized"})
+        if self.path.startswith("/apis/apps/v1/namespaces/apex/deployments?"):
+            if "watch=true" in self.path:
+                if "resourceVersion=old" in self.path:
+                    return self._send(200, None, chunks=[{"type": "ERROR", "object": {
+                        "kind": "Status", "code": 410, "reason": "Expired", "message": "too old resource version"}}])
+                return self._send(200, None, chunks=[
+                    {"type": "MODIFIED", "object": {"metadata": {"name": "apex-api", "resourceVersion": "6"},
+                                                    "status": {"readyReplicas": 4}}},
+                    {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "7"}}},
+                    {"type": "MODIFIED", "object": {"metadata": {"name": "apex-api", "resourceVersion": "8"},
+                                                    "status": {"readyReplicas": 5}}}])
+            return self._send(200, {"items": [{"metadata": {"name": "apex-api"}}]})
+        if self.path == "/api/v1/namespaces/apex/pods/missing":
+            return self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound",
+                                    "message": 'pods "missing" not found'})
+        return self._send(200, {"path": self.path})
+
+    def do_PATCH(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length))
+        Handler.seen.append((self.command, self.path, self.headers.get("Content-Type"), body))
+        return self._send(200, {"patched": body})
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield "http://127.0.0.1:%d" % httpd.server_address[1]
+    httpd.shutdown()
+
+
+def client_for(server, token=TOKEN):
+    return k8s.KubeClient({"host": server, "api_key": token})
+
+
+def test_list_with_selectors_and_token(server):
+    Handler.seen[:] = []
+    data = client_for(server).list("/apis/apps/v1/namespaces/apex/deployments", label_selector="app=apex-api,tier in (a,b)")
+    assert data["items"][0]["metadata"]["name"] == "apex-api"
+    method, path, auth = Handler.seen[-1]
+    assert "labelSelector=app%3Dapex-api%2Ctier%20in%20%28a%2Cb%29" in path and auth == "Bearer " + TOKEN
+
+
+def test_merge_patch_content_type(server):
+    out = client_for(server).merge_patch("/apis/apps/v1/namespaces/apex/deployments/apex-api/scale",
+                                         {"spec": {"replicas": 4}})
+    assert out == {"patched": {"spec": {"replicas": 4}}}
+    assert Handler.seen[-1][2] == "application/merge-patch+json"
+
+
+def test_errors_are_clear_and_never_carry_the_token(server):
+    with pytest.raises(k8s.KubeApiError) as err:
+        client_for(server, token="wrong-token").get("/api/v1/namespaces/apex/pods")
+    assert err.value.status == 401 and "rejected the credentials" in str(err.value)
+    assert "wrong-token" not in str(err.value)
+    with pytest.raises(k8s.KubeApiError) as err:
+        client_for(server).get("/api/v1/namespaces/apex/pods/missing")
+    assert err.value.not_found and 'pods "missing" not found' in str(err.value)
+
+
+def test_unreachable_server():
+    with pytest.raises(k8s.KubeApiError) as err:
+        k8s.KubeClient({"host": "http://127.0.0.1:9", "api_key": TOKEN}, request_timeout=2).get("/version")
+    assert err.value.status == 0 and "cannot reach the Kubernetes API at http://127.0.0.1:9" in str(err.value)
+
+
+def test_watch_streams_events_as_they_come(server):
+    client = client_for(server)
+    got = list(client.watch("/apis/apps/v1/namespaces/apex/deployments", resource_version="5", timeout_seconds=5,
+                            field_selector="metadata.name=apex-api"))
+    assert [t for t, _ in got] == ["MODIFIED", "BOOKMARK", "MODIFIED"]
+    assert got[-1][1]["status"]["readyReplicas"] == 5
+    path = Handler.seen[-1][1]
+    assert "watch=true" in path and "timeoutSeconds=5" in path and "fieldSelector=metadata.name%3Dapex-api" in path
+
+
+def test_watch_410_raises(server):
+    with pytest.raises(k8s.KubeApiError) as err:
+        list(client_for(server).watch("/apis/apps/v1/namespaces/apex/deployments", resource_version="old"))
+    assert err.value.status == 410
+
+
+def test_parallel_requests_share_the_pool(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = client_for(server)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: client.get("/x/%d" % i), range(24)))
+    assert [r["path"] for r in results] == ["/x/%d" % i for i in range(24)]
+
+
+# --------------------------------------------------------------------------- waiting
+
+
+class FakeClock(object):
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_deadline_monotonic():
+    clock = FakeClock()
+    d = Deadline(5, clock=clock)
+    assert d.remaining() == 5 and not d.expired()
+    clock.now += 6
+    assert d.expired() and d.remaining() == 0 and d.elapsed() == 6
+    assert Deadline(None).remaining() is None and not Deadline(None).expired()
+
+
+def test_poll_until_backoff_and_last_value():
+    clock = FakeClock()
+    values = iter(range(100))
+    result = poll_until(lambda: next(values), lambda v: v >= 3, Deadline(10, clock=clock), interval=0.1,
+                        sleep=clock.sleep)
+    assert result.ok and result.last == 3 and result.observations == 4
+    result = poll_until(lambda: "never", lambda v: False, Deadline(1, clock=clock), interval=0.4, max_interval=0.5,
+                        sleep=clock.sleep)
+    assert not result.ok and result.last == "never" and result.elapsed == pytest.approx(1.0)
+
+
+def test_watch_until_relists_on_expiry_and_follows_versions():
+    versions = []
+
+    def relist():
+        versions.append("relist")
+        return {"ready": 0}, "10"
+
+    streams = [StreamExpired("410"), [({"ready": 1}, "11"), (None, "12")], [({"ready": 3}, "13")]]
+
+    def watch(version, seconds):
+        versions.append(version)
+        item = streams.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        for event in item:
+            yield event
+
+    result = watch_until(relist, watch, lambda v: v["ready"] == 3, Deadline(10))
+    assert result.ok and result.last == {"ready": 3}
+    assert versions == ["relist", "10", "relist", "10", "12"]
+
+
+def test_watch_until_times_out_with_last_seen_value():
+    clock = FakeClock()
+
+    def watch(version, seconds):
+        clock.now += seconds  # the server holds the stream open for its timeout
+        yield {"ready": 1}, "2"
+
+    result = watch_until(lambda: ({"ready": 0}, "1"), watch, lambda v: v["ready"] == 3, Deadline(3, clock=clock))
+    assert not result.ok and result.last == {"ready": 1}

@@ -1,0 +1,491 @@
+"""Unit tests of k8s_workloads: summaries, rollout rules, the scale plan, and the scaler with a fake API."""
+import copy
+import json
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+from ansible_collections.apex.ops.plugins.module_utils import k8s_workloads as wl
+from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError
+from ansible_collections.apex.ops.plugins.module_utils.waiting import Deadline
+
+NOW = datetime(2026, 11, 27, 8, 0, 0, tzinfo=timezone.utc)
+
+
+def deployment(name, replicas, ready=None, rv="1", labels=None, generation=1, image="apex/api:1.0"):
+    ready = replicas if ready is None else ready
+    labels = labels or {"app": name}
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "apex", "resourceVersion": rv, "generation": generation,
+                     "labels": labels, "annotations": {"deployment.kubernetes.io/revision": "2"}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"spec": {"containers": [{"name": "main", "image": image}]}}},
+        "status": {"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
+                   "readyReplicas": ready, "availableReplicas": ready},
+    }
+
+
+def hpa(name, target, low, high, cpu=70, current=None):
+    return {
+        "metadata": {"name": name, "namespace": "apex", "resourceVersion": "1"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                 "minReplicas": low, "maxReplicas": high,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                     "type": "Utilization", "averageUtilization": cpu}}}]},
+        "status": {"currentReplicas": current if current is not None else low, "desiredReplicas": current or low,
+                   "currentMetrics": [{"type": "Resource", "resource": {"name": "cpu", "current": {
+                       "averageUtilization": 41}}}]},
+    }
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize("value,expected", [(2, 2), (-1, -1), ("+2", 2), ("-3", -3), (" + 4 ", 4), ("5", 5), (2.0, 2)])
+def test_parse_delta_accepts_signed_numbers(value, expected):
+    assert wl.parse_delta(value) == expected
+
+
+@pytest.mark.parametrize("value", ["two", "+", "1.5", True, "++1", "2x"])
+def test_parse_delta_rejects_garbage(value):
+    with pytest.raises(wl.ScaleError, match="signed whole number"):
+        wl.parse_delta(value)
+
+
+@pytest.mark.parametrize("value,expected", [("250m", 250), ("1", 1000), ("1.5", 1500), ("123456789n", 123), (2, 2000)])
+def test_millicores(value, expected):
+    assert wl.millicores(value) == expected
+
+
+def test_mebibytes():
+    assert wl.mebibytes("128Mi") == 128.0
+    assert wl.mebibytes("1Gi") == 1024.0
+    assert wl.mebibytes("1048576") == 1.0
+
+
+def test_parse_target_name():
+    assert wl.parse_target_name("apex-api") == ("Deployment", "apex-api")
+    assert wl.parse_target_name("statefulset/postgresql") == ("StatefulSet", "postgresql")
+    assert wl.parse_target_name("deploy/apex-worker") == ("Deployment", "apex-worker")
+    with pytest.raises(wl.ScaleError, match="unsupported kind"):
+        wl.parse_target_name("daemonset/x")
+
+
+def test_label_selector_strings():
+    labels = {"app": "apex-api", "tier": "web", "track": "stable"}
+    assert wl.labels_match_selector_string("app=apex-api", labels)
+    assert wl.labels_match_selector_string("app==apex-api,tier!=db", labels)
+    assert wl.labels_match_selector_string("track in (stable,canary),!canary", labels)
+    assert not wl.labels_match_selector_string("track notin (stable)", labels)
+    assert not wl.labels_match_selector_string("missing", labels)
+    assert wl.selector_string({"matchLabels": {"b": "2", "a": "1"},
+                               "matchExpressions": [{"key": "c", "operator": "In", "values": ["x", "y"]}]}) == \
+        "a=1,b=2,c in (x,y)"
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def test_rollout_state_rules():
+    d = deployment("apex-api", 3)
+    assert wl.rollout_state(d, "Deployment")[0] == "complete"
+    assert wl.is_settled(d, "Deployment")
+    d["status"]["readyReplicas"] = d["status"]["availableReplicas"] = 1
+    state, message = wl.rollout_state(d, "Deployment")
+    assert state == "progressing" and "1 of 3 updated replicas are available" in message
+    d["metadata"]["generation"] = 2
+    assert "observed" in wl.rollout_state(d, "Deployment")[1]
+    d = deployment("apex-api", 3)
+    d["status"]["conditions"] = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                                  "message": "ReplicaSet has timed out progressing"}]
+    assert wl.rollout_state(d, "Deployment")[0] == "failed"
+    d = deployment("apex-api", 3)
+    d["status"]["replicas"] = 5
+    assert "old replicas" in wl.rollout_state(d, "Deployment")[1]
+    assert not wl.is_settled(deployment("apex-api", 3), "Deployment", expect_replicas=4)
+
+
+def test_statefulset_rollout():
+    s = deployment("postgresql", 1)
+    s["status"].update(currentRevision="a", updateRevision="b")
+    assert wl.rollout_state(s, "StatefulSet")[0] == "progressing"
+    s["status"]["currentRevision"] = "b"
+    assert wl.rollout_state(s, "StatefulSet")[0] == "complete"
+
+
+def test_pod_summary_not_ready_reasons_and_termination():
+    pod = {
+        "metadata": {"name": "apex-worker-1", "creationTimestamp": "2026-11-27T07:59:00Z",
+                     "ownerReferences": [{"kind": "ReplicaSet", "name": "apex-worker-abc", "controller": True}]},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "worker", "image": "apex/worker:never-ready"}]},
+        "status": {"phase": "Running",
+                   "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+                                   "message": "containers with unready status: [worker]"}],
+                   "containerStatuses": [{"name": "worker", "ready": False, "restartCount": 4,
+                                          "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                          "lastState": {"terminated": {"reason": "OOMKilled",
+                                                                       "finishedAt": "2026-11-27T07:59:30Z"}}}]},
+    }
+    s = wl.pod_summary(pod, NOW)
+    assert s["ready"] is False and s["restarts"] == 4 and s["node"] == "node-1"
+    assert s["age_seconds"] == 60
+    assert s["last_termination_reason"] == "OOMKilled"
+    assert "CrashLoopBackOff" in s["not_ready_reason"] and "ContainersNotReady" in s["not_ready_reason"]
+    assert s["owner"] == "ReplicaSet/apex-worker-abc"
+
+
+def test_hpa_summary_at_max():
+    s = wl.hpa_summary(hpa("apex-api", "apex-api", 3, 10, current=10))
+    assert s["at_max"] and s["cpu_target"] == 70 and s["cpu_current"] == 41 and s["target"] == "Deployment/apex-api"
+    assert not wl.hpa_summary(hpa("apex-api", "apex-api", 3, 10, current=4))["at_max"]
+
+
+def test_node_summary():
+    node = {"metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/worker": ""}},
+            "spec": {"unschedulable": True},
+            "status": {"conditions": [{"type": "Ready", "status": "False"}, {"type": "MemoryPressure", "status": "True"}],
+                       "allocatable": {"cpu": "4", "memory": "16Gi"}}}
+    s = wl.node_summary(node, NOW)
+    assert s["cordoned"] and not s["ready"] and set(s["problems"]) == {"Ready", "MemoryPressure"}
+    assert s["roles"] == ["worker"] and s["cpu_allocatable_millicores"] == 4000 and s["memory_allocatable_mib"] == 16384.0
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def test_plan_absolute_within_hpa_bounds():
+    plan = wl.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10), {"replicas": 5})
+    assert plan["changed"] and plan["set_replicas"] == 5 and not plan["hpa_changed"]
+    assert plan["before"]["replicas"] == 3 and plan["after"]["replicas"] == 5
+
+
+def test_plan_refuses_outside_hpa_bounds_with_explanation():
+    with pytest.raises(wl.ScaleError) as err:
+        wl.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10), {"replicas": 12})
+    text = str(err.value)
+    assert "refusing" in text and "[3, 10]" in text and "hpa_adjust" in text and "Nothing was changed" in text
+
+
+def test_plan_hpa_adjust_moves_bound():
+    plan = wl.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
+                          {"replicas": 12}, hpa_adjust=True)
+    assert plan["after"]["hpa"]["max_replicas"] == 12 and plan["hpa_changed"]
+    plan = wl.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
+                          {"replicas": 2}, hpa_adjust=True)
+    assert plan["after"]["hpa"]["min_replicas"] == 2
+
+
+def test_plan_raising_max_and_replicas_together_is_fine():
+    plan = wl.plan_target("Deployment", deployment("apex-worker", 5), hpa("apex-worker", "apex-worker", 5, 50),
+                          {"replicas": 60, "hpa_max_replicas": 100})
+    assert plan["after"] == {"replicas": 60, "hpa": {"min_replicas": 5, "max_replicas": 100, "target_cpu": 70}}
+
+
+def test_plan_precondition_and_delta():
+    with pytest.raises(wl.ScaleError, match="precondition failed: it has 3 replicas, current_replicas expected 4"):
+        wl.plan_target("Deployment", deployment("apex-api", 3), None, {"replicas": 5, "current_replicas": 4})
+    plan = wl.plan_target("Deployment", deployment("apex-api", 3), None, {"replicas_delta": 2, "current_replicas": 3})
+    assert plan["set_replicas"] == 5
+    with pytest.raises(wl.ScaleError, match="below zero"):
+        wl.plan_target("Deployment", deployment("apex-api", 3), None, {"replicas_delta": -4})
+
+
+def test_plan_idempotent_and_hpa_only():
+    plan = wl.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10), {"replicas": 3})
+    assert not plan["changed"] and plan["set_replicas"] is None
+    plan = wl.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
+                          {"hpa_min_replicas": 5})
+    assert plan["hpa_changed"] and plan["after"]["replicas"] == 5  # the HPA will bring it up
+    assert any("HPA will move it" in n for n in plan["notes"])
+
+
+def test_plan_hpa_validation():
+    with pytest.raises(wl.ScaleError, match="no HorizontalPodAutoscaler"):
+        wl.plan_target("Deployment", deployment("apex-api", 3), None, {"hpa_max_replicas": 5})
+    with pytest.raises(wl.ScaleError, match="would exceed maxReplicas"):
+        wl.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
+                       {"hpa_min_replicas": 12})
+
+
+def test_hpa_patch_keeps_other_metrics():
+    h = hpa("apex-api", "apex-api", 3, 10)
+    h["spec"]["metrics"].append({"type": "Resource", "resource": {"name": "memory", "target": {
+        "type": "Utilization", "averageUtilization": 80}}})
+    patch = wl.hpa_patch(h, {"min_replicas": 3, "max_replicas": 20, "target_cpu": 60})
+    assert patch["spec"]["maxReplicas"] == 20 and "minReplicas" not in patch["spec"]
+    assert patch["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    assert patch["spec"]["metrics"][1]["resource"]["name"] == "memory"
+    assert wl.hpa_patch(h, wl.hpa_bounds(h)) is None
+
+
+def test_build_specs_defaults_and_overrides():
+    specs = wl.build_specs({"names": ["apex-api"], "replicas": 4, "targets": [
+        {"name": "apex-worker", "replicas_delta": "+2"}, {"label_selector": "tier=db", "kind": "StatefulSet"}],
+        "kind": "Deployment"})
+    worker, db, api = specs
+    assert worker["replicas"] is None and worker["replicas_delta"] == 2
+    assert db["kind"] == "StatefulSet" and db["label_selector"] == "tier=db" and db["replicas"] == 4
+    assert api["name"] == "apex-api" and api["replicas"] == 4
+    with pytest.raises(wl.ScaleError, match="exactly one of name or label_selector"):
+        wl.build_specs({"targets": [{"name": "a", "label_selector": "b=c"}]})
+
+
+# --------------------------------------------------------------------------- scaler against a fake API
+
+
+class FakeCluster(object):
+    """Enough of the API for the scaler: list/get/patch/put/post, and a watch that settles the rollout."""
+
+    def __init__(self, objects, hpas, fail_ready=(), settle=True):
+        self.objects = dict(((o["kind"], o["metadata"]["name"]), o) for o in objects)
+        self.hpas = dict((h["metadata"]["name"], h) for h in hpas)
+        self.configmaps = {}
+        self.fail_ready = set(fail_ready)
+        self.settle = settle
+        self.calls = []
+        self.lock = threading.Lock()
+        self.rv = 10
+        self.connection = {"context": "fake"}
+
+    def _bump(self, obj):
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+
+    def _locate(self, path):
+        parts = path.strip("/").split("/")
+        return parts
+
+    def list(self, path, label_selector=None, field_selector=None, query=None):
+        self.calls.append(("LIST", path))
+        if path.endswith("/deployments"):
+            return {"items": [copy.deepcopy(o) for (k, _), o in self.objects.items() if k == "Deployment"]}
+        if path.endswith("/statefulsets"):
+            return {"items": [copy.deepcopy(o) for (k, _), o in self.objects.items() if k == "StatefulSet"]}
+        if path.endswith("/horizontalpodautoscalers"):
+            return {"items": [copy.deepcopy(h) for h in self.hpas.values()]}
+        if path.endswith("/pods"):
+            return {"items": [{"metadata": {"name": "%s-pod" % n, "labels": {"app": n}},
+                               "spec": {}, "status": {"phase": "Running", "conditions": [
+                                   {"type": "Ready", "status": "False", "reason": "ContainersNotReady"}]}}
+                              for (_, n) in self.objects if n in self.fail_ready]}
+        raise AssertionError(path)
+
+    def get(self, path, query=None):
+        self.calls.append(("GET", path))
+        parts = path.strip("/").split("/")
+        if "configmaps" in parts:
+            name = parts[-1]
+            if name not in self.configmaps:
+                raise KubeApiError(404, "NotFound", "configmaps %r not found" % name)
+            return copy.deepcopy(self.configmaps[name])
+        if "horizontalpodautoscalers" in parts:
+            return copy.deepcopy(self.hpas[parts[-1]])
+        kind = "Deployment" if "deployments" in parts else "StatefulSet"
+        return copy.deepcopy(self.objects[(kind, parts[-1])])
+
+    def merge_patch(self, path, patch):
+        self.calls.append(("PATCH", path, patch))
+        parts = path.strip("/").split("/")
+        if "horizontalpodautoscalers" in parts:
+            h = self.hpas[parts[-1]]
+            h["spec"].update(patch["spec"])
+            return h
+        kind = "Deployment" if "deployments" in parts else "StatefulSet"
+        obj = self.objects[(kind, parts[-2])]
+        self._set_replicas(obj, patch["spec"]["replicas"])
+        return obj
+
+    def put(self, path, body):
+        self.calls.append(("PUT", path, body))
+        parts = path.strip("/").split("/")
+        if "configmaps" in parts:
+            self.configmaps[parts[-1]] = copy.deepcopy(body)
+            return body
+        kind = "Deployment" if "deployments" in parts else "StatefulSet"
+        obj = self.objects[(kind, parts[-2])]
+        if body["metadata"]["resourceVersion"] != obj["metadata"]["resourceVersion"]:
+            raise KubeApiError(409, "Conflict", "the object has been modified")
+        self._set_replicas(obj, body["spec"]["replicas"])
+        return obj
+
+    def post(self, path, body):
+        self.calls.append(("POST", path, body))
+        self.configmaps[body["metadata"]["name"]] = copy.deepcopy(body)
+        return body
+
+    def _set_replicas(self, obj, n):
+        with self.lock:
+            obj["spec"]["replicas"] = n
+            obj["metadata"]["generation"] += 1
+            self._bump(obj)
+
+    def watch(self, path, resource_version=None, timeout_seconds=30, label_selector=None, field_selector=None):
+        self.calls.append(("WATCH", path, field_selector))
+        name = field_selector.split("=", 1)[1]
+        kind = "Deployment" if path.endswith("deployments") else "StatefulSet"
+        obj = self.objects[(kind, name)]
+        if not self.settle:
+            return
+        with self.lock:
+            n = obj["spec"]["replicas"]
+            ready = 0 if name in self.fail_ready else n
+            obj["status"].update(observedGeneration=obj["metadata"]["generation"], replicas=n, updatedReplicas=n,
+                                 readyReplicas=ready, availableReplicas=ready)
+            self._bump(obj)
+        yield "MODIFIED", copy.deepcopy(obj)
+
+
+def apex_cluster(**kwargs):
+    return FakeCluster([deployment("apex-api", 3), deployment("apex-worker", 5)],
+                       [hpa("apex-api", "apex-api", 3, 10), hpa("apex-worker", "apex-worker", 5, 50)], **kwargs)
+
+
+def opts(**kw):
+    base = dict(names=[], label_selectors=[], targets=[], kind="Deployment", wait=True, wait_timeout=5,
+                rollback_on_failure=True, hpa_adjust=False, state_name="default", state_configmap=wl.STATE_CONFIGMAP)
+    base.update(kw)
+    return base
+
+
+def test_run_scale_two_targets_in_parallel_and_waits():
+    cluster = apex_cluster()
+    result = wl.run_scale(cluster, "apex", opts(names=["apex-api", "apex-worker"], replicas=6))
+    assert result["changed"]
+    assert cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] == 6
+    assert cluster.objects[("Deployment", "apex-worker")]["spec"]["replicas"] == 6
+    assert [t["observed"]["ready"] for t in result["targets"]] == [6, 6]
+    assert all("wait_seconds" in t["timings"] for t in result["targets"])
+    # one list per kind + HPAs, then one PATCH and one watch per target: no per-object GET before
+    assert sum(1 for c in cluster.calls if c[0] == "LIST") == 2
+
+
+def test_run_scale_refusal_changes_nothing():
+    cluster = apex_cluster()
+    with pytest.raises(wl.ScaleError, match="refusing to scale to 20"):
+        wl.run_scale(cluster, "apex", opts(names=["apex-api", "apex-worker"], replicas=20))
+    assert not [c for c in cluster.calls if c[0] in ("PATCH", "PUT", "POST")]
+
+
+def test_run_scale_missing_target_lists_what_exists():
+    cluster = apex_cluster()
+    with pytest.raises(wl.ScaleError) as err:
+        wl.run_scale(cluster, "apex", opts(names=["apex-nope", "apex-api"], replicas=4))
+    assert "Deployment apex-nope not found in namespace apex" in str(err.value)
+    assert "apex-api, apex-worker" in str(err.value)
+    assert cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] == 3
+
+
+def test_run_scale_check_mode_writes_nothing():
+    cluster = apex_cluster()
+    result = wl.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=5, save_state=True), check_mode=True)
+    assert result["changed"] and result["targets"][0]["after"]["replicas"] == 5
+    assert not [c for c in cluster.calls if c[0] in ("PATCH", "PUT", "POST")]
+    diff = wl.scale_diff(result)
+    assert diff["before"]["Deployment/apex-api"]["replicas"] == 3 and diff["after"]["Deployment/apex-api"]["replicas"] == 5
+
+
+def test_run_scale_precondition_uses_put_with_resource_version():
+    cluster = apex_cluster()
+    wl.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas_delta="+2", current_replicas=5))
+    puts = [c for c in cluster.calls if c[0] == "PUT"]
+    assert puts and puts[0][2]["metadata"]["resourceVersion"] == "1"
+    assert cluster.objects[("Deployment", "apex-worker")]["spec"]["replicas"] == 7
+
+
+def test_wait_timeout_reports_and_rolls_back():
+    cluster = FakeCluster([deployment("apex-api", 3), deployment("apex-never", 1)],
+                          [hpa("apex-api", "apex-api", 3, 10)], fail_ready=["apex-never"])
+    with pytest.raises(wl.ScaleError) as err:
+        wl.run_scale(cluster, "apex", opts(names=["apex-never", "apex-api"], replicas=2, wait_timeout=1,
+                                           hpa_adjust=True))
+    text = str(err.value)
+    assert "Deployment/apex-never: ready 0/2" in text and "apex-never-pod: ContainersNotReady" in text
+    assert "rolled back" in text
+    assert cluster.objects[("Deployment", "apex-never")]["spec"]["replicas"] == 1
+    assert cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] == 3
+    assert cluster.hpas["apex-api"]["spec"]["minReplicas"] == 3
+    assert err.value.last_state["targets"][0]["wait_failure"]["ready"] == 0
+
+
+def test_save_then_restore_exactly():
+    cluster = apex_cluster()
+    start = opts(save_state=True, state_name="launch", targets=[
+        {"name": "apex-worker", "replicas": 20, "hpa_max_replicas": 100},
+        {"name": "apex-api", "hpa_max_replicas": 50}])
+    result = wl.run_scale(cluster, "apex", start)
+    assert result["state"]["action"] == "saved"
+    assert cluster.hpas["apex-worker"]["spec"]["maxReplicas"] == 100
+    assert cluster.objects[("Deployment", "apex-worker")]["spec"]["replicas"] == 20
+    # a second start keeps the pre-event record and changes nothing
+    again = wl.run_scale(cluster, "apex", start)
+    assert again["state"]["action"] == "kept" and not again["changed"]
+    record = json.loads(cluster.configmaps[wl.STATE_CONFIGMAP]["data"]["launch"])
+    assert {t["name"]: t["replicas"] for t in record["targets"]} == {"apex-worker": 5, "apex-api": 3}
+    # the HPA moved things in between
+    cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] = 7
+    end = wl.run_scale(cluster, "apex", opts(restore_state=True, state_name="launch"))
+    assert end["changed"] and end["state"]["action"] == "restored"
+    assert cluster.objects[("Deployment", "apex-worker")]["spec"]["replicas"] == 5
+    assert cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] == 3
+    assert cluster.hpas["apex-worker"]["spec"]["maxReplicas"] == 50
+    assert cluster.hpas["apex-api"]["spec"]["maxReplicas"] == 10
+    end2 = wl.run_scale(cluster, "apex", opts(restore_state=True, state_name="launch"))
+    assert not end2["changed"]
+    # after a restore, a new save replaces the record
+    assert wl.run_scale(cluster, "apex", start)["state"]["action"] == "saved"
+
+
+def test_restore_without_record_is_a_clear_error():
+    cluster = apex_cluster()
+    with pytest.raises(wl.ScaleError, match="no saved scale state 'nope'"):
+        wl.run_scale(cluster, "apex", opts(restore_state=True, state_name="nope"))
+
+
+def test_wait_settled_deadline_when_stream_is_silent():
+    cluster = apex_cluster(settle=False)
+    cluster.objects[("Deployment", "apex-api")]["status"]["readyReplicas"] = 1
+    scaler = wl.Scaler(cluster, "apex")
+    result = scaler.wait_settled("Deployment", "apex-api", 3, Deadline(0.3))
+    assert not result.ok and result.last["status"]["readyReplicas"] == 1
+
+
+def test_gather_filters_by_name():
+    class InfoFake(object):
+        def list(self, path, label_selector=None, field_selector=None, query=None):
+            if path.endswith("/deployments"):
+                return {"items": [deployment("apex-api", 3), deployment("apex-worker", 5)]}
+            if path.endswith("/statefulsets"):
+                return {"items": []}
+            if path.endswith("/horizontalpodautoscalers"):
+                return {"items": [hpa("apex-api", "apex-api", 3, 10, current=10), hpa("apex-worker", "apex-worker", 5, 50)]}
+            if path.endswith("/pods") and "metrics" not in path:
+                return {"items": [
+                    {"metadata": {"name": "apex-api-1", "labels": {"app": "apex-api"}}, "spec": {},
+                     "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
+                    {"metadata": {"name": "apex-worker-1", "labels": {"app": "apex-worker"}}, "spec": {},
+                     "status": {"phase": "Pending"}}]}
+            if path.endswith("/nodes") and "metrics" not in path:
+                return {"items": [{"metadata": {"name": "n1"}, "spec": {}, "status": {
+                    "conditions": [{"type": "Ready", "status": "True"}], "allocatable": {"cpu": "2", "memory": "4Gi"}}}]}
+            if path.endswith("/events"):
+                return {"items": [{"type": "Warning", "reason": "BackOff", "message": "x",
+                                   "involvedObject": {"kind": "Pod", "name": "apex-worker-1"},
+                                   "lastTimestamp": "2026-11-27T07:58:00Z"}]}
+            if "metrics.k8s.io" in path:
+                raise KubeApiError(404, "NotFound", "the server could not find the requested resource")
+            raise AssertionError(path)
+
+    info = wl.gather(InfoFake(), "apex", names=["apex-api"], now=NOW)
+    assert [d["name"] for d in info["deployments"]] == ["apex-api"]
+    assert [p["name"] for p in info["pods"]] == ["apex-api-1"]
+    assert [h["name"] for h in info["hpas"]] == ["apex-api"]
+    assert info["events"] == []
+    assert info["metrics"]["available"] is False and "not served" in info["metrics"]["error"]
+    assert info["summary"]["hpas_at_max"] == ["apex-api"]
+    everything = wl.gather(InfoFake(), "apex", now=NOW)
+    assert everything["summary"]["pods_not_running"] == ["apex-worker-1"]
+    assert everything["events"][0]["object"] == "Pod/apex-worker-1" and everything["events"][0]["age_seconds"] == 120
+    missing = wl.gather(InfoFake(), "apex", names=["apex-nope"], now=NOW)
+    assert missing["missing"] == ["Deployment/apex-nope"]
