@@ -208,6 +208,10 @@ class Lab:
         self.pg_log = self.pg / "log"
         self.pg_tls = self.pg / "tls"
         self.wal_archive = self.pg / "wal_archive"
+        # the secondary region archives into its own directory once promoted, so its timeline's
+        # history files never reach the primary's archive (a standby re-cloned from the primary
+        # would otherwise follow the dead timeline through restore_command)
+        self.wal_archive_standby = self.pg / "wal_archive_standby"
         self.redis_dir = self.dir / "redis"
         self.moto_dir = self.dir / "moto"
         self.twin_dir = self.dir / "twin"
@@ -388,7 +392,7 @@ class Lab:
             d.mkdir(exist_ok=True)
         pg_uid = pwd.getpwnam("postgres")
         for d, mode in ((self.pg, 0o755), (self.pg_run, 0o755), (self.pg_log, 0o750),
-                        (self.wal_archive, 0o750), (self.pg_tls, 0o700)):
+                        (self.wal_archive, 0o750), (self.wal_archive_standby, 0o750), (self.pg_tls, 0o700)):
             d.mkdir(exist_ok=True)
             st = d.stat()
             if st.st_uid != pg_uid.pw_uid or (st.st_mode & 0o777) != mode:
@@ -506,6 +510,7 @@ class Lab:
         def q(value):
             return "'%s'" % str(value).replace("'", "''")
         archive = shlex.quote(str(self.wal_archive))
+        own_archive = shlex.quote(str(self.wal_archive_standby if standby else self.wal_archive))
         lines = [
             "# Written by tests/lab/lab.py at every start; edit lab.py, not this file.",
             "listen_addresses = '127.0.0.1'",
@@ -518,7 +523,7 @@ class Lab:
             "ssl_ca_file = %s" % q(self.ca_dir / "ca.crt"),
             "wal_level = replica",
             "archive_mode = on",
-            "archive_command = %s" % q("test ! -f %s/%%f && cp %%p %s/%%f" % (archive, archive)),
+            "archive_command = %s" % q("test ! -f %s/%%f && cp %%p %s/%%f" % (own_archive, own_archive)),
             "max_wal_senders = 10",
             "max_replication_slots = 10",
             "wal_keep_size = '256MB'",
@@ -645,6 +650,8 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
                 self._pg_stop(datadir, "standby")
             if datadir.exists():
                 shutil.rmtree(str(datadir))
+            for f in self.wal_archive_standby.iterdir():
+                f.unlink()
         if self.pg_pid(datadir):
             port = self.ports["pg_standby"]
             wait_until(lambda: self.pg_ready(port), START_TIMEOUT, "PostgreSQL standby on %d" % port,
@@ -939,6 +946,7 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
             "APEX_PG_REPLICATION_USER": REPLICATION_ROLE,
             "APEX_PG_REPLICATION_PASSWORD": s["replication_password"],
             "APEX_PG_WAL_ARCHIVE": str(self.wal_archive),
+            "APEX_PG_STANDBY_WAL_ARCHIVE": str(self.wal_archive_standby),
             "APEX_PG_BIN": str(PG_BIN),
             "APEX_PG_PRIMARY_DATA": str(self.pg_primary),
             "APEX_PG_STANDBY_DATA": str(self.pg_standby),

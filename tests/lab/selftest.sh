@@ -122,6 +122,21 @@ for _ in $(seq 50); do [ "$(psql_primary "SELECT state FROM pg_stat_replication"
 check "standby follows the primary to its new port" test "$(psql_primary "SELECT state FROM pg_stat_replication")" = streaming
 kill "$BLOCKER_PID"; wait "$BLOCKER_PID" 2>/dev/null || true; BLOCKER_PID=""
 
+# failover drill: promote the standby, let it write (it archives into its own directory), then
+# rebuild it from the primary: it must stream again on the primary's timeline.
+runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$LAB_DIR/pg/standby" -w promote >/dev/null
+psql_standby "CREATE TABLE promoted_only (x int); SELECT pg_switch_wal()" >/dev/null
+check "status reports the promoted standby" bash -c '"$@" status | grep -q PROMOTED' _ "${LAB[@]}"
+for _ in $(seq 50); do ls "$LAB_DIR/pg/wal_archive_standby" | grep -q history && break; sleep 0.1; done
+check "the promoted standby archives into its own directory" bash -c 'ls "$1" | grep -q "^00000002.history$"' _ "$LAB_DIR/pg/wal_archive_standby"
+check "no timeline-2 history in the primary's archive" bash -c '! ls "$1" | grep -q "^00000002.history$"' _ "$LAB_DIR/pg/wal_archive"
+"${LAB[@]}" rebuild-standby
+check "rebuilt standby streams from the primary" test "$(psql_primary "SELECT state FROM pg_stat_replication")" = streaming
+check "rebuilt standby is in recovery" test "$(psql_standby "SELECT pg_is_in_recovery()")" = t
+psql_primary "INSERT INTO selftest VALUES ('after-rebuild')"
+for _ in $(seq 50); do [ "$(psql_standby "SELECT count(*) FROM selftest" 2>/dev/null || true)" = 2 ] && break; sleep 0.1; done
+check "rebuilt standby replicates new rows" test "$(psql_standby "SELECT count(*) FROM selftest")" = 2
+
 "${LAB[@]}" destroy
 left="$(lab_processes)"
 check "destroy leaves no process behind" test -z "$left"
