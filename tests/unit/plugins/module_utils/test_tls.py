@@ -367,3 +367,81 @@ def test_probe_endpoint_refused():
     sock.close()
     with pytest.raises(OSError):
         tls.probe_endpoint("127.0.0.1", port, timeout=2)
+
+
+# ------------------------------------------------------------------ cert_manager facts (pure parts)
+
+def _secret(crt_pem, key_text):
+    import base64
+    from types import SimpleNamespace
+
+    data = {}
+    if crt_pem:
+        data["tls.crt"] = base64.b64encode(crt_pem.encode()).decode()
+    if key_text:
+        data["tls.key"] = base64.b64encode(key_text.encode()).decode()
+    meta = SimpleNamespace(name="apex-tls", namespace="apex", resource_version="7",
+                           annotations={"cert-manager.io/issuer-name": "lab-ca", "other": "x"})
+    return SimpleNamespace(metadata=meta, type="kubernetes.io/tls", data=data)
+
+
+def test_certificate_facts_and_conditions():
+    from ansible_collections.apex.ops.plugins.module_utils import cert_manager as cm
+
+    obj = {
+        "metadata": {"name": "apex-tls", "namespace": "apex", "generation": 2},
+        "spec": {"secretName": "apex-tls", "dnsNames": ["apex.lab.test"], "issuerRef": {"name": "lab-ca", "kind": "Issuer"}},
+        "status": {"notAfter": (NOW + 5 * DAY).strftime("%Y-%m-%dT%H:%M:%SZ"), "renewalTime": "2026-01-01T00:00:00Z",
+                   "failedIssuanceAttempts": 2,
+                   "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "up to date"},
+                                  {"type": "Issuing", "status": "True", "reason": "ManuallyTriggered", "message": "m"}]},
+    }
+    facts = cm.certificate_facts(obj, now=NOW)
+    assert facts["ready"] and facts["issuing"] and facts["issuing_reason"] == "ManuallyTriggered"
+    assert facts["expiry_status"] == "critical" and 4.9 < facts["days_left"] <= 5
+    assert facts["failed_issuance_attempts"] == 2 and facts["issuer_ref"]["name"] == "lab-ca"
+    assert "Issuing=True (ManuallyTriggered: m)" in cm.summarize_conditions(obj)
+    assert cm.summarize_conditions({}) == "no conditions"
+    assert cm.certificate_facts({"metadata": {"name": "x"}})["days_left"] is None
+
+
+def test_secret_facts_key_match_and_no_key_material(pki):
+    from ansible_collections.apex.ops.plugins.module_utils import cert_manager as cm
+
+    good = cm.secret_facts(_secret(pem(pki["leaf"], pki["inter"]), key_pem(pki["leaf_key"])), now=NOW,
+                           hostname="apex.lab.test")
+    assert good["present"] and good["key_matches"] and good["hostname_match"]
+    assert good["certificate"]["serial"] == tls.serial_hex(pki["leaf"]) and len(good["chain"]) == 1
+    assert good["annotations"] == {"cert-manager.io/issuer-name": "lab-ca"}
+    assert "PRIVATE" not in repr(good) and key_pem(pki["leaf_key"]).splitlines()[1] not in repr(good)
+    bad = cm.secret_facts(_secret(pem(pki["leaf"]), key_pem(pki["int_key"])), now=NOW)
+    assert bad["key_matches"] is False
+    assert cm.secret_facts(None) == {"present": False}
+    assert "no tls.crt" in cm.secret_facts(_secret(None, None))["error"]
+    summary = cm.secret_summary(good)
+    assert summary["certificate"]["serial"] == good["certificate"]["serial"] and "key_matches" not in summary
+
+
+def test_judge_problems_and_status():
+    from ansible_collections.apex.ops.plugins.modules.apex_cert import judge, overall_status
+
+    result = {
+        "certificates": [{"name": "apex-tls", "ready": False, "ready_reason": "Failed", "ready_message": "issuer down",
+                          "failed_issuance_attempts": 1, "expiry_status": "warning", "days_left": 20.0,
+                          "not_after": "x"}],
+        "secrets": {"apex-tls": {"present": True, "key_matches": True, "expiry_status": "ok", "days_left": 50,
+                                 "certificate": {"not_after": "y"}}},
+        "endpoint": {"host": "h", "port": 1, "verified": True, "hostname_match": True, "expiry_status": "ok",
+                     "days_left": 50, "chain_problems": []},
+        "drift": {"drift": True, "secret_newer": True, "secret_serial": "AA", "served_serial": "BB",
+                  "secret_name": "apex-tls"},
+    }
+    problems = judge(result)
+    sev = {(p["source"], p["severity"]) for p in problems}
+    assert ("certificate/apex-tls", "critical") in sev and ("certificate/apex-tls", "warning") in sev
+    assert ("drift", "warning") in sev
+    assert any("restart the ingress" in p["message"] for p in problems)
+    assert overall_status(problems) == "critical"
+    assert overall_status([]) == "ok"
+    assert judge({"endpoint": {"host": "h", "port": 1, "error": "refused"}})[0]["severity"] == "critical"
+    assert judge({"secrets": {"s": {"present": False}}})[0]["message"] == "Secret s does not exist"

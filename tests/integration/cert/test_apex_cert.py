@@ -1,0 +1,187 @@
+"""apex_cert against the lab: the simulator's cert-manager controller and the twin's HTTPS endpoint.
+
+Every test asserts what the services hold afterwards (the Secret's certificate, the certificate
+the endpoint serves), not only what the module says.
+"""
+import base64
+
+import pytest
+
+NS = "apex"
+CERT = "apex-tls"
+CTX = dict(context="apex-primary")
+
+
+def _secret_raw(kube, name=CERT):
+    secret = kube.get_secret(NS, name)
+    if secret is None:
+        return None
+    return secret.metadata.resource_version, dict(secret.data or {})
+
+
+def _fp(info):
+    return (info or {}).get("fingerprint_sha256")
+
+
+# ------------------------------------------------------------------ facts
+
+def test_facts_certificate_secret_endpoint(run_module, endpoint, stored, served):
+    res = run_module("apex_cert", state="facts", name=CERT, **endpoint, **CTX)
+    assert not res.failed, res.get("msg")
+    assert res["cert_manager_installed"] is True
+    cert = res["certificates"][0]
+    assert cert["name"] == CERT and cert["secret_name"] == CERT
+    assert cert["ready"] is True and cert["not_after"] and cert["issuer_ref"].get("name")
+    assert "renewal_time" in cert and "failed_issuance_attempts" in cert
+    secret = res["secret"]
+    assert secret["present"] and secret["key_matches"] is True
+    assert secret["certificate"]["serial"] == stored()["certificate"]["serial"]
+    ep = res["endpoint"]
+    assert ep["verified"] is True and ep["hostname_match"] is True and ep["sni_sent"] is True
+    assert ep["tls_version"] in ("TLSv1.2", "TLSv1.3")
+    assert ep["certificate"]["fingerprint_sha256"] == _fp(served())
+    assert res["expiry"]["status"] in ("ok", "warning", "critical", "expired")
+    assert res["changed"] is False
+
+
+def test_facts_all_certificates_of_namespace(run_module, endpoint):
+    res = run_module("apex_cert", state="facts", sources=["certificate", "secret"], **CTX)
+    assert not res.failed, res.get("msg")
+    assert CERT in [c["name"] for c in res["certificates"]]
+    assert CERT in res["secrets"]
+
+
+# ------------------------------------------------------------------ renew
+
+@pytest.mark.parametrize("method", ["issuing_condition", "delete_secret"])
+def test_renew_produces_new_certificate_that_is_served(run_module, endpoint, stored, served, method):
+    before = stored()["certificate"]
+    res = run_module("apex_cert", state="renew", name=CERT, method=method, restart_ingress=True,
+                     wait_for_endpoint=True, wait_timeout=120, diff=True, **endpoint, **CTX)
+    assert not res.failed, res.get("msg")
+    assert res["changed"] is True and res["renewed"] is True
+    after = stored()
+    assert after["key_matches"] is True
+    assert after["certificate"]["serial"] != before["serial"]
+    assert _fp(served()) == _fp(after["certificate"]), "the endpoint does not serve the renewed certificate"
+    assert res["certificates"][0]["ready"] is True and res["certificates"][0]["issuing"] is False
+    assert res["diff"]["before"]["certificate"]["serial"] == before["serial"]
+    assert res["diff"]["after"]["certificate"]["serial"] == after["certificate"]["serial"]
+    assert res["ingress_restart"]["rollout"]["complete"] is True
+    assert "PRIVATE KEY" not in res["_stdout"]
+
+
+def test_renew_check_mode_changes_nothing(run_module, endpoint, kube):
+    raw = _secret_raw(kube)
+    res = run_module("apex_cert", check_mode=True, state="renew", name=CERT, **endpoint, **CTX)
+    assert not res.failed and res["changed"] is True and res["renewed"] is False
+    assert _secret_raw(kube) == raw
+    obj = kube.get_certificate(NS, CERT)
+    assert not any(c["type"] == "Issuing" and c["status"] == "True" for c in obj["status"].get("conditions", []))
+
+
+def test_renew_not_due_is_unchanged(run_module, kube):
+    raw = _secret_raw(kube)
+    res = run_module("apex_cert", state="renew", name=CERT, renew_threshold_days=1, **CTX)
+    assert not res.failed and res["changed"] is False and res["renewed"] is False
+    assert "not due" in res["reason"]
+    assert _secret_raw(kube) == raw
+
+
+def test_drift_is_flagged_until_the_ingress_restarts(run_module, endpoint, stored, served):
+    res = run_module("apex_cert", state="renew", name=CERT, wait_timeout=120, **CTX)
+    assert not res.failed, res.get("msg")
+    facts = run_module("apex_cert", state="facts", name=CERT, **endpoint, **CTX)
+    assert facts["drift"]["drift"] is True and facts["drift"]["secret_newer"] is True
+    assert any(p["source"] == "drift" for p in facts["problems"])
+    assert _fp(served()) != _fp(stored()["certificate"])
+    # the install of what the Secret already holds is a no-op, so restart through a forced renewal
+    res = run_module("apex_cert", state="renew", name=CERT, restart_ingress=True, wait_for_endpoint=True,
+                     wait_timeout=120, **endpoint, **CTX)
+    assert not res.failed, res.get("msg")
+    facts = run_module("apex_cert", state="facts", name=CERT, **endpoint, **CTX)
+    assert facts["drift"]["drift"] is False
+
+
+# ------------------------------------------------------------------ install
+
+def test_install_supplied_certificate_is_served(run_module, endpoint, issue, stored, served, lab):
+    cert_pem, key_pem = issue(days=45)
+    res = run_module("apex_cert", state="install", name=CERT, certificate=cert_pem, private_key=key_pem,
+                     restart_ingress=True, wait_for_endpoint=True, wait_timeout=120, diff=True, **endpoint, **CTX)
+    assert not res.failed, res.get("msg")
+    assert res["changed"] is True and res["validation"]["problems"] == []
+    now = stored()
+    assert now["key_matches"] and now["certificate"]["serial"] == res["validation"]["certificate"]["serial"]
+    assert _fp(served()) == _fp(now["certificate"])
+    assert 44 < served()["days_left"] < 45
+    key_body = key_pem.splitlines()[1]
+    assert key_body not in res["_stdout"] and key_body not in res["_stderr"]
+    assert "tls.key" not in repr(res["diff"]) and key_body not in repr(res["diff"])
+    # the same certificate again: nothing to do
+    again = run_module("apex_cert", state="install", name=CERT, certificate=cert_pem, private_key=key_pem,
+                       **endpoint, **CTX)
+    assert not again.failed and again["changed"] is False
+
+
+def test_install_check_mode_changes_nothing(run_module, endpoint, issue, kube):
+    cert_pem, key_pem = issue()
+    raw = _secret_raw(kube)
+    res = run_module("apex_cert", check_mode=True, diff=True, state="install", name=CERT, certificate=cert_pem,
+                     private_key=key_pem, **endpoint, **CTX)
+    assert not res.failed and res["changed"] is True
+    assert res["diff"]["after"]["certificate"]["serial"] != res["diff"]["before"]["certificate"]["serial"]
+    assert _secret_raw(kube) == raw
+
+
+@pytest.mark.parametrize("defect,expect", [
+    ("mismatched_key", "does not match"),
+    ("expired", "has expired"),
+    ("other_hostname", "does not cover localhost"),
+    ("not_yet_valid", "not valid yet"),
+])
+def test_install_refuses_bad_input_and_changes_nothing(run_module, endpoint, issue, kube, served, defect, expect):
+    if defect == "mismatched_key":
+        cert_pem, _ = issue()
+        _, key_pem = issue()
+    elif defect == "expired":
+        cert_pem, key_pem = issue(days=10, start_days=-20)
+    elif defect == "not_yet_valid":
+        cert_pem, key_pem = issue(days=10, start_days=2)
+    else:
+        cert_pem, key_pem = issue(sans=("other.example.com",))
+    raw, serving = _secret_raw(kube), _fp(served())
+    res = run_module("apex_cert", state="install", name=CERT, certificate=cert_pem, private_key=key_pem,
+                     restart_ingress=True, wait_for_endpoint=True, **endpoint, **CTX)
+    assert res.failed and expect in res["msg"] and "nothing was changed" in res["msg"]
+    assert _secret_raw(kube) == raw, "the Secret changed although the input was refused"
+    assert _fp(served()) == serving
+    assert key_pem.splitlines()[1] not in res["_stdout"]
+
+
+def test_install_refuses_chain_out_of_order(run_module, endpoint, issue, lab, kube):
+    cert_pem, key_pem = issue()
+    other_pem, _ = issue()
+    raw = _secret_raw(kube)
+    res = run_module("apex_cert", state="install", name=CERT, certificate=cert_pem, private_key=key_pem,
+                     chain=other_pem, **endpoint, **CTX)
+    assert res.failed and "out of order" in res["msg"]
+    assert _secret_raw(kube) == raw
+
+
+# ------------------------------------------------------------------ failures and expiry
+
+def test_key_never_in_output_at_vvv(run_playbook, issue, tmp_path, endpoint):
+    cert_pem, key_pem = issue()
+    play = tmp_path / "install.yml"
+    play.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - apex.ops.apex_cert:\n        state: install\n        name: apex-tls\n        context: apex-primary\n"
+        "        certificate: \"{{ cert }}\"\n        private_key: \"{{ key }}\"\n"
+        "        hostname: other.example.com\n      check_mode: true\n"
+    )
+    proc = run_playbook(play, extra_vars={"cert": cert_pem, "key": key_pem}, verbosity=3)
+    out = proc.stdout + proc.stderr
+    assert "does not cover other.example.com" in out  # refused: the module really ran
+    for line in key_pem.splitlines()[1:-1]:
+        assert line not in out
