@@ -13,6 +13,7 @@ import os
 import random
 import re
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -21,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from . import TWIN_VERSION
-from .common import (CIRCUIT_BREAKER_KEY, DEAD_LETTER_KEY, QUEUE_KEY, STATS_COMPLETED_KEY,
+from .common import (CIRCUIT_BREAKER_KEY, DEAD_LETTER_KEY, QUEUE_KEY, STATS_COMPLETED_KEY, env_float,
                      STATS_FAILED_KEY, env, make_logger, pg_connect, redis_client)
 from .state import StateWatcher
 
@@ -186,6 +187,7 @@ class TwinServer(ThreadingHTTPServer):
     def get_request(self):
         sock, addr = self.socket.accept()
         sock.settimeout(15)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ctx = self.app.tls.context()
         return ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
@@ -196,7 +198,7 @@ class TwinServer(ThreadingHTTPServer):
 class App:
     def __init__(self, args, log):
         self.log = log
-        self.watcher = StateWatcher(args.state, log=log)
+        self.watcher = StateWatcher(args.state, interval=env_float("APEX_TWIN_STATE_INTERVAL", 0.2), log=log)
         self.tls = TlsManager(self.watcher, args.cert, args.key, log)
         self.metrics = Metrics()
         self.dsn = args.dsn
@@ -338,9 +340,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
-        self.end_headers()
+        # headers and body in ONE write: two small TLS records trip Nagle + delayed ACK (40 ms)
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(body)
+        self.flush_headers()
         self._status = status
 
     def read_body(self):

@@ -91,7 +91,7 @@ class Worker:
         self.proc_key = PROCESSING_PREFIX + self.id
         self.hb_key = WORKER_HEARTBEAT_PREFIX + self.id
         self.dsn = args.dsn
-        self.watcher = StateWatcher(args.state, log=log)
+        self.watcher = StateWatcher(args.state, interval=env_float("APEX_TWIN_STATE_INTERVAL", 0.2), log=log)
         self.redis = redis_client(args.redis_url, timeout=5.0)
         self.rate_per_slot = env_float("APEX_TWIN_TASK_RATE", 1.0)
         self.task_seconds = env_float("APEX_TWIN_TASK_SECONDS", 0.05)
