@@ -158,8 +158,8 @@ def cert_summary(info):
     """What a diff may show about a certificate: serials and dates, never key material."""
     if not info:
         return None
-    return dict((k, info.get(k)) for k in ("subject", "issuer", "serial", "fingerprint_sha256", "not_before",
-                                            "not_after", "dns_names", "ip_addresses"))
+    keys = ("subject", "issuer", "serial", "fingerprint_sha256", "not_before", "not_after", "dns_names", "ip_addresses")
+    return dict((k, info.get(k)) for k in keys)
 
 
 def secret_summary(facts):
@@ -233,7 +233,7 @@ class CertManager(object):
         Returns False when the Certificate was already issuing (nothing to do), True when
         the condition was set. Conflicts (409) are retried on a fresh read.
         """
-        for _ in range(attempts):
+        for dummy in range(attempts):
             obj = self.get_certificate(namespace, name)
             if obj is None:
                 raise CertManagerError("Certificate %s/%s not found" % (namespace, name))

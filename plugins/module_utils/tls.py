@@ -241,7 +241,7 @@ def _match_dns(pattern, hostname):
     if "*" in suffix or suffix.count(".") < 1:
         # no nested wildcards, no "*.com"-style wildcards over a single label
         return False
-    head, _, rest = hostname.partition(".")
+    head, dummy, rest = hostname.partition(".")
     return bool(head) and rest == suffix
 
 
@@ -373,10 +373,10 @@ def parse_endpoint(endpoint, default_port=443):
     if "@" in text:
         text = text.rsplit("@", 1)[1]
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, dummy, rest = text[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ""
     elif text.count(":") == 1:
-        host, _, port = text.partition(":")
+        host, dummy, port = text.partition(":")
     else:
         host, port = text, ""
     if not host:

@@ -30,7 +30,7 @@ description:
     restart, like C(kubectl rollout restart)) and wait until the endpoint serves the new certificate.
   - Private keys are never returned, logged or shown in a diff; diffs show serials and dates.
 author:
-  - Apex platform team
+  - Apex platform team (@apex-platform)
 extends_documentation_fragment:
   - apex.ops.k8s
 attributes:
@@ -587,8 +587,8 @@ def judge(result):
     for cert in result.get("certificates") or []:
         source = "certificate/%s" % cert["name"]
         if not cert["ready"]:
-            add("critical", source, "Certificate %s is not Ready (%s: %s)" % (cert["name"], cert["ready_reason"],
-                                                                             cert["ready_message"]))
+            add("critical", source, "Certificate %s is not Ready (%s: %s)"
+                % (cert["name"], cert["ready_reason"], cert["ready_message"]))
         if cert["failed_issuance_attempts"]:
             add("warning", source, "Certificate %s has %s failed issuance attempt(s)" % (
                 cert["name"], cert["failed_issuance_attempts"]))

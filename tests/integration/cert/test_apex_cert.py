@@ -3,8 +3,6 @@
 Every test asserts what the services hold afterwards (the Secret's certificate, the certificate
 the endpoint serves), not only what the module says.
 """
-import base64
-
 import pytest
 
 NS = "apex"
@@ -142,8 +140,8 @@ def test_install_check_mode_changes_nothing(run_module, endpoint, issue, kube):
 ])
 def test_install_refuses_bad_input_and_changes_nothing(run_module, endpoint, issue, kube, served, defect, expect):
     if defect == "mismatched_key":
-        cert_pem, _ = issue()
-        _, key_pem = issue()
+        cert_pem = issue()[0]
+        key_pem = issue()[1]
     elif defect == "expired":
         cert_pem, key_pem = issue(days=10, start_days=-20)
     elif defect == "not_yet_valid":
@@ -161,7 +159,7 @@ def test_install_refuses_bad_input_and_changes_nothing(run_module, endpoint, iss
 
 def test_install_refuses_chain_out_of_order(run_module, endpoint, issue, lab, kube):
     cert_pem, key_pem = issue()
-    other_pem, _ = issue()
+    other_pem = issue()[0]
     raw = _secret_raw(kube)
     res = run_module("apex_cert", state="install", name=CERT, certificate=cert_pem, private_key=key_pem,
                      chain=other_pem, **endpoint, **CTX)

@@ -220,8 +220,8 @@ def test_validate_bundle_good(pki):
 
 
 def test_validate_bundle_duplicate_leaf_tolerated(pki):
-    report, _, chain, _ = tls.validate_bundle(pem(pki["leaf"], pki["inter"]), key_pem(pki["leaf_key"]),
-                                              pem(pki["leaf"], pki["inter"]), hostnames=["localhost"])
+    report, dummy, chain, dummy2 = tls.validate_bundle(
+        pem(pki["leaf"], pki["inter"]), key_pem(pki["leaf_key"]), pem(pki["leaf"], pki["inter"]), hostnames=["localhost"])
     assert report["problems"] == [] and len(chain) == 2
 
 
@@ -306,7 +306,7 @@ class TLSServer:
         self.sock.settimeout(0.2)
         while not self.stop:
             try:
-                conn, _ = self.sock.accept()
+                conn, dummy = self.sock.accept()
             except socket.timeout:
                 continue
             except OSError:
