@@ -1,0 +1,402 @@
+"""apex_backup against the lab: PostgreSQL primary, Redis, moto S3.
+
+Round trip (backup -> verify at 3 levels -> restore -> identical counts and content), the faults
+of issue 5 (pg_dump killed, module interrupted, S3 unreachable, flipped byte, wrong confirmation,
+unverified backup), the Redis round trip, catalog/freshness/prune, check mode, and secrets.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+
+def ok(result):
+    assert not result.failed, "module failed: %s" % result.get("msg")
+    return result
+
+
+def manifest_keys(helpers, prefix):
+    return [k for k in helpers.keys(prefix) if k.endswith(".manifest.json")]
+
+
+def actual_counts(helpers, db):
+    return dict(("public.%s" % t, v["rows"]) for t, v in helpers.fingerprint(db).items())
+
+
+# ------------------------------------------------------------------ the round trip
+
+@pytest.fixture(scope="module")
+def source_backup(bk, source_db):
+    result = ok(bk(action="backup", db=source_db, part_size_mb=5))
+    return result["backup"]
+
+
+def test_backup_writes_data_then_manifest_with_snapshot_counts(source_backup, source_db, helpers, prefix, s3):
+    m = source_backup
+    assert m["key"].startswith("%s/postgres/%s/" % (prefix, source_db))
+    assert m["key"].endswith("%s.dump" % m["backup_id"])
+    keys = helpers.keys(prefix)
+    assert m["key"] in keys and m["key"].replace(".dump", ".manifest.json") in keys
+    head = s3.head_object(Bucket=helpers.bucket, Key=m["key"])
+    assert head["ContentLength"] == m["size"]
+    body = s3.get_object(Bucket=helpers.bucket, Key=m["key"])["Body"].read()
+    import hashlib
+    assert hashlib.sha256(body).hexdigest() == m["sha256"]
+    assert body[:5] == b"PGDMP"  # custom format
+    assert m["row_counts"] == actual_counts(helpers, source_db)
+    assert m["snapshot"] and m["server_version_num"] >= 150000 and "pg_dump" in m["pg_dump_version"]
+    assert helpers.uploads(prefix) == []
+
+
+def test_list_shows_unverified_backup_with_age_and_size(bk, source_db, source_backup):
+    listing = ok(bk(action="list", db=source_db))
+    entry = [e for e in listing["backups"] if e["backup_id"] == source_backup["backup_id"]][0]
+    assert entry["verification"] == "unverified" and entry["size"] == source_backup["size"]
+    assert 0 <= entry["age_seconds"] < 600
+    assert listing["latest"]["backup_id"] == source_backup["backup_id"]
+
+
+@pytest.mark.parametrize("level,checks", [("checksum", ["checksum"]), ("toc", ["checksum", "toc"]),
+                                          ("deep", ["checksum", "toc", "deep"])])
+def test_verify_levels(bk, source_db, source_backup, helpers, level, checks):
+    result = ok(bk(action="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level=level))
+    record = result["verification"]
+    assert record["ok"] and record["level"] == level and sorted(record["checks"]) == sorted(checks)
+    assert all(c["ok"] for c in record["checks"].values())
+    if level == "toc":
+        assert record["checks"]["toc"]["format"] == "CUSTOM"
+        assert record["checks"]["toc"]["table_data_entries"] >= 4
+    if level == "deep":
+        deep = record["checks"]["deep"]
+        assert deep["differences"] == [] and deep["scratch_dropped"] is True
+        assert not helpers.db_exists(deep["scratch_db"])
+        assert deep["scratch_db"].startswith("apex_verify_")
+    listing = ok(bk(action="list", db=source_db))
+    entry = [e for e in listing["backups"] if e["backup_id"] == source_backup["backup_id"]][0]
+    assert entry["verification"] == "verified"
+
+
+def test_restore_into_fresh_database_is_identical(bk, source_db, source_backup, helpers, scratch_name):
+    ok(bk(action="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level="deep"))
+    target = scratch_name()
+    assert not helpers.db_exists(target)
+    result = ok(bk(action="restore", db=source_db, target_db=target, confirm=target))
+    restore = result["restore"]
+    assert restore["backup_id"] == source_backup["backup_id"]  # latest verified by default
+    assert restore["created"] and restore["streamed"] and restore["differences"] == []
+    assert result["safety_backup"] is None  # nothing to protect in a fresh database
+    assert helpers.fingerprint(target) == helpers.fingerprint(source_db)
+
+
+def test_restore_over_existing_database_takes_safety_backup(bk, source_db, source_backup, helpers, scratch_name,
+                                                           pg_admin):
+    target = scratch_name()
+    helpers.create_db(target, tasks=10, events=10, agents=2)  # different content to be replaced
+    with pg_admin(target) as conn:
+        conn.execute("CREATE TABLE extra_local (x int)")
+    before = helpers.fingerprint(target)
+    result = ok(bk(action="restore", db=source_db, target_db=target, confirm=target,
+                   backup_id=source_backup["backup_id"]))
+    safety = result["safety_backup"]
+    assert "safety" in safety["tags"] and safety["name"] == target
+    assert safety["row_counts"]["public.tasks"] == before["tasks"]["rows"]
+    assert helpers.fingerprint(target) == helpers.fingerprint(source_db)
+    assert result["diff"]["before"]["row_counts"]["public.tasks"] == 10
+    # the safety backup is itself a normal, listed backup of the target
+    listing = ok(bk(action="list", db=target))
+    assert [e["backup_id"] for e in listing["backups"]] == [safety["backup_id"]]
+
+
+def test_parallel_restore_uses_temp_file_and_removes_it(bk, source_db, source_backup, helpers, scratch_name):
+    target = scratch_name()
+    tmp = tempfile.mkdtemp(prefix="apex-bk-jobs-")
+    try:
+        result = ok(bk(action="restore", db=source_db, target_db=target, confirm=target, jobs=2, temp_dir=tmp,
+                       backup_id=source_backup["backup_id"]))
+        assert result["restore"]["temp_file"]["bytes"] == source_backup["size"]
+        assert os.listdir(tmp) == []
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert helpers.fingerprint(target) == helpers.fingerprint(source_db)
+
+
+def test_recreate_mode(bk, source_db, source_backup, helpers, scratch_name, pg_admin):
+    target = scratch_name()
+    helpers.create_db(target, tasks=5, events=5, agents=1)
+    with pg_admin(target) as conn:
+        conn.execute("CREATE TABLE extra_local (x int)")
+    ok(bk(action="restore", db=source_db, target_db=target, confirm=target, restore_mode="recreate",
+          safety_backup=False, backup_id=source_backup["backup_id"]))
+    assert helpers.fingerprint(target) == helpers.fingerprint(source_db)
+    with pg_admin(target) as conn:
+        assert conn.execute("SELECT to_regclass('public.extra_local')").fetchone()[0] is None
+
+
+# ------------------------------------------------------------------ refusals
+
+def test_wrong_confirmation_is_refused_and_nothing_changes(bk, source_db, source_backup, helpers, scratch_name):
+    target = scratch_name()
+    helpers.create_db(target, tasks=7, events=7, agents=1)
+    before = helpers.fingerprint(target)
+    keys_before = set(helpers.keys(""))
+    for confirm in (None, "apex", target.upper(), target + " "):
+        args = dict(action="restore", db=source_db, target_db=target, backup_id=source_backup["backup_id"])
+        if confirm is not None:
+            args["confirm"] = confirm
+        result = bk(**args)
+        assert result.failed and result.get("refused") and "confirm must equal" in result["msg"]
+    assert helpers.fingerprint(target) == before
+    assert set(helpers.keys("")) == keys_before  # not even a safety backup was taken
+    fresh = scratch_name()
+    assert bk(action="restore", db=source_db, target_db=fresh, confirm="nope").failed
+    assert not helpers.db_exists(fresh)
+
+
+def test_unverified_backup_is_refused(bk, source_db, helpers, scratch_name):
+    unverified = ok(bk(action="backup", db=source_db))["backup"]
+    target = scratch_name()
+    result = bk(action="restore", db=source_db, target_db=target, confirm=target, backup_id=unverified["backup_id"])
+    assert result.failed and result.get("refused")
+    assert "unverified" in result["msg"] and unverified["backup_id"] in result["msg"]
+    assert not helpers.db_exists(target)
+    # forced, it goes through (and says so)
+    forced = ok(bk(action="restore", db=source_db, target_db=target, confirm=target,
+                   backup_id=unverified["backup_id"], force=True))
+    assert forced["restore"]["forced"] is True
+
+
+def test_restore_without_any_verified_backup_is_refused(bk, helpers, scratch_name, session_token, pg_admin):
+    lonely = scratch_name("apex_bk_lonely")
+    helpers.create_db(lonely, tasks=3, events=3, agents=1)
+    ok(bk(action="backup", db=lonely))
+    target = scratch_name()
+    result = bk(action="restore", db=lonely, target_db=target, confirm=target)
+    assert result.failed and "no backup of %s verified" % lonely in result["msg"]
+    assert not helpers.db_exists(target)
+
+
+# ------------------------------------------------------------------ faults
+
+def test_flipped_byte_fails_verification_naming_the_check(bk, source_db, helpers, s3, scratch_name):
+    m = ok(bk(action="backup", db=source_db))["backup"]
+    body = bytearray(s3.get_object(Bucket=helpers.bucket, Key=m["key"])["Body"].read())
+    body[len(body) // 2] ^= 0x01
+    s3.put_object(Bucket=helpers.bucket, Key=m["key"], Body=bytes(body))
+    for level in ("checksum", "toc", "deep"):
+        result = bk(action="verify", db=source_db, backup_id=m["backup_id"], verify_level=level)
+        assert result.failed
+        assert "FAILED at check 'checksum'" in result["msg"]
+        assert result["verification"]["failed_check"] == "checksum"
+        assert result["verification"]["checks"]["checksum"]["error"] == "sha256 differs from the manifest"
+        if level == "deep":
+            assert not helpers.db_exists(result["verification"]["checks"]["deep"]["scratch_db"])
+    entry = [e for e in ok(bk(action="list", db=source_db))["backups"] if e["backup_id"] == m["backup_id"]][0]
+    assert entry["verification"] == "failed" and entry["failed_check"] == "checksum"
+    # a forced restore of the corrupt object never commits: the stream gate stops pg_restore
+    target = scratch_name()
+    helpers.create_db(target, tasks=9, events=9, agents=1)
+    before = helpers.fingerprint(target)
+    result = bk(action="restore", db=source_db, target_db=target, confirm=target, backup_id=m["backup_id"],
+                force=True, safety_backup=False)
+    assert result.failed and "does not match its manifest" in result["msg"]
+    assert helpers.fingerprint(target) == before
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def _start_big_backup(start_module, big_db, helpers, prefix):
+    proc, cleanup = start_module(action="backup", db=big_db, part_size_mb=5, upload_concurrency=1, compress=9)
+    big_prefix = "%s/postgres/%s/" % (prefix, big_db)
+    try:
+        pg_dump = _wait_for(lambda: helpers.children_of(proc.pid, "pg_dump"), 30, "pg_dump to start")[0]
+        _wait_for(lambda: helpers.uploads(big_prefix), 60, "the multipart upload to start")
+    except AssertionError:
+        proc.kill()
+        cleanup()
+        raise
+    return proc, cleanup, pg_dump, big_prefix
+
+
+def test_pg_dump_killed_mid_stream(start_module, big_db, helpers, prefix):
+    proc, cleanup, pg_dump, big_prefix = _start_big_backup(start_module, big_db, helpers, prefix)
+    try:
+        assert proc.poll() is None, "pg_dump finished before it could be killed"
+        os.kill(pg_dump, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        cleanup()
+    result = json.loads(out)
+    assert result["failed"]
+    assert "pg_dump was killed by signal SIGKILL" in result["msg"]
+    assert "upload aborted, no manifest written" in result["msg"]
+    assert result["last_state"]["upload_aborted"] is True
+    assert [k for k in helpers.keys(big_prefix) if k.endswith(".manifest.json")] == []
+    assert [k for k in helpers.keys(big_prefix) if k.endswith(".dump")] == []
+    assert helpers.uploads(big_prefix) == []
+
+
+def test_module_interrupted_by_sigterm(start_module, big_db, helpers, prefix):
+    """An Ansible task timeout (SIGTERM) aborts the upload and stops pg_dump."""
+    proc, cleanup, pg_dump, big_prefix = _start_big_backup(start_module, big_db, helpers, prefix)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        cleanup()
+    result = json.loads(out)
+    assert result["failed"] and "interrupted (interrupted by signal SIGTERM)" in result["msg"]
+    assert not os.path.exists("/proc/%d" % pg_dump) or "zombie" in open("/proc/%d/status" % pg_dump).read().lower()
+    assert manifest_keys(helpers, big_prefix) == [] and helpers.uploads(big_prefix) == []
+
+
+def _free_port():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_s3_unreachable_fails_fast_with_bounded_retries(bk, source_db, helpers, prefix):
+    started = time.monotonic()
+    result = bk(action="backup", db=source_db, endpoint_url="http://127.0.0.1:%d" % _free_port(), s3_max_attempts=3)
+    elapsed = time.monotonic() - started
+    assert result.failed
+    assert "failed after 3 attempt(s)" in result["msg"] and "Could not connect" in result["msg"]
+    assert elapsed < 30
+    assert "pg_dump" not in result["msg"]  # it never started: S3 is checked first
+
+
+def test_bad_input_is_rejected_cleanly(bk, source_db):
+    assert "part_size_mb" in bk(action="backup", db=source_db, part_size_mb=1)["msg"]
+    assert "not a plain identifier" in bk(action="restore", target_db="x;drop", confirm="x;drop")["msg"]
+    assert "not found" in bk(action="verify", db=source_db, backup_id="20200101T000000Z-00000000")["msg"]
+    result = bk(action="backup", db="apex_bk_does_not_exist")
+    assert result.failed and "does not exist" in result["msg"]
+
+
+# ------------------------------------------------------------------ catalog, freshness, prune
+
+def test_freshness_gate(bk, source_db, source_backup, prefix):
+    ok(bk(action="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level="checksum"))
+    gate = ok(bk(action="list", db=source_db, max_age="24h", require_fresh=True))
+    assert gate["freshness"]["fresh"] is True
+    stale = bk(action="list", db=source_db, max_age="1s", require_fresh=True)
+    assert stale.failed and "freshness gate failed" in stale["msg"]
+    empty = bk(action="list", db=source_db, max_age="24h", require_fresh=True, s3_prefix=prefix + "-empty")
+    assert empty.failed and "no verified backup" in empty["msg"]
+
+
+def test_prune_check_mode_then_real(bk, helpers, scratch_name, prefix):
+    db = scratch_name("apex_bk_prune")
+    helpers.create_db(db, tasks=3, events=3, agents=1)
+    ids = [ok(bk(action="backup", db=db))["backup"]["backup_id"] for _ in range(4)]
+    ok(bk(action="verify", db=db, backup_id=ids[1], verify_level="checksum"))  # newest verified: #2
+    before = sorted(helpers.keys("%s/postgres/%s/" % (prefix, db)))
+    plan = ok(bk(check_mode=True, action="prune", db=db, keep_last=1))
+    assert plan["changed"] is True
+    assert sorted(d["backup_id"] for d in plan["deleted"]) == sorted([ids[0], ids[2]])
+    kept = dict((k["backup_id"], k["reason"]) for k in plan["kept"])
+    assert "newest verified" in kept[ids[1]] and "among the 1 newest" in kept[ids[3]]
+    assert sorted(helpers.keys("%s/postgres/%s/" % (prefix, db))) == before  # check mode touched nothing
+    done = ok(bk(action="prune", db=db, keep_last=1))
+    assert sorted(d["backup_id"] for d in done["deleted"]) == sorted([ids[0], ids[2]])
+    remaining = ok(bk(action="list", db=db))["backups"]
+    assert sorted(e["backup_id"] for e in remaining) == sorted([ids[1], ids[3]])
+    assert not [k for k in helpers.keys("%s/postgres/%s/" % (prefix, db)) if ids[0] in k or ids[2] in k]
+    again = ok(bk(action="prune", db=db, keep_last=1))
+    assert again["changed"] is False
+
+
+def test_check_mode_backup_and_restore_change_nothing(bk, source_db, source_backup, helpers, prefix, scratch_name):
+    keys_before = set(helpers.keys(prefix))
+    plan = ok(bk(check_mode=True, action="backup", db=source_db))
+    assert plan["changed"] and plan["backup"]["tables"] and "would back up" in plan["msg"]
+    target = scratch_name()
+    ok(bk(action="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level="checksum"))
+    rplan = ok(bk(check_mode=True, action="restore", db=source_db, target_db=target, confirm=target))
+    assert rplan["restore"]["target_exists"] is False and rplan["restore"]["mode"] == "create"
+    assert set(helpers.keys(prefix)) == keys_before - set() or set(helpers.keys(prefix)) >= keys_before
+    assert not [k for k in set(helpers.keys(prefix)) - keys_before if not k.endswith(".verify.json")]
+    assert not helpers.db_exists(target)
+
+
+def test_backup_of_the_lab_apex_database(bk, lab, helpers, prefix):
+    """The real schema (migrations applied by the twin): backup and deep verify."""
+    m = ok(bk(action="backup", db="apex"))["backup"]
+    assert "public._sqlx_migrations" in m["row_counts"]
+    record = ok(bk(action="verify", db="apex", backup_id=m["backup_id"], verify_level="deep"))["verification"]
+    assert record["ok"] and record["checks"]["deep"]["differences"] == []
+
+
+# ------------------------------------------------------------------ redis
+
+def test_redis_backup_round_trip(bk, lab, helpers, session_token, prefix):
+    import redis
+
+    shared = redis.Redis.from_url(lab["APEX_REDIS_URL"])
+    marker = "apexbk:itest:%s" % session_token
+    values = dict(("%s:%d" % (marker, i), "value-%d-%s" % (i, session_token)) for i in range(50))
+    shared.mset(values)
+    shared.rpush(marker + ":list", *range(10))
+    server = None
+    workdir = tempfile.mkdtemp(prefix="apex-bk-redis-")
+    try:
+        result = ok(bk(action="redis_backup", redis_instance="itest"))
+        m = result["backup"]
+        assert m["kind"] == "redis" and m["rdb_saves"] is not None and m["size"] > 0
+        assert m["key"].startswith("%s/redis/itest/" % prefix) and m["key"].endswith(".rdb")
+        record = ok(bk(action="verify", kind="redis", redis_instance="itest"))["verification"]
+        assert record["ok"] and record["checks"]["checksum"]["header"].startswith("REDIS")
+        fetched = ok(bk(action="fetch", kind="redis", redis_instance="itest", dest=os.path.join(workdir, "dump.rdb")))
+        assert fetched["fetched"]["sha256"] == m["sha256"]
+        # the documented restore: a stopped Redis gets the file, then starts on it
+        port = _free_port()
+        server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir,
+                                   "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        restored = redis.Redis(host="127.0.0.1", port=port)
+        _wait_for(lambda: _pings(restored), 20, "the restored redis-server")
+        got = restored.mget(list(values))
+        assert [v.decode() for v in got] == list(values.values())
+        assert restored.lrange(marker + ":list", 0, -1) == [str(i).encode() for i in range(10)]
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=20)
+        shutil.rmtree(workdir, ignore_errors=True)
+        shared.delete(*(list(values) + [marker + ":list"]))
+
+
+def _pings(client):
+    try:
+        return client.ping()
+    except Exception:
+        return False
+
+
+# ------------------------------------------------------------------ secrets
+
+def test_no_secret_in_module_output(bk, lab, source_db, helpers, scratch_name):
+    secrets = [lab[k] for k in ("PGPASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "APEX_REDIS_PASSWORD")]
+    outputs = [bk(action="backup", db=source_db), bk(action="list", db=source_db),
+               bk(action="backup", db=source_db, endpoint_url="http://127.0.0.1:%d" % _free_port()),
+               bk(action="redis_backup", redis_instance="itest-secret"),
+               bk(action="backup", db="apex_bk_nope")]
+    for result in outputs:
+        for secret in secrets:
+            assert secret not in result["_stdout"] and secret not in result["_stderr"]
