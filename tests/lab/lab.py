@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import errno
 import fcntl
+import hashlib
 import http.client
 import importlib.util
 import json
@@ -121,6 +122,7 @@ def stop_pid(pid, marker, timeout=20, group=True, sig=signal.SIGTERM):
             pass
 
     _send(sig)
+    _send(signal.SIGCONT)  # a stopped (SIGSTOP'ed) process would never act on the SIGTERM
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not any(pid_alive(p) for p in targets) and not (use_group and group_alive(pid)):
@@ -797,6 +799,10 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 
     def ensure_moto(self, proc):
         log = self.moto_dir / "moto.log"
+        if proc is None and not self._answers(self.moto_buckets, 15):
+            say("moto (pid %s) does not answer; restarting it" % self.moto_pid())
+            self._stop_service("moto")
+            proc = self.start_moto()
         wait_until(lambda: self.moto_pid() and self.moto_buckets(), 30, "moto on %d" % self.ports["moto"], log=log)
         state = self._load_json(self.moto_dir / "state.json") or {}
         body = self.moto_buckets()
@@ -840,6 +846,44 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 
     # ---------------------------------------------------------------- python services (kubesim, twin)
 
+    @staticmethod
+    def _answers(check, timeout):
+        try:
+            wait_until(check, timeout, "health check")
+            return True
+        except LabError:
+            return False
+
+    @staticmethod
+    def code_fingerprint(name):
+        """mtime+size of the package's Python files: tells whether a running twin/simulator runs
+        the code that is on disk now."""
+        items = []
+        for path in sorted((LAB_PY_DIR / name).rglob("*.py")):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            items.append("%s:%d:%d" % (path.relative_to(LAB_PY_DIR), st.st_mtime_ns, st.st_size))
+        return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16] if items else ""
+
+    def _code_file(self, name):
+        return (self.twin_dir if name == "twin" else self.kube_dir) / "code.fingerprint"
+
+    def _record_code(self, name):
+        self._code_file(name).write_text(self.code_fingerprint(name) + "\n")
+
+    def code_changed(self, name):
+        try:
+            return self._code_file(name).read_text().strip() != self.code_fingerprint(name)
+        except OSError:
+            return False
+
+    def _code_changed_notice(self, name):
+        if self.code_changed(name):
+            say("note: tests/lab/%s changed since the running %s started; `lab.py restart %s` picks it up"
+                % (name, name, name))
+
     def package(self, name):
         return (LAB_PY_DIR / name / "__main__.py").exists() and name not in self.skip
 
@@ -870,13 +914,17 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 
     def ensure_kubesim(self):
         if self.kube_pid():
-            wait_until(self.kube_ready, 30, "kubesim", log=self.kube_dir / "kubesim.log")
-            return False
+            if self._answers(self.kube_ready, 20):
+                self._code_changed_notice("kubesim")
+                return False
+            say("kubesim (pid %s) does not answer /readyz; restarting it" % self.kube_pid())
+            self._stop_service("kubesim")
         p1, p2 = self.claim_port("kube_primary"), self.claim_port("kube_secondary")
         self.write_env()
         self.spawn([sys.executable, "-m", "kubesim", "serve", "--lab-dir", str(self.dir),
                     "--primary-port", str(p1), "--secondary-port", str(p2)],
                    self.kube_dir / "kubesim.pid", self.kube_dir / "kubesim.log", self.child_env(), ROOT)
+        self._record_code("kubesim")
         wait_until(lambda: self.kube_pid() and self.kube_ready(), START_TIMEOUT, "kubesim on %d" % p1,
                    log=self.kube_dir / "kubesim.log")
         say("kubesim up on 127.0.0.1:%d (primary) and :%d (secondary)" % (p1, p2))
@@ -892,6 +940,12 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 
     def ensure_twin(self):
         changed = False
+        if self.twin_pid("serve") and self.twin_pid("worker"):
+            if self._answers(self.twin_live, 20):
+                self._code_changed_notice("twin")
+                return False
+            say("the twin (pid %s) does not answer /live; restarting it" % self.twin_pid("serve"))
+            self._stop_service("twin")
         if not self.twin_pid("serve") or not self.twin_pid("worker"):
             self.write_env()
             env = self.child_env()
@@ -908,6 +962,7 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
             self.write_env()
             self.spawn([sys.executable, "-m", "twin", "serve"], self.twin_dir / "serve.pid",
                        self.twin_dir / "serve.log", self.child_env(), ROOT)
+            self._record_code("twin")
             changed = True
         if not self.twin_pid("worker"):
             self.spawn([sys.executable, "-m", "twin", "worker"], self.twin_dir / "worker.pid",
@@ -1175,8 +1230,11 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
             pid = self.kube_pid()
             ok = bool(pid) and safe(self.kube_ready)
             skipped = "kubesim" in self.skip
-            row("kubesim", "%s,%s" % (p.get("kube_primary"), p.get("kube_secondary")), pid, ok,
-                "readyz ok" if ok else ("skipped" if skipped else "down"), optional=skipped)
+            detail = "readyz ok" if ok else ("skipped" if skipped else "down")
+            if ok and self.code_changed("kubesim"):
+                detail += "; code changed since start (lab.py restart kubesim)"
+            row("kubesim", "%s,%s" % (p.get("kube_primary"), p.get("kube_secondary")), pid, ok, detail,
+                optional=skipped)
         else:
             row("kubesim", "%s,%s" % (p.get("kube_primary"), p.get("kube_secondary")), None, True,
                 "not present (tests/lab/kubesim missing)", optional=True)
@@ -1184,8 +1242,10 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
             skipped = "twin" in self.skip
             pid = self.twin_pid("serve")
             ok = bool(pid) and safe(self.twin_live)
-            row("twin-api", p.get("twin"), pid, ok, "/live 200" if ok else ("skipped" if skipped else "down"),
-                optional=skipped)
+            detail = "/live 200" if ok else ("skipped" if skipped else "down")
+            if ok and self.code_changed("twin"):
+                detail += "; code changed since start (lab.py restart twin)"
+            row("twin-api", p.get("twin"), pid, ok, detail, optional=skipped)
             pid = self.twin_pid("worker")
             row("twin-worker", None, pid, bool(pid), "running" if pid else ("skipped" if skipped else "down"),
                 optional=skipped)
