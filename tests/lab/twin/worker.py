@@ -254,7 +254,7 @@ class Worker:
             if not self.bucket.take(self.rate, self.stop):
                 continue
             try:
-                item = self.redis.blmove(QUEUE_KEY, self.proc_key, 1, "RIGHT", "LEFT")
+                item = self.redis.blmove(QUEUE_KEY, self.proc_key, 0.25, "RIGHT", "LEFT")
             except Exception as exc:
                 self.bucket.refund()
                 self.log("redis_error", error=str(exc))
