@@ -178,10 +178,17 @@ def http_get(url_host, port, path, tls_ca=None, timeout=2.0, server_hostname=Non
         conn.close()
 
 
-def wait_until(check, timeout, what, interval=0.05, log=None):
+def wait_until(check, timeout, what, interval=0.05, log=None, gone=None):
+    """Poll ``check`` until truthy; ``gone`` (a callable) returning true means the process we
+    wait for has exited: fail at once instead of waiting for the deadline."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
+        if gone is not None and gone():
+            msg = "%s: the process exited" % what
+            if log:
+                msg += "\n--- %s ---\n%s" % (log, tail(log))
+            raise LabError(msg)
         try:
             ok = check()
             last = ok
@@ -803,7 +810,8 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
             say("moto (pid %s) does not answer; restarting it" % self.moto_pid())
             self._stop_service("moto")
             proc = self.start_moto()
-        wait_until(lambda: self.moto_pid() and self.moto_buckets(), 30, "moto on %d" % self.ports["moto"], log=log)
+        wait_until(self.moto_buckets, 30, "moto on %d" % self.ports["moto"], log=log,
+                   gone=lambda: not self.moto_pid())
         state = self._load_json(self.moto_dir / "state.json") or {}
         body = self.moto_buckets()
         if (proc is None and state.get("pid") == self.moto_pid() and state.get("zone_id")
@@ -925,8 +933,8 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
                     "--primary-port", str(p1), "--secondary-port", str(p2)],
                    self.kube_dir / "kubesim.pid", self.kube_dir / "kubesim.log", self.child_env(), ROOT)
         self._record_code("kubesim")
-        wait_until(lambda: self.kube_pid() and self.kube_ready(), START_TIMEOUT, "kubesim on %d" % p1,
-                   log=self.kube_dir / "kubesim.log")
+        wait_until(self.kube_ready, START_TIMEOUT, "kubesim on %d" % p1,
+                   log=self.kube_dir / "kubesim.log", gone=lambda: not self.kube_pid())
         say("kubesim up on 127.0.0.1:%d (primary) and :%d (secondary)" % (p1, p2))
         return True
 
@@ -968,8 +976,8 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
             self.spawn([sys.executable, "-m", "twin", "worker"], self.twin_dir / "worker.pid",
                        self.twin_dir / "worker.log", self.child_env(), ROOT)
             changed = True
-        wait_until(lambda: self.twin_pid("serve") and self.twin_live(), START_TIMEOUT,
-                   "the Apex twin on %d" % self.ports["twin"], log=self.twin_dir / "serve.log")
+        wait_until(self.twin_live, START_TIMEOUT, "the Apex twin on %d" % self.ports["twin"],
+                   log=self.twin_dir / "serve.log", gone=lambda: not self.twin_pid("serve"))
         if not self.twin_pid("worker"):
             raise LabError("the twin worker exited:\n%s" % tail(self.twin_dir / "worker.log"))
         if changed:
