@@ -5,6 +5,7 @@
   worker                the task worker (apex:tasks:queue -> tasks table)
   seed --size-mb N      fill agents/tasks/events with COPY up to ~N MB database size
   loadgen --rate R --duration S   submit tasks over HTTPS at a bounded rate
+  state show|set K=V...|reset     read or change the desired-state file ($APEX_TWIN_STATE)
 """
 import sys
 
@@ -25,6 +26,8 @@ def main(argv=None):
         from .seed import main as run
     elif command == "loadgen":
         from .loadgen import main as run
+    elif command == "state":
+        from .statecli import main as run
     else:
         print("unknown command %r\n%s" % (command, __doc__), file=sys.stderr)
         return 2

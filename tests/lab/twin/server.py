@@ -144,8 +144,23 @@ class TlsManager:
         self.sig = None
         self.ctx = None
         self.context()
+        if self.ctx is None and (default_cert, default_key) != self.paths():
+            # the state names a pair that does not load: start with the configured default
+            self.sig, self.ctx = None, None
+            try:
+                self.ctx = self._build(default_cert, default_key)
+                log("tls_loaded", cert=default_cert, key=default_key, note="fallback to the default pair")
+            except (OSError, ssl.SSLError, TypeError) as exc:
+                log("tls_reload_failed", cert=default_cert, key=default_key, error=str(exc))
         if self.ctx is None:
             raise SystemExit("cannot load the TLS certificate/key (%s, %s)" % self.paths())
+
+    @staticmethod
+    def _build(cert, key):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(cert, key)
+        return ctx
 
     def paths(self):
         state = self.watcher.get()
@@ -163,9 +178,7 @@ class TlsManager:
             if sig == self.sig:
                 return self.ctx
             try:
-                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-                ctx.load_cert_chain(cert, key)
+                ctx = self._build(cert, key)
             except (OSError, ssl.SSLError, TypeError) as exc:
                 self.log("tls_reload_failed", cert=cert, key=key, error=str(exc))
                 self.sig = sig  # do not retry on every connection; a new mtime retries
