@@ -47,6 +47,7 @@ DNS_TARGETS = {"primary.apex.lab.test.": "127.0.0.1", "secondary.apex.lab.test."
 AWS_REGION = "us-east-1"
 REPLICATION_ROLE = "replicator"
 START_TIMEOUT = 60
+LOG_ROTATE_BYTES = 64 * 1024 * 1024
 
 
 class LabError(Exception):
@@ -359,8 +360,18 @@ class Lab:
             env.update(extra)
         return env
 
+    @staticmethod
+    def rotate_log(logfile, limit=LOG_ROTATE_BYTES):
+        """Keep one previous generation (``x.log.1``) once a log passes ``limit`` at a start."""
+        try:
+            if Path(logfile).stat().st_size > limit:
+                os.replace(str(logfile), str(logfile) + ".1")
+        except OSError:
+            pass
+
     def spawn(self, argv, pidfile, logfile, env, cwd):
         logfile.parent.mkdir(parents=True, exist_ok=True)
+        self.rotate_log(logfile)
         with open(str(logfile), "ab") as log:
             log.write(("\n--- %s start: %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), " ".join(argv))).encode())
             log.flush()
@@ -593,6 +604,7 @@ class Lab:
     def _pg_start(self, datadir, name, port):
         self._remove_stale_pid(datadir, port)
         log = self.pg_log / ("%s.log" % name)
+        self.rotate_log(log)
         proc = self.run([PG_BIN / "pg_ctl", "-D", datadir, "-l", log, "-w", "-t", str(START_TIMEOUT), "start"],
                         as_postgres=True, check=False, timeout=START_TIMEOUT + 10)
         if proc.returncode != 0:
@@ -776,6 +788,7 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
             "",
         ])
         conf_path = self.redis_dir / "redis.conf"
+        self.rotate_log(self.redis_dir / "redis.log")
         self._write_private(conf_path, conf)
         self.run([REDIS_SERVER, conf_path], timeout=30)
         wait_until(lambda: self.redis_pid() and self.redis_ping(port), 15, "Redis on %d" % port,
