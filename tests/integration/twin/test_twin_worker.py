@@ -100,3 +100,18 @@ def test_processing_rate_follows_replicas_times_concurrency(fresh_twin, redis9, 
     wait_for(lambda: scratch_db.execute("SELECT count(*) FROM tasks WHERE status = 'completed' AND "
                                         "task_id = ANY(%s)", (ids,)).fetchone()[0] == 15, 10, what="all done")
     assert time.monotonic() - t0 < 5
+
+
+def test_consecutive_failures_open_the_circuit_breaker(fresh_twin, redis9, scratch_db, start_worker,
+                                                       twin_base_env):
+    fresh_twin.set_state(circuit_breaker_failure_threshold=2)
+    worker = start_worker("breaker")
+    _submit(fresh_twin, {"fail": True, "provider": "google"})
+    wait_for(lambda: fresh_twin.request("GET", "/health")[2]["circuit_breaker"]["state"] == "open", 10,
+             what="breaker open")
+    health = fresh_twin.request("GET", "/health")[2]
+    assert health["status"] == "degraded" and health["circuit_breaker"]["provider"] == "google"
+    assert "circuit_breaker opened" in worker.output()
+    auth = {"Authorization": "Bearer " + twin_base_env["env"]["APEX_ADMIN_TOKEN"]}
+    assert fresh_twin.request("POST", "/admin/circuit-breaker/reset", headers=auth)[0] == 200
+    assert fresh_twin.request("GET", "/health")[2]["status"] == "healthy"
