@@ -286,10 +286,12 @@ def workload_summary(obj, kind):
         revision = (meta.get("annotations") or {}).get("deployment.kubernetes.io/revision")
     else:
         revision = status.get("updateRevision") or status.get("currentRevision")
+    resources = dict((c.get("name"), c.get("resources") or {}) for c in template.get("containers") or [])
     return dict(
         kind=kind,
         name=meta.get("name"),
         namespace=meta.get("namespace"),
+        resources=resources,
         desired=spec.get("replicas", 1),
         current=status.get("replicas") or 0,
         ready=status.get("readyReplicas") or 0,
@@ -446,7 +448,19 @@ def event_summary(event, now=None):
     )
 
 
-def usage_summary(item, allocatable_millicores=None, allocatable_mib=None):
+def pod_limits(pod):
+    """Sum of the containers' CPU (millicores) and memory (MiB) limits; None where any container has none."""
+    cpu = mem = 0
+    for container in ((pod.get("spec") or {}).get("containers") or []):
+        limits = (container.get("resources") or {}).get("limits") or {}
+        if cpu is not None:
+            cpu = None if limits.get("cpu") is None else cpu + millicores(limits["cpu"])
+        if mem is not None:
+            mem = None if limits.get("memory") is None else mem + mebibytes(limits["memory"])
+    return cpu or None, mem or None
+
+
+def usage_summary(item, allocatable_millicores=None, allocatable_mib=None, limit_millicores=None, limit_mib=None):
     meta = item.get("metadata") or {}
     if "containers" in item:
         cpu = sum(millicores((c.get("usage") or {}).get("cpu")) or 0 for c in item.get("containers") or [])
@@ -459,6 +473,10 @@ def usage_summary(item, allocatable_millicores=None, allocatable_mib=None):
         out["cpu_percent"] = round(100.0 * cpu / allocatable_millicores, 1)
     if allocatable_mib:
         out["memory_percent"] = round(100.0 * mem / allocatable_mib, 1)
+    if limit_millicores:
+        out["cpu_percent_of_limit"] = round(100.0 * cpu / limit_millicores, 1)
+    if limit_mib:
+        out["memory_percent_of_limit"] = round(100.0 * mem / limit_mib, 1)
     return out
 
 
@@ -571,7 +589,7 @@ def gather(client, namespace, names=None, label_selector=None, sections=SECTIONS
         pod_metrics, pod_exc = raw.get("pod_metrics", (None, None))
         node_metrics, node_exc = raw.get("node_metrics", (None, None))
         available = pod_exc is None and node_exc is None
-        pod_names = set((p.get("metadata") or {}).get("name") for p in pods)
+        limits = dict(((p.get("metadata") or {}).get("name"), pod_limits(p)) for p in pods)
         alloc = dict((n["name"], n) for n in node_list)
         metrics = dict(available=available)
         if pod_exc is not None or node_exc is not None:
@@ -579,8 +597,10 @@ def gather(client, namespace, names=None, label_selector=None, sections=SECTIONS
             metrics["error"] = str(exc) if not isinstance(exc, KubeApiError) or not exc.not_found \
                 else "metrics.k8s.io is not served by this cluster"
         metrics["pods"] = sorted(
-            (usage_summary(m) for m in (pod_metrics or {}).get("items") or []
-             if (m.get("metadata") or {}).get("name") in pod_names),
+            (usage_summary(m, limit_millicores=limits[m["metadata"]["name"]][0],
+                           limit_mib=limits[m["metadata"]["name"]][1])
+             for m in (pod_metrics or {}).get("items") or []
+             if (m.get("metadata") or {}).get("name") in limits),
             key=lambda u: -u["cpu_millicores"])
         metrics["nodes"] = [
             usage_summary(m, (alloc.get((m.get("metadata") or {}).get("name")) or {}).get("cpu_allocatable_millicores"),
@@ -693,6 +713,9 @@ def plan_target(kind, obj, hpa, request, hpa_adjust=False):
         if expect != after_replicas:
             notes.append("the HPA will move it from %d to %d replicas" % (after_replicas, expect))
     hpa_changed = bool(hpa) and hpa_after != hpa_before
+    restart = bool(request.get("restart"))
+    if restart:
+        notes.append("rolling restart of the pods (pod template annotation kubectl.kubernetes.io/restartedAt)")
     return dict(
         key=key, kind=kind, name=name,
         hpa=(hpa.get("metadata") or {}).get("name") if hpa else None,
@@ -700,7 +723,8 @@ def plan_target(kind, obj, hpa, request, hpa_adjust=False):
         after=dict(replicas=expect, hpa=hpa_after),
         set_replicas=replicas if (replicas is not None and replicas != current) else None,
         hpa_changed=hpa_changed,
-        changed=hpa_changed or (replicas is not None and replicas != current),
+        changed=hpa_changed or restart or (replicas is not None and replicas != current),
+        restart=restart,
         notes=notes,
     )
 
@@ -882,13 +906,18 @@ class Scaler(object):
                 self.client.merge_patch(ns_path(HPA_API, self.namespace, plan["hpa"]), patch)
         if plan["set_replicas"] is not None:
             self._scale(plan, request, path)
+        if plan.get("restart"):
+            stamp = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+            self.client.merge_patch(path, {"spec": {"template": {"metadata": {"annotations": {
+                "kubectl.kubernetes.io/restartedAt": stamp}}}}})
         timings["apply_seconds"] = round(self.clock() - started, 3)
         outcome = dict(ok=True)
         if wait:
             wait_started = self.clock()
             result = self.wait_settled(plan["kind"], plan["name"], plan["after"]["replicas"], deadline)
             timings["wait_seconds"] = round(self.clock() - wait_started, 3)
-            outcome = dict(ok=result.ok, last=result.last, observations=result.observations)
+            outcome = dict(ok=result.ok, last=result.last, observations=result.observations,
+                           moved_to=result.moved_to)
         timings["total_seconds"] = round(self.clock() - started, 3)
         outcome["timings"] = timings
         return outcome
@@ -941,12 +970,23 @@ class Scaler(object):
                     raise StreamExpired(str(exc))
                 raise
 
+        # Never fight: once the expected count was seen, a later change of spec.replicas (the HPA
+        # acting within its bounds, or someone else) is followed, and reported, not undone.
+        state = dict(expect=expect, seen=False, moved_to=None)
+
         def done(obj):
-            return is_settled(obj, kind, expect) or rollout_state(obj, kind)[0] == "failed"
+            desired = (obj.get("spec") or {}).get("replicas", 1)
+            if state["expect"] is not None:
+                if desired == state["expect"]:
+                    state["seen"] = True
+                elif state["seen"]:
+                    state["moved_to"], state["expect"] = desired, None
+            return is_settled(obj, kind, state["expect"]) or rollout_state(obj, kind)[0] == "failed"
 
         result = watch_until(relist, watch, done, deadline)
         if result.ok and rollout_state(result.last, kind)[0] == "failed":
             result.ok = False
+        result.moved_to = state["moved_to"]
         return result
 
     def not_ready_pods(self, kind, obj, limit=20):
@@ -1040,7 +1080,7 @@ def _split_selector(selector):
 # --------------------------------------------------------------------------- one call of apex_scale
 
 REQUEST_KEYS = ("replicas", "replicas_delta", "current_replicas", "hpa_min_replicas", "hpa_max_replicas",
-                "hpa_target_cpu")
+                "hpa_target_cpu", "restart")
 
 
 def build_specs(opts):
@@ -1161,6 +1201,9 @@ def run_scale(client, namespace, opts, check_mode=False, context=None, now=None)
             entry["observed"] = dict(desired=(last.get("spec") or {}).get("replicas"),
                                      ready=status.get("readyReplicas") or 0,
                                      rollout=rollout_state(last, plan["kind"])[0])
+        if value.get("moved_to") is not None:
+            entry["notes"].append("replicas were changed to %d during the wait (by the HPA or another actor); "
+                                  "waited for that count instead of undoing it" % value["moved_to"])
         if not value.get("ok"):
             detail = scaler.describe_timeout(plan, value)
             entry["wait_failure"] = detail

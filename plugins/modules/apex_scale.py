@@ -93,6 +93,9 @@ options:
       hpa_target_cpu:
         description: HPA target average CPU utilisation, percent.
         type: int
+      restart:
+        description: Rolling restart of this target, as for the top-level O(restart).
+        type: bool
   replicas:
     description:
       - Absolute replica count for every target. Exclusive with O(replicas_delta).
@@ -118,6 +121,13 @@ options:
   hpa_target_cpu:
     description: Set the governing HPA's target average CPU utilisation (percent, autoscaling/v2 Resource metric).
     type: int
+  restart:
+    description:
+      - Rolling restart of every target (what C(kubectl rollout restart) does - a new
+        C(kubectl.kubernetes.io/restartedAt) pod template annotation). Always a change; with O(wait)
+        it waits for the new pods to be rolled out and ready.
+    type: bool
+    default: false
   hpa_adjust:
     description:
       - When the requested replica count is outside the governing HPA's bounds, move the bound to
@@ -277,6 +287,7 @@ TARGET_OPTIONS = dict(
     hpa_min_replicas=dict(type="int"),
     hpa_max_replicas=dict(type="int"),
     hpa_target_cpu=dict(type="int"),
+    restart=dict(type="bool"),
 )
 
 ARGUMENT_SPEC = dict(
@@ -290,6 +301,7 @@ ARGUMENT_SPEC = dict(
     hpa_min_replicas=dict(type="int"),
     hpa_max_replicas=dict(type="int"),
     hpa_target_cpu=dict(type="int"),
+    restart=dict(type="bool", default=False),
     hpa_adjust=dict(type="bool", default=False),
     wait=dict(type="bool", default=True),
     wait_timeout=dict(type="int", default=300),
@@ -302,7 +314,7 @@ ARGUMENT_SPEC = dict(
 )
 
 RESTORE_EXCLUSIVE = ("names", "label_selectors", "targets", "replicas", "replicas_delta", "current_replicas",
-                     "hpa_min_replicas", "hpa_max_replicas", "hpa_target_cpu", "save_state")
+                     "hpa_min_replicas", "hpa_max_replicas", "hpa_target_cpu", "save_state", "restart")
 
 
 def main():

@@ -489,3 +489,13 @@ def test_gather_filters_by_name():
     assert everything["events"][0]["object"] == "Pod/apex-worker-1" and everything["events"][0]["age_seconds"] == 120
     missing = wl.gather(InfoFake(), "apex", names=["apex-nope"], now=NOW)
     assert missing["missing"] == ["Deployment/apex-nope"]
+
+
+def test_usage_against_limits():
+    pod = {"spec": {"containers": [{"resources": {"limits": {"cpu": "500m", "memory": "256Mi"}}},
+                                   {"resources": {"limits": {"cpu": "500m", "memory": "256Mi"}}}]}}
+    assert wl.pod_limits(pod) == (1000, 512.0)
+    assert wl.pod_limits({"spec": {"containers": [{"resources": {}}]}}) == (None, None)
+    usage = wl.usage_summary({"metadata": {"name": "p"}, "containers": [
+        {"usage": {"cpu": "900m", "memory": "480Mi"}}]}, limit_millicores=1000, limit_mib=512.0)
+    assert usage["cpu_percent_of_limit"] == 90.0 and usage["memory_percent_of_limit"] == 93.8

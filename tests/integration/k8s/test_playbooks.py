@@ -1,0 +1,95 @@
+"""The scaling playbooks against the lab: cluster state is asserted after each run."""
+import json
+
+from k8s_lab import NS, SEEDED, STATE_CM
+
+
+def ok(proc):
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return proc
+
+
+def test_scale_playbook_both_components(run_playbook, kube):
+    ok(run_playbook("playbooks/scale.yml", {"scale_api_replicas": 5, "scale_worker_replicas": 10}))
+    assert kube.deployment("apex-api").status.ready_replicas == 5
+    assert kube.deployment("apex-worker").status.ready_replicas == 10
+
+
+def test_scale_playbook_refuses_outside_hpa_and_leaves_cluster(run_playbook, kube, tmp_path):
+    proc = run_playbook("playbooks/scale.yml", {"scale_component": "api", "scale_replicas": 25,
+                                                "scale_report_dir": str(tmp_path)})
+    assert proc.returncode != 0
+    assert "refusing to scale to 25" in proc.stdout
+    assert kube.state() == SEEDED
+    reports = list(tmp_path.glob("scale-*.json"))
+    assert reports and json.loads(reports[0].read_text())["status"] == "failed"
+
+
+def test_scale_playbook_check_mode(run_playbook, kube):
+    ok(run_playbook("playbooks/scale.yml", {"scale_component": "worker", "scale_replicas": 9}, check=True))
+    assert kube.state() == SEEDED
+
+
+def test_hpa_playbook(run_playbook, kube):
+    ok(run_playbook("playbooks/hpa.yml", {"hpa_component": "both", "hpa_api": {"min_replicas": 4, "max_replicas": 30},
+                                          "hpa_worker": {"max_replicas": 60}, "hpa_target_cpu": 65}))
+    assert kube.hpa_bounds("apex-api") == (4, 30, 65)
+    assert kube.hpa_bounds("apex-worker") == (5, 60, 65)
+    assert kube.deployment("apex-api").status.ready_replicas == 4
+
+
+def test_scale_event_start_end_restores_saved_not_hardcoded(run_playbook, kube, tmp_path):
+    # the state before the event is not the runbook's: restore must bring back this one
+    kube.hpa_api.patch_namespaced_horizontal_pod_autoscaler("apex-api", NS, {"spec": {"maxReplicas": 12}})
+    kube.apps.patch_namespaced_deployment_scale("apex-api", NS, {"spec": {"replicas": 4}})
+    kube.settle("apex-api", 4)
+    before = kube.state()
+    vars_ = {"scale_event_name": "it-launch", "scale_event_report_dir": str(tmp_path)}
+    ok(run_playbook("playbooks/scale_event.yml", dict(vars_, scale_event_phase="start")))
+    assert kube.replicas("apex-worker") == 20 and kube.deployment("apex-worker").status.ready_replicas == 20
+    assert kube.hpa_bounds("apex-api")[1] == 50 and kube.hpa_bounds("apex-worker")[1] == 100
+    record = json.loads(kube.core.read_namespaced_config_map(STATE_CM, NS).data["it-launch"])
+    assert {t["name"]: t["hpa_bounds"]["max_replicas"] for t in record["targets"]} == {"apex-api": 12, "apex-worker": 50}
+    ok(run_playbook("playbooks/scale_event.yml", dict(vars_, scale_event_phase="end")))
+    assert kube.state() == before
+    assert kube.deployment("apex-worker").status.ready_replicas == 5
+    reports = sorted(p.name for p in tmp_path.glob("scale_event-*.json"))
+    assert any(r.startswith("scale_event-start") for r in reports) and any(r.startswith("scale_event-end") for r in reports)
+
+
+def test_scale_playbook_secrets_not_in_verbose_output(run_playbook, kube_token):
+    proc = ok(run_playbook("playbooks/scale.yml", {"scale_component": "api", "scale_replicas": 3}, verbosity=3))
+    assert kube_token not in proc.stdout and kube_token not in proc.stderr
+
+
+def test_alert_resource_exhaustion_scales_out_and_restarts(run_playbook, kube, tmp_path):
+    before = kube.deployment("apex-api").spec.template.metadata.annotations or {}
+    ok(run_playbook("playbooks/alert_resource_exhaustion.yml", {
+        "alert_resource_exhaustion_restart": True, "alert_resource_exhaustion_report_dir": str(tmp_path)}))
+    d = kube.deployment("apex-api")
+    assert d.spec.replicas == 8 and d.status.ready_replicas == 8 and d.status.updated_replicas == 8
+    after = d.spec.template.metadata.annotations or {}
+    assert after.get("kubectl.kubernetes.io/restartedAt") and after != before
+    report = json.loads(next(tmp_path.glob("alert_resource_exhaustion-*.json")).read_text())
+    assert report["diagnosis"]["metrics_available"] is True and report["diagnosis"]["top_pods_by_cpu"]
+
+
+def test_alert_queue_backlog_scales_workers_from_backlog(run_playbook, kube, lab, tmp_path):
+    import redis
+
+    r = redis.Redis(host=lab["APEX_REDIS_HOST"], port=int(lab["APEX_REDIS_PORT"]),
+                    password=lab.get("APEX_REDIS_PASSWORD") or None)
+    key = "apex:test:backlog"
+    r.delete(key)
+    r.rpush(key, *["t%d" % i for i in range(160)])
+    try:
+        proc = ok(run_playbook("playbooks/alert_queue_backlog.yml", {
+            "alert_queue_backlog_queue_key": key, "alert_queue_backlog_report_dir": str(tmp_path)}))
+    finally:
+        r.delete(key)
+    # 160 queued, threshold 100: 60 over, one worker per 10 -> +6 (step cap 10), 5 -> 11
+    assert kube.replicas("apex-worker") == 11, proc.stdout[-3000:]
+    assert kube.deployment("apex-worker").status.ready_replicas == 11
+    report = json.loads(next(tmp_path.glob("alert_queue_backlog-*.json")).read_text())
+    assert report["diagnosis"]["queue_depth"] == 160 and report["diagnosis"]["target_workers"] == 11
+    assert report["diagnosis"]["task_status_last_hour"] is not None
