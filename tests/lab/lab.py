@@ -913,24 +913,25 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
         return pid if pid_alive(pid, "kubesim") else None
 
     def kube_ready(self):
+        """``GET /readyz`` on the primary cluster's API server: HTTPS (the simulator's own serving
+        certificate; readiness only, so not verified here), plain HTTP only if TLS is refused."""
         port = self.ports["kube_primary"]
-        for attempt in ("https", "http"):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        for conn in (http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=ctx),
+                     http.client.HTTPConnection("127.0.0.1", port, timeout=2)):
             try:
-                if attempt == "https":
-                    ctx = ssl.create_default_context()
-                    ctx.check_hostname = False
-                    ctx.verify_mode = ssl.CERT_NONE
-                    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=ctx)
-                else:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
                 conn.request("GET", "/readyz")
                 resp = conn.getresponse()
                 resp.read()
+                return resp.status == 200
+            except ssl.SSLError:
+                continue  # not a TLS server: try plain HTTP
+            except (OSError, http.client.HTTPException):
+                return False
+            finally:
                 conn.close()
-                if resp.status == 200:
-                    return True
-            except (OSError, ssl.SSLError, http.client.HTTPException):
-                continue
         return False
 
     def ensure_kubesim(self):
