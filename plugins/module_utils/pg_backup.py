@@ -691,3 +691,51 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
             conn.execute("ANALYZE")
         result["analyzed"] = True
     return result
+
+
+# ---------------------------------------------------------------------------- draining sessions
+
+def _sessions(conn, db, users=None, applications=None):
+    rows = conn.execute("""SELECT pid, usename, application_name, state, backend_start::text,
+                                  EXTRACT(EPOCH FROM (now() - backend_start))::int
+                             FROM pg_stat_activity
+                            WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+                              AND (%s::text[] IS NULL OR usename = ANY(%s::text[]))
+                              AND (%s::text[] IS NULL OR application_name = ANY(%s::text[]))
+                            ORDER BY pid""", (db, users, users, applications, applications)).fetchall()
+    return [{"pid": r[0], "user": r[1], "application_name": r[2], "state": r[3], "backend_start": r[4],
+             "age_seconds": r[5]} for r in rows]
+
+
+def drain_sessions(params, db, users=None, applications=None, grace=30.0, timeout=120.0, terminate=True,
+                   check_mode=False, poll=0.2, clock=time.monotonic, sleep=time.sleep):
+    """Wait until no matching session is connected to ``db`` (observed in pg_stat_activity).
+
+    After ``grace`` seconds the stragglers are terminated (``pg_terminate_backend``) when
+    ``terminate``; at ``timeout`` the wait fails with the sessions last seen.
+    """
+    catalog.check_db_name(db)
+    users = list(users) if users else None
+    applications = list(applications) if applications else None
+    start = clock()
+    terminated = []
+    with contextlib.closing(pg.connect(params)) as conn:
+        initial = _sessions(conn, db, users, applications)
+        if check_mode or not initial:
+            return {"initial": initial, "terminated": [], "waited_seconds": 0.0, "remaining": initial if check_mode else []}
+        sessions = initial
+        while sessions:
+            elapsed = clock() - start
+            if terminate and elapsed >= grace:
+                for session in sessions:
+                    if session["pid"] not in [t["pid"] for t in terminated]:
+                        conn.execute("SELECT pg_terminate_backend(%s)", (session["pid"],))
+                        terminated.append(session)
+            if elapsed > timeout:
+                raise BackupError("%d session(s) still connected to %s after %.0fs%s" % (
+                    len(sessions), db, timeout, " (terminated, not yet gone)" if terminated else ""),
+                    last_state={"sessions": sessions, "terminated": terminated})
+            sleep(poll)
+            sessions = _sessions(conn, db, users, applications)
+    return {"initial": initial, "terminated": terminated, "waited_seconds": round(clock() - start, 3),
+            "remaining": []}

@@ -29,6 +29,9 @@ description:
   - C(action=restore) restores a backup into O(target_db). It refuses unless O(confirm) equals O(target_db),
     refuses an unverified backup unless O(force=true), takes a safety backup of an existing target first,
     and fails when the restored row counts differ from the manifest.
+  - C(action=drain) waits until no (matching) session is connected to O(target_db), observed in
+    C(pg_stat_activity); stragglers are terminated after O(drain_grace); fails at O(drain_timeout). The restore
+    playbook runs it after scaling the application to zero.
   - C(action=fetch) downloads a backup (for example a Redis RDB for an offline restore) to O(dest),
     checked against its manifest before it is moved into place.
 author:
@@ -43,7 +46,7 @@ options:
       - What to do. See the description for each action.
     type: str
     required: true
-    choices: [backup, redis_backup, list, verify, prune, restore, fetch]
+    choices: [backup, redis_backup, list, verify, prune, restore, fetch, drain]
   db:
     description:
       - Database to back up (C(backup)) and whose backups to list, verify, prune, fetch or restore from.
@@ -226,6 +229,31 @@ options:
       - Seconds to wait for BGSAVE to finish.
     type: float
     default: 300
+  drain_users:
+    description:
+      - With C(drain), only sessions of these roles count (for example the application role C(apex)). Default all.
+    type: list
+    elements: str
+  drain_applications:
+    description:
+      - With C(drain), only sessions with these C(application_name)s count. Default all.
+    type: list
+    elements: str
+  drain_grace:
+    description:
+      - With C(drain), seconds to let sessions end by themselves before terminating them.
+    type: float
+    default: 30
+  drain_timeout:
+    description:
+      - With C(drain), seconds after which the wait fails (reporting the sessions still there).
+    type: float
+    default: 120
+  drain_terminate:
+    description:
+      - With C(drain), terminate sessions still there after O(drain_grace). Without it, only wait.
+    type: bool
+    default: true
 notes:
   - Supports check mode. C(backup) and C(redis_backup) check connectivity and report the planned key;
     C(verify) reports what it would check; C(prune) lists what would be deleted; C(restore) runs all
@@ -357,6 +385,10 @@ fetched:
   description: File written by C(fetch) (dest, size, sha256).
   returned: action is fetch
   type: dict
+drain:
+  description: Sessions seen at the start (C(initial)), C(terminated) ones, C(waited_seconds); in check mode C(remaining).
+  returned: action is drain
+  type: dict
 """
 
 from ansible_collections.apex.ops.plugins.module_utils import backup_catalog as catalog
@@ -372,7 +404,7 @@ LEVEL_CHOICES = list(catalog.LEVELS)
 
 ARGSPEC = dict(
     action=dict(type="str", required=True,
-                choices=["backup", "redis_backup", "list", "verify", "prune", "restore", "fetch"]),
+                choices=["backup", "redis_backup", "list", "verify", "prune", "restore", "fetch", "drain"]),
     db=dict(type="str"),
     kind=dict(type="str", choices=list(catalog.KINDS), default="postgres"),
     redis_instance=dict(type="str", default="apex"),
@@ -407,6 +439,11 @@ ARGSPEC = dict(
     dest=dict(type="path"),
     rdb_path=dict(type="path"),
     bgsave_timeout=dict(type="float", default=300),
+    drain_users=dict(type="list", elements="str"),
+    drain_applications=dict(type="list", elements="str"),
+    drain_grace=dict(type="float", default=30),
+    drain_timeout=dict(type="float", default=120),
+    drain_terminate=dict(type="bool", default=True),
 )
 
 SECRET_OPTIONS = ("login_password", "access_key", "secret_key", "session_token", "redis_password")
@@ -646,6 +683,20 @@ class Runner(object):
         return dict(changed=True, fetched=fetched, msg="downloaded %s to %s (sha256 matches)" % (
             entry["backup_id"], self.p["dest"]))
 
+    def drain(self):
+        from ansible_collections.apex.ops.plugins.module_utils import pg_backup
+
+        target = self.p["target_db"]
+        if not target:
+            raise catalog.CatalogError("drain needs target_db")
+        outcome = pg_backup.drain_sessions(
+            self.p, target, users=self.p["drain_users"], applications=self.p["drain_applications"],
+            grace=self.p["drain_grace"], timeout=self.p["drain_timeout"], terminate=self.p["drain_terminate"],
+            check_mode=self.check)
+        changed = bool(outcome["terminated"]) or (self.check and bool(outcome["initial"]) and self.p["drain_terminate"])
+        return dict(changed=changed, drain=outcome, msg="%s: %d session(s) at start, %d terminated, %.1fs" % (
+            target, len(outcome["initial"]), len(outcome["terminated"]), outcome["waited_seconds"]))
+
 
 class Refused(Exception):
     """A safety precondition is not met: nothing was changed."""
@@ -663,7 +714,7 @@ def main():
     action = module.params["action"]
     if action == "redis_backup":
         requirements.append(redis_client.REQUIREMENT)
-    elif action in ("backup", "verify", "restore"):
+    elif action in ("backup", "verify", "restore", "drain"):
         requirements.append(pg.REQUIREMENT)
     for pip_name, error in requirements:
         module.require(pip_name, error)
