@@ -160,34 +160,39 @@ def test_tls_with_the_lab_ca(lab, pg):
 
 
 def test_standby_really_replicates(lab, pg):
+    # probe tables live in db `postgres`, so the application database stays as the twin left it
     marker = "lab-%s" % uuid.uuid4().hex
-    with pg.connect(lab["APEX_PG_ADMIN_DSN"], autocommit=True) as primary:
-        primary.execute("CREATE TABLE IF NOT EXISTS lab_replication_probe (marker text PRIMARY KEY, at timestamptz)")
-        primary.execute("INSERT INTO lab_replication_probe VALUES (%s, now())", (marker,))
+    table = "lab_replication_probe_%s" % marker[4:12]
+    with pg.connect(lab["APEX_PG_ADMIN_DSN"], dbname="postgres", autocommit=True) as primary:
+        primary.execute("CREATE TABLE %s (marker text PRIMARY KEY, at timestamptz)" % table)
+        primary.execute("INSERT INTO %s VALUES (%%s, now())" % table, (marker,))
         rows = primary.execute("SELECT application_name, state FROM pg_stat_replication").fetchall()
         assert ("apex-standby", "streaming") in rows, rows
-    with pg.connect(lab["APEX_PG_STANDBY_DSN"], autocommit=True) as standby:
-        assert standby.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
-        assert standby.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()[0] == "streaming"
+    try:
+        with pg.connect(lab["APEX_PG_STANDBY_DSN"], dbname="postgres", autocommit=True) as standby:
+            assert standby.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
+            assert standby.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()[0] == "streaming"
 
-        def seen():
-            return standby.execute("SELECT count(*) FROM pg_catalog.pg_tables WHERE tablename = "
-                                   "'lab_replication_probe'").fetchone()[0] and standby.execute(
-                "SELECT count(*) FROM lab_replication_probe WHERE marker = %s", (marker,)).fetchone()[0] == 1
-        assert _wait(seen), "row written on the primary never reached the standby"
-        with pytest.raises(pg.errors.ReadOnlySqlTransaction):
-            standby.execute("INSERT INTO lab_replication_probe VALUES ('nope', now())")
-    with pg.connect(lab["APEX_PG_ADMIN_DSN"], autocommit=True) as primary:
-        primary.execute("DELETE FROM lab_replication_probe WHERE marker = %s", (marker,))
+            def seen():
+                if not standby.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]:
+                    return False
+                return standby.execute("SELECT count(*) FROM %s WHERE marker = %%s" % table,
+                                       (marker,)).fetchone()[0] == 1
+            assert _wait(seen), "row written on the primary never reached the standby"
+            with pytest.raises(pg.errors.ReadOnlySqlTransaction):
+                standby.execute("INSERT INTO %s VALUES ('nope', now())" % table)
+    finally:
+        with pg.connect(lab["APEX_PG_ADMIN_DSN"], dbname="postgres", autocommit=True) as primary:
+            primary.execute("DROP TABLE IF EXISTS %s" % table)
 
 
 def test_wal_archive_receives_segments(lab, pg):
     archive = Path(lab["APEX_PG_WAL_ARCHIVE"])
-    with pg.connect(lab["APEX_PG_ADMIN_DSN"], autocommit=True) as conn:
+    with pg.connect(lab["APEX_PG_ADMIN_DSN"], dbname="postgres", autocommit=True) as conn:
         before = conn.execute("SELECT archived_count FROM pg_stat_archiver").fetchone()[0]
         walfile = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
         conn.execute("CREATE TABLE IF NOT EXISTS lab_archive_probe (x int)")
-        conn.execute("INSERT INTO lab_archive_probe VALUES (1)")
+        conn.execute("INSERT INTO lab_archive_probe VALUES (1)")  # so the switch has WAL to close
         conn.execute("SELECT pg_switch_wal()")
 
         def archived():
@@ -286,3 +291,25 @@ def test_twin_serves_tls_from_the_lab_ca(lab):
             cert = tls.getpeercert()
     sans = {value for kind, value in cert["subjectAltName"] if kind in ("DNS", "IP Address")}
     assert {"localhost", "apex.lab.test", "127.0.0.1"} <= sans
+
+
+def test_schema_applied_by_the_twin(lab, pg):
+    if not (ROOT / "tests" / "lab" / "twin" / "__main__.py").exists():
+        pytest.fail("tests/lab/twin is missing: nobody applied the Apex schema")
+    with pg.connect(lab["APEX_PG_DSN"]) as conn:
+        tables = dict(conn.execute("SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public'"
+                                   " AND tablename IN ('tasks', 'agents', 'events', '_sqlx_migrations')").fetchall())
+        assert tables == {"tasks": "apex", "agents": "apex", "events": "apex", "_sqlx_migrations": "apex"}
+        assert conn.execute("SELECT count(*) FROM _sqlx_migrations WHERE success").fetchone()[0] >= 3
+
+
+def test_kubeconfig_reaches_both_clusters(lab):
+    if not (ROOT / "tests" / "lab" / "kubesim" / "__main__.py").exists():
+        pytest.fail("tests/lab/kubesim is missing: the lab has no Kubernetes")
+    assert lab["KUBECONFIG"] == lab["K8S_AUTH_KUBECONFIG"]
+    assert Path(lab["KUBECONFIG"]).exists()
+    env = dict(os.environ, KUBECONFIG=lab["KUBECONFIG"])
+    for context in ("apex-primary", "apex-secondary"):
+        proc = subprocess.run(["kubectl", "--context", context, "get", "--raw", "/readyz"], capture_output=True,
+                              text=True, env=env, timeout=30, check=False)
+        assert proc.returncode == 0 and proc.stdout.strip() == "ok", (context, proc.stdout, proc.stderr)
