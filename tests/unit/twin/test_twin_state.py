@@ -105,3 +105,23 @@ def test_dead_letter_entries_pushed_back_are_understood():
     assert Worker.task_id_of("tsk_1") == "tsk_1"
     assert Worker.task_id_of(json.dumps({"task_id": "tsk_2", "error": "x"})) == "tsk_2"
     assert Worker.task_id_of("{broken") == "{broken"
+
+
+def test_state_cli_sets_validates_and_resets(tmp_path):
+    import subprocess
+    path = str(tmp_path / "desired.json")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "lab"), APEX_TWIN_STATE=path)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "twin", "state"] + list(args), env=env,
+                              capture_output=True, text=True, timeout=30)
+
+    proc = cli("set", "maintenance_mode=true", 'canary={"ready_replicas": 2}', "force_provider=anthropic")
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert shown["maintenance_mode"] is True and shown["canary"]["ready_replicas"] == 2
+    assert shown["force_provider"] == "anthropic"
+    proc = cli("set", "failure_rate=3")
+    assert proc.returncode == 1 and "between 0 and 1" in proc.stdout
+    assert json.loads(Path(path).read_text()).get("failure_rate") is None
+    assert cli("reset").returncode == 0 and json.loads(Path(path).read_text()) == {}
