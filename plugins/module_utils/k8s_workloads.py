@@ -1217,7 +1217,7 @@ def run_scale(client, namespace, opts, check_mode=False, context=None, now=None)
         rolled_back = []
         if opts.get("rollback_on_failure", True):
             rolled_back = rollback(scaler, plans)
-            msg.append("rolled back to the state before this call: %s" % (", ".join(rolled_back) or "nothing to undo"))
+            msg.append("Rolled back to the state before this call: %s" % (", ".join(rolled_back) or "nothing to undo"))
         raise ScaleError(". ".join(msg), last_state=dict(targets=result["targets"], rolled_back=rolled_back))
 
     if record is not None:

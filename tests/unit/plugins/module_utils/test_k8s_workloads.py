@@ -402,7 +402,7 @@ def test_wait_timeout_reports_and_rolls_back():
                                            hpa_adjust=True))
     text = str(err.value)
     assert "Deployment/apex-never: ready 0/2" in text and "apex-never-pod: ContainersNotReady" in text
-    assert "rolled back" in text
+    assert "Rolled back" in text
     assert cluster.objects[("Deployment", "apex-never")]["spec"]["replicas"] == 1
     assert cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] == 3
     assert cluster.hpas["apex-api"]["spec"]["minReplicas"] == 3
