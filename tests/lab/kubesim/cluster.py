@@ -46,6 +46,15 @@ def rand_suffix(n=5):
     return "".join(random.choice(_suffix_chars) for _ in range(n))
 
 
+def prune_nulls(value):
+    """Drop null members, as decoding into Go structs (and re-encoding) does."""
+    if isinstance(value, dict):
+        return {k: prune_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [prune_nulls(v) for v in value]
+    return value
+
+
 def _spec_part(obj):
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
@@ -338,7 +347,7 @@ class Cluster:
     # ---------------------------------------------------------------- writes
     def create(self, res, obj, dry_run=False):
         with self.lock:
-            obj = copy.deepcopy(obj)
+            obj = prune_nulls(obj)
             skey = res.storage
             sres = registry.storage_res(skey)
             meta = obj.setdefault("metadata", {})
@@ -402,7 +411,7 @@ class Cluster:
         with self.lock:
             skey = res.storage
             sres = registry.storage_res(skey)
-            obj = copy.deepcopy(obj)
+            obj = prune_nulls(obj)
             meta = obj.setdefault("metadata", {})
             ns = meta.get("namespace", "") if res.namespaced else ""
             name = meta.get("name", "")

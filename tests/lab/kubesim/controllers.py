@@ -199,6 +199,7 @@ class Controllers:
         self.pod_events = set()   # (uid, what) already reported
         self.progress = {}        # deployment uid -> (signature, monotonic)
         self.hpa_last = {}        # hpa uid -> monotonic of last evaluation
+        self.hpa_recs = {}        # hpa uid -> [(monotonic, recommendation)]
         self.jobs_running = {}    # pod uid -> thread
         self.job_results = {}     # pod uid -> (exit code, finished iso)
         self.timers = []
@@ -800,7 +801,8 @@ class Controllers:
                 return
             new_rs = self.c.create(registry.lookup("apps", "v1", "replicasets"), rs_obj)
             created_new = True
-            self.c.event(d, "ScalingReplicaSet", "Scaled up replica set %s from 0 to %d" % (
+            if start:
+                self.c.event(d, "ScalingReplicaSet", "Scaled up replica set %s from 0 to %d" % (
                 new_rs["metadata"]["name"], start), component="deployment-controller")
         elif new_rs is not None:
             cur_rev = int((new_rs["metadata"].get("annotations") or {}).get(REV_ANN, "0") or 0)
@@ -1172,9 +1174,7 @@ class Controllers:
             self._hpa_status(h, st)
             return
         current = target["spec"].get("replicas", 1)
-        util = metrics.utilization_for(self.c, target)
-        if util is None:
-            util = target_util if target_util is not None else 50
+        util = metrics.effective_utilization(self.c, target)
         st["currentReplicas"] = (target.get("status") or {}).get("replicas", 0)
         if current == 0 and mn > 0:
             set_condition(conds, "AbleToScale", "True", "SucceededGetScale",
@@ -1196,6 +1196,20 @@ class Controllers:
                     "above" if ratio > 1 else "below")
                 if ratio < 1:
                     reason = "All metrics below target"
+        # scale-down stabilisation (behavior.scaleDown.stabilizationWindowSeconds, default
+        # 300 s, scaled by the lab's time factor): use the highest recommendation in the window
+        window = (((spec.get("behavior") or {}).get("scaleDown") or {}).get(
+            "stabilizationWindowSeconds", 300)) * self.cfg.time_factor
+        mono = time.monotonic()
+        recs = [r for r in self.hpa_recs.get(meta["uid"], []) if mono - r[0] <= window]
+        recs.append((mono, desired))
+        self.hpa_recs[meta["uid"]] = recs
+        if desired < current:
+            stabilized = max(r[1] for r in recs)
+            if stabilized > desired:
+                desired = min(stabilized, current)
+                if desired == current:
+                    reason = None
         limited = None
         if desired > mx:
             desired, limited = mx, ("TooManyReplicas", "the desired replica count is more than "

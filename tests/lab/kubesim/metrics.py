@@ -75,10 +75,30 @@ def utilization_for(cluster, workload):
     return None
 
 
-def _pod_usage(cluster, pod):
-    util = utilization_for(cluster, owner_workload(cluster, pod))
+def hpa_target_utilization(cluster, workload):
+    if workload is None:
+        return None
+    ns = workload["metadata"].get("namespace", "")
+    for hpa in cluster.store.list(("autoscaling", "horizontalpodautoscalers"), ns):
+        ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+        if ref.get("name") == workload["metadata"]["name"] and ref.get("kind") == workload["kind"]:
+            for m in (hpa.get("spec") or {}).get("metrics") or []:
+                if m.get("type") == "Resource" and m.get("resource", {}).get("name") == "cpu":
+                    return (m["resource"].get("target") or {}).get("averageUtilization")
+            return 80
+    return None
+
+
+def effective_utilization(cluster, workload):
+    """Annotation if any; else the HPA's target (a workload in steady state); else 35 %."""
+    util = utilization_for(cluster, workload)
     if util is None:
-        util = 35
+        util = hpa_target_utilization(cluster, workload)
+    return 35 if util is None else util
+
+
+def _pod_usage(cluster, pod):
+    util = effective_utilization(cluster, owner_workload(cluster, pod))
     out = []
     for c in pod["spec"].get("containers") or []:
         req = ((c.get("resources") or {}).get("requests") or {})

@@ -41,6 +41,12 @@ class KubeServer(ThreadingHTTPServer):
         self.log = log
         ThreadingHTTPServer.__init__(self, addr, Handler)
 
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ssl.SSLError, ConnectionError, socket.timeout, OSError)):
+            return  # a probe or a client that went away: not worth a traceback
+        ThreadingHTTPServer.handle_error(self, request, client_address)
+
     def get_request(self):
         sock, addr = self.socket.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -144,6 +150,10 @@ class Handler(BaseHTTPRequestHandler):
         if not data:
             raise ApiError(400, "BadRequest", "the request body is empty")
         ctype = (self.headers.get("Content-Type") or "").lower()
+        if "protobuf" in ctype or "cbor" in ctype:
+            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an "
+                           "unknown format - accepted media types include: application/json, "
+                           "application/yaml")
         try:
             if "yaml" in ctype:
                 import yaml
@@ -222,7 +232,7 @@ class Handler(BaseHTTPRequestHandler):
             if "protobuf" in accept:
                 # An empty protobuf message is a valid (empty) openapi_v2.Document: kubectl
                 # then finds no schema for any kind and skips client-side validation.
-                return self.send(200, b"", "application/com.github.proto-openapi.spec.v2@v1.0"
+                return self.send(200, b"", "application/com.github.proto-openapi.spec.v2.v1.0"
                                  "+protobuf")
             return self.send(200, {"swagger": "2.0", "info": {"title": "Kubernetes (kubesim)",
                                                               "version": "v1.32.4"},
@@ -288,7 +298,7 @@ class Handler(BaseHTTPRequestHandler):
                                    registry.api_version(res), "metadata": {}, "items": items})
         if name is None:
             if method == "GET":
-                if self.query.get("watch") in ("true", "1"):
+                if str(self.query.get("watch")).lower() in ("true", "1"):
                     return self.watch(res, ns)
                 return self.list(res, ns)
             if method == "POST":
@@ -314,7 +324,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.scale(method, res, ns, name)
         if method == "GET":
             obj = cluster.must_get(res, ns, name)
-            if self.query.get("watch") in ("true", "1"):
+            if str(self.query.get("watch")).lower() in ("true", "1"):
                 self.query["fieldSelector"] = "metadata.name=" + name
                 return self.watch(res, ns)
             return self.send_object(res, obj)
@@ -494,7 +504,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if initial:
                 chunk(b"".join(encode("ADDED", o) for o in initial))
-            bookmark_every = 10.0 if self.query.get("allowWatchBookmarks") in ("true", "1") \
+            bookmark_every = 10.0 if str(self.query.get("allowWatchBookmarks")).lower() in ("true", "1") \
                 else None
             next_bookmark = time.monotonic() + (bookmark_every or 1e9)
             while True:
@@ -713,7 +723,7 @@ class Handler(BaseHTTPRequestHandler):
         if container not in containers:
             raise ApiError(400, "BadRequest", "container %s is not valid for pod %s"
                            % (container, name))
-        previous = self.query.get("previous") in ("true", "1")
+        previous = str(self.query.get("previous")).lower() in ("true", "1")
         key = (ns, name, container)
         source = cluster.prev_logs if previous else cluster.logs
         if previous and key not in source:
@@ -721,7 +731,7 @@ class Handler(BaseHTTPRequestHandler):
                            "not found" % (container, name))
         tail = self.query.get("tailLines")
         since = self.query.get("sinceSeconds")
-        stamps = self.query.get("timestamps") in ("true", "1")
+        stamps = str(self.query.get("timestamps")).lower() in ("true", "1")
 
         def render(lines):
             if since:
@@ -734,7 +744,7 @@ class Handler(BaseHTTPRequestHandler):
         lines = list(source.get(key, []))
         if tail is not None:
             lines = lines[-int(tail):] if int(tail) > 0 else []
-        if self.query.get("follow") not in ("true", "1") or previous:
+        if str(self.query.get("follow")).lower() not in ("true", "1") or previous:
             return self.send_text(200, render(lines))
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
