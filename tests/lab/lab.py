@@ -47,6 +47,10 @@ DNS_TARGETS = {"primary.apex.lab.test.": "127.0.0.1", "secondary.apex.lab.test."
 AWS_REGION = "us-east-1"
 REPLICATION_ROLE = "replicator"
 START_TIMEOUT = 60
+# command-line markers of the Python services lab.py spawns (precise: `pytest .../kubesim` must not match)
+MARK_MOTO = "-m moto.server "
+MARK_KUBESIM = "-m kubesim serve "
+MARK_TWIN = {"serve": "-m twin serve", "worker": "-m twin worker"}
 LOG_ROTATE_BYTES = 64 * 1024 * 1024
 
 
@@ -149,6 +153,21 @@ def group_alive(pgid):
         if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
             return True
     return False
+
+
+def listening_inodes(port):
+    """Socket inodes of TCP listeners on 127.0.0.1:port (from /proc/net/tcp)."""
+    want = "0100007F:%04X" % port
+    found = []
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 9 and fields[1] == want and fields[3] == "0A":
+            found.append(fields[9])
+    return found
 
 
 def port_free(port):
@@ -350,6 +369,37 @@ class Lab:
         return self.run([PG_BIN / "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
                          "-h", self.pg_run, "-p", port, "-d", db, "-f", "-"],
                         as_postgres=True, input=sql, check=check, timeout=60)
+
+    def find_pid(self, pidfile, marker, port=None):
+        """The service's pid: from its pidfile or, when that is stale or lost (a service started
+        by hand with the lab's environment), the process whose command line has ``marker`` and
+        that LISTENS on the lab's ``port`` (adopted by rewriting the pidfile). The port is the
+        proof: other helpers' tests run private twins/simulators with the same environment."""
+        pid = read_pid(pidfile)
+        if pid_alive(pid, marker):
+            return pid
+        if not port:
+            return None
+        inodes = listening_inodes(port)
+        if not inodes:
+            return None
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            cand = int(entry)
+            if marker not in cmdline(cand) + " " or not pid_alive(cand):
+                continue
+            try:
+                links = {os.readlink("/proc/%d/fd/%s" % (cand, fd)) for fd in os.listdir("/proc/%d/fd" % cand)}
+            except OSError:
+                continue
+            if any("socket:[%s]" % inode in links for inode in inodes):
+                try:
+                    Path(pidfile).write_text("%d\n" % cand)
+                except OSError:
+                    pass
+                return cand
+        return None
 
     def child_env(self, extra=None):
         env = dict(os.environ)
@@ -799,8 +849,7 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
     # ---------------------------------------------------------------- moto
 
     def moto_pid(self):
-        pid = read_pid(self.moto_dir / "moto.pid")
-        return pid if pid_alive(pid, "moto.server") else None
+        return self.find_pid(self.moto_dir / "moto.pid", MARK_MOTO, self.ports.get("moto"))
 
     def moto_buckets(self):
         status, body = http_get("127.0.0.1", self.ports["moto"], "/")
@@ -815,7 +864,7 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
         port = self.claim_port("moto")
         return self.spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                           self.moto_dir / "moto.pid", self.moto_dir / "moto.log",
-                          dict(os.environ, PYTHONUNBUFFERED="1"), self.moto_dir)
+                          dict(os.environ, PYTHONUNBUFFERED="1", APEX_LAB_DIR=str(self.dir)), self.moto_dir)
 
     def ensure_moto(self, proc):
         log = self.moto_dir / "moto.log"
@@ -909,8 +958,7 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
         return (LAB_PY_DIR / name / "__main__.py").exists() and name not in self.skip
 
     def kube_pid(self):
-        pid = read_pid(self.kube_dir / "kubesim.pid")
-        return pid if pid_alive(pid, "kubesim") else None
+        return self.find_pid(self.kube_dir / "kubesim.pid", MARK_KUBESIM, self.ports.get("kube_primary"))
 
     def kube_ready(self):
         """``GET /readyz`` on the primary cluster's API server: HTTPS (the simulator's own serving
@@ -953,8 +1001,8 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
         return True
 
     def twin_pid(self, role):
-        pid = read_pid(self.twin_dir / ("%s.pid" % role))
-        return pid if pid_alive(pid, "twin %s" % role) else None
+        return self.find_pid(self.twin_dir / ("%s.pid" % role), MARK_TWIN[role],
+                             self.ports.get("twin") if role == "serve" else None)
 
     def twin_live(self):
         status, _ = http_get("127.0.0.1", self.ports["twin"], "/live", tls_ca=self.ca_dir / "ca.crt")
@@ -1157,21 +1205,22 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
                 return []
             return ["PostgreSQL %s (pid %d)" % (name[3:], pid)]
         procs = {
-            "twin": ((self.twin_dir / "worker.pid", "twin worker"), (self.twin_dir / "serve.pid", "twin serve")),
-            "kubesim": ((self.kube_dir / "kubesim.pid", "kubesim"),),
-            "moto": ((self.moto_dir / "moto.pid", "moto.server"),),
-            "redis": ((self.redis_dir / "redis.pid", "redis-server"),),
+            "twin": ((self.twin_dir / "worker.pid", MARK_TWIN["worker"], lambda: self.twin_pid("worker")),
+                     (self.twin_dir / "serve.pid", MARK_TWIN["serve"], lambda: self.twin_pid("serve"))),
+            "kubesim": ((self.kube_dir / "kubesim.pid", MARK_KUBESIM, self.kube_pid),),
+            "moto": ((self.moto_dir / "moto.pid", MARK_MOTO, self.moto_pid),),
+            "redis": ((self.redis_dir / "redis.pid", "redis-server", self.redis_pid),),
         }[name]
         leftovers = []
-        for pidfile, marker in procs:
-            pid = read_pid(pidfile)
+        for pidfile, marker, getpid in procs:
+            pid = getpid() if self.ports else read_pid(pidfile)
             if pid_alive(pid, marker):
                 # our spawned services lead their own session: signal the whole group, so a
                 # child they started cannot outlive them. Redis daemonizes on its own.
                 if not stop_pid(pid, marker, group=marker != "redis-server"):
-                    leftovers.append("%s (pid %d)" % (marker, pid))
+                    leftovers.append("%s (pid %d)" % (marker.replace("-m ", "").strip(), pid))
                     continue
-                say("stopped %s (pid %d)" % (marker, pid))
+                say("stopped %s (pid %d)" % (marker.replace("-m ", "").strip(), pid))
             if pidfile.exists() and not pid_alive(read_pid(pidfile), marker):
                 pidfile.unlink()
         return leftovers
