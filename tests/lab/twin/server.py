@@ -315,6 +315,12 @@ class App:
         return "\n".join(lines) + "\n"
 
 
+def slow_query(conn, state):
+    """The ``db_latency_ms`` fault: a slow query holding this pooled connection."""
+    if state["db_latency_ms"]:
+        conn.execute("SELECT pg_sleep(%s) /* apex-api slow query */", (state["db_latency_ms"] / 1000.0,))
+
+
 def _json_default(value):
     if hasattr(value, "isoformat"):
         return value.isoformat()
@@ -441,9 +447,9 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/api/v1/tasks":
             if method != "POST":
                 return self.send(405, {"error": "method not allowed"}, headers=headers)
-            return self.submit(body, profile, headers)
+            return self.submit(body, state, profile, headers)
         if path.startswith("/api/v1/tasks/") and method in ("GET", "HEAD"):
-            return self.get_task(path[len("/api/v1/tasks/"):], headers)
+            return self.get_task(path[len("/api/v1/tasks/"):], state, headers)
         return self.send(404, {"error": "not found", "path": path}, headers=headers)
 
     def health(self, state, profile, headers):
@@ -518,7 +524,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(503, {"error": "redis unavailable", "detail": str(exc)}, headers=headers)
         self.send(200, {"circuit_breaker": app.circuit_breaker(), "previous": previous}, headers=headers)
 
-    def submit(self, body, profile, headers):
+    def submit(self, body, state, profile, headers):
         app = self.server.app
         try:
             doc = json.loads(body or b"{}")
@@ -539,6 +545,7 @@ class Handler(BaseHTTPRequestHandler):
         from psycopg.types.json import Jsonb
         try:
             with app.pool.connection(timeout=2.0) as conn:
+                slow_query(conn, state)
                 with conn.transaction():
                     row = conn.execute(
                         "INSERT INTO tasks (task_id, agent_id, status, payload) VALUES (%s, %s, 'queued', %s) "
@@ -565,13 +572,14 @@ class Handler(BaseHTTPRequestHandler):
         self.send(202, {"task_id": task_id, "status": "queued"},
                   headers=dict(headers, Location="/api/v1/tasks/%s" % task_id))
 
-    def get_task(self, task_id, headers):
+    def get_task(self, task_id, state, headers):
         app = self.server.app
         if not TASK_ID_RE.match(task_id):
             return self.send(404, {"error": "not found"}, headers=headers)
         import psycopg
         try:
             with app.pool.connection(timeout=2.0) as conn:
+                slow_query(conn, state)
                 cur = conn.execute(
                     "SELECT task_id, agent_id, status, payload, result, error_message, attempts, provider, "
                     "worker, created_at, started_at, completed_at FROM tasks WHERE task_id = %s", (task_id,))

@@ -38,6 +38,10 @@ Keys (type, default) and what they simulate:
     Fraction of tasks the worker fails at random; null means "same as failure_rate".
 ``latency_ms`` (int >= 0, 0)
     Extra latency added to every routed request of the stable track — the "slow image".
+``db_latency_ms`` (int >= 0, 0)
+    Every task API request (submit, get) also runs ``pg_sleep`` for this long on its pooled
+    connection: slow queries, visible in ``pg_stat_activity`` as application ``apex-api``;
+    with enough traffic the pool fills up and ``/ready`` says "no capacity".
 ``api_ready_replicas`` (int >= 0, 3)
     Ready pods of ``apex-api`` (stable track). Requests are routed to the stable or canary
     track in proportion to ready replicas. When stable + canary is 0, every endpoint
@@ -75,6 +79,7 @@ DEFAULTS = {
     "failure_rate": 0.0,
     "task_failure_rate": None,
     "latency_ms": 0,
+    "db_latency_ms": 0,
     "api_ready_replicas": 3,
     "worker_ready_replicas": 5,
     "canary": None,
@@ -163,6 +168,7 @@ def normalize(raw):
     if state["task_failure_rate"] is not None:
         state["task_failure_rate"] = _rate("task_failure_rate", state["task_failure_rate"])
     state["latency_ms"] = _int("latency_ms", state["latency_ms"])
+    state["db_latency_ms"] = _int("db_latency_ms", state["db_latency_ms"])
     state["api_ready_replicas"] = _int("api_ready_replicas", state["api_ready_replicas"])
     state["worker_ready_replicas"] = _int("worker_ready_replicas", state["worker_ready_replicas"])
     state["tls_cert_file"] = _opt_str("tls_cert_file", state["tls_cert_file"])

@@ -107,8 +107,13 @@ class Twin:
         except OSError:
             return False
 
-    def request(self, method, path, body=None, headers=None, timeout=10):
-        conn = http.client.HTTPSConnection("localhost", self.port, context=self.ssl, timeout=timeout)
+    def connect(self, timeout=10):
+        """A keep-alive connection to reuse with ``request(..., conn=c)``."""
+        return http.client.HTTPSConnection("localhost", self.port, context=self.ssl, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, timeout=10, conn=None):
+        keep = conn is not None
+        conn = conn or self.connect(timeout)
         try:
             data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
             conn.request(method, path, body=data, headers=headers or {})
@@ -118,7 +123,8 @@ class Twin:
             doc = json.loads(raw) if ctype.startswith("application/json") and raw else raw.decode()
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, doc
         finally:
-            conn.close()
+            if not keep:
+                conn.close()
 
     def set_state(self, **state):
         """Replace the desired state; returns once the server can have seen it.
