@@ -457,6 +457,12 @@ class Lab:
 
     def ensure_layout(self):
         self.dir.mkdir(parents=True, exist_ok=True)
+        for parent in self.dir.parents:
+            st = parent.stat()
+            if not st.st_mode & 0o001:
+                raise LabError("the postgres user cannot reach %s: %s is mode %o; put the lab directory "
+                               "somewhere world-traversable (e.g. mktemp -d /tmp/apex-lab.XXXX)"
+                               % (self.dir, parent, st.st_mode & 0o777))
         os.chmod(str(self.dir), 0o711)  # postgres must traverse it; secrets below are 0600
         for d in (self.redis_dir, self.moto_dir, self.twin_dir, self.kube_dir, self.ca_dir):
             d.mkdir(exist_ok=True)
@@ -964,7 +970,7 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
         """``GET /readyz`` on the primary cluster's API server: HTTPS (the simulator's own serving
         certificate; readiness only, so not verified here), plain HTTP only if TLS is refused."""
         port = self.ports["kube_primary"]
-        ctx = ssl.create_default_context()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # no system CA bundle to load (~50 ms)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         for conn in (http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=ctx),
@@ -1332,6 +1338,32 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
                                                      r["pid"] or "-", "ok" if r["healthy"] else "DOWN", r["detail"]))
             print("env: %s" % self.env_file)
         return 1 if bad else 0
+
+
+@contextlib.contextmanager
+def private_lab(skip=("kubesim", "twin"), keep=False):
+    """A throw-away lab for destructive tests (failover, restore over the database, killing
+    services), so the shared lab other tests use is never disturbed::
+
+        sys.path.insert(0, "tests/lab"); from lab import private_lab
+        with private_lab() as env:          # dict: the private lab's .lab/env
+            ... psycopg.connect(env["APEX_PG_ADMIN_DSN"]) ...
+
+    Starts in a few seconds (PostgreSQL primary + standby, Redis, moto; the twin and the
+    simulator only if ``skip`` does not name them) and is destroyed on exit unless ``keep``."""
+    import tempfile
+    lab_dir = tempfile.mkdtemp(prefix="apex-lab-private.", dir="/tmp")
+    env = dict(os.environ, APEX_LAB_DIR=lab_dir, APEX_LAB_SKIP=",".join(skip))
+    cmd = [sys.executable, str(Path(__file__).resolve())]
+    try:
+        proc = subprocess.run(cmd + ["up"], env=env, capture_output=True, text=True, timeout=600, check=False)
+        if proc.returncode != 0:
+            raise LabError("private lab did not come up:\n%s" % proc.stderr)
+        yield json.loads((Path(lab_dir) / "env.json").read_text())
+    finally:
+        if not keep:
+            subprocess.run(cmd + ["destroy"], env=env, capture_output=True, timeout=300, check=False)
+            shutil.rmtree(lab_dir, ignore_errors=True)
 
 
 def _issuer_matches(info, ca_crt):
