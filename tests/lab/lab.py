@@ -402,9 +402,13 @@ class Lab:
         return None
 
     def child_env(self, extra=None):
-        env = dict(os.environ)
+        """Environment of the long-running services: the caller's, minus anything that would
+        configure a service behind the lab's back (`up` is often run from inside a test process
+        with its own APEX_*/PG*/AWS_* overrides), plus the lab's."""
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("APEX_", "PG", "AWS_", "K8S_", "KUBE", "HELM_", "REDIS", "PYTHON"))}
         env.update(self.lab_env())
-        env["PYTHONPATH"] = os.pathsep.join(p for p in [str(LAB_PY_DIR), os.environ.get("PYTHONPATH", "")] if p)
+        env["PYTHONPATH"] = str(LAB_PY_DIR)
         env["PYTHONUNBUFFERED"] = "1"
         if extra:
             env.update(extra)
