@@ -170,6 +170,12 @@ def listening_inodes(port):
     return found
 
 
+def clean_env():
+    """The caller's environment without libpq variables: lab.py talks to its own clusters with
+    explicit -h/-p/-U, and a PGUSER/PGSSLMODE/PGOPTIONS from the caller must not change that."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+
 def port_free(port):
     """Probe by binding 127.0.0.1:port (SO_REUSEADDR, as the services do, so TIME_WAIT is ok)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -356,6 +362,8 @@ class Lab:
         argv = [str(a) for a in argv]
         if as_postgres and os.geteuid() != pwd.getpwnam("postgres").pw_uid:
             argv = ["runuser", "-u", "postgres", "--"] + argv
+        if env is None:
+            env = clean_env()
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, input=input, timeout=timeout,
                               cwd=str(cwd or (self.pg if as_postgres else self.dir)))
         if check and proc.returncode != 0:
@@ -578,7 +586,7 @@ class Lab:
 
     def pg_ready(self, port):
         proc = subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-t", "2"],
-                              capture_output=True)
+                              capture_output=True, env=clean_env(), check=False)
         return proc.returncode == 0
 
     def pg_in_recovery(self, port):
@@ -744,7 +752,7 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
         if fresh:
             if datadir.exists():
                 shutil.rmtree(str(datadir))
-            env = dict(os.environ, PGPASSWORD=self.secrets["replication_password"], PGSSLMODE="disable",
+            env = dict(clean_env(), PGPASSWORD=self.secrets["replication_password"], PGSSLMODE="disable",
                        PGAPPNAME="apex-standby")
             self.run([PG_BIN / "pg_basebackup", "-h", "127.0.0.1", "-p", primary_port, "-U", REPLICATION_ROLE,
                       "-D", datadir, "-R", "-X", "stream", "-c", "fast", "--no-sync"],
