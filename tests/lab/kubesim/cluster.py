@@ -379,6 +379,8 @@ class Cluster:
             import uuid
             meta["uid"] = str(uuid.uuid4())
             apply_defaults(skey, obj)
+            if "status" in sres.subresources and skey != ("", "namespaces"):
+                obj.setdefault("status", {})
             validate(sres, obj)
             if self.store.get(skey, meta.get("namespace", ""), meta["name"]) is not None:
                 raise already_exists(res, meta["name"])
