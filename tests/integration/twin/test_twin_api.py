@@ -1,16 +1,9 @@
 """The twin's HTTPS API: health, readiness, maintenance, admin auth, metrics by track, TLS hot-swap."""
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
-
-import pytest
 
 from twin import certs
-from twin.state import write_state
 
-ROOT = Path(__file__).resolve().parents[3]
 SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)$')
 
 
@@ -21,7 +14,7 @@ def parse_metrics(text):
         if not line:
             continue
         if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ", 3)
+            name, kind = line.split(" ", 3)[2:]
             types[name] = kind
             continue
         if line.startswith("#"):
@@ -67,22 +60,22 @@ def test_health_is_503_when_redis_is_unreachable(make_twin):
     from twin.testing import free_port
     closed = free_port()  # nothing listens there
     t = make_twin("noredis", APEX_REDIS_URL="redis://:x@127.0.0.1:%d/0" % closed)
-    status, _, body = t.request("GET", "/health")
+    status, dummy, body = t.request("GET", "/health")
     assert status == 503
     assert body["status"] == "unhealthy"
     assert body["redis"]["ok"] is False and body["redis"].get("error")
     assert body["database"]["ok"] is True
-    status, _, body = t.request("GET", "/ready")
+    status, dummy, body = t.request("GET", "/ready")
     assert status == 503 and "redis unavailable" in body["reasons"]
     assert t.request("GET", "/live")[0] == 200
-    status, _, body = t.request("POST", "/api/v1/tasks", {"payload": {"x": 1}})
+    status, dummy, body = t.request("POST", "/api/v1/tasks", {"payload": {"x": 1}})
     assert status == 503
 
 
 def test_health_is_503_when_database_is_unreachable(make_twin):
     from twin.testing import free_port
     t = make_twin("nodb", APEX_PG_DSN="host=127.0.0.1 port=%d user=apex dbname=apex connect_timeout=1" % free_port())
-    status, _, body = t.request("GET", "/health")
+    status, dummy, body = t.request("GET", "/health")
     assert status == 503 and body["database"]["ok"] is False and body["redis"]["ok"] is True
 
 
@@ -93,9 +86,9 @@ def test_maintenance_mode_via_state_file(fresh_twin, scratch_db):
     assert status == 503 and body["error"] == "maintenance" and "maintenance" in body["message"]
     assert headers.get("retry-after")
     assert fresh_twin.request("GET", "/api/v1/tasks/whatever")[0] == 503
-    status, _, body = fresh_twin.request("GET", "/health")
+    status, dummy, body = fresh_twin.request("GET", "/health")
     assert status == 200 and body["maintenance_mode"] is True and body["status"] == "maintenance"
-    status, _, body = fresh_twin.request("GET", "/ready")
+    status, dummy, body = fresh_twin.request("GET", "/ready")
     assert status == 503 and "maintenance_mode" in body["reasons"]
     assert scratch_db.execute("SELECT count(*) FROM tasks").fetchone()[0] == before
     fresh_twin.set_state(maintenance_mode=False)
@@ -112,11 +105,11 @@ def test_admin_reset_needs_the_bearer_token(fresh_twin, twin_base_env):
     assert fresh_twin.request("POST", path, headers={"Authorization": "Basic " + token})[0] == 401
     assert fresh_twin.request("POST", path, headers={"Authorization": "Bearer " + token + "x"})[0] == 401
     auth = {"Authorization": "Bearer " + token}
-    status, _, body = fresh_twin.request("POST", "/admin/circuit-breaker/trip", {"provider": "openai"}, auth)
+    status, dummy, body = fresh_twin.request("POST", "/admin/circuit-breaker/trip", {"provider": "openai"}, auth)
     assert status == 200 and body["circuit_breaker"]["state"] == "open"
     health = fresh_twin.request("GET", "/health")[2]
     assert health["circuit_breaker"]["state"] == "open" and health["status"] == "degraded"
-    status, _, body = fresh_twin.request("POST", path, headers=auth)
+    status, dummy, body = fresh_twin.request("POST", path, headers=auth)
     assert status == 200 and body["circuit_breaker"]["state"] == "closed" and body["previous"]["state"] == "open"
     assert fresh_twin.request("GET", "/health")[2]["circuit_breaker"]["state"] == "closed"
 
@@ -127,8 +120,8 @@ def test_metrics_count_requests_by_track(fresh_twin):
     n = 200
     tracks = {"stable": 0, "canary": 0}
     conn = fresh_twin.connect()
-    for _ in range(n):
-        status, headers, _ = fresh_twin.request("GET", "/nothing-here", conn=conn)
+    for dummy in range(n):
+        status, headers, dummy = fresh_twin.request("GET", "/nothing-here", conn=conn)
         tracks[headers["x-apex-track"]] += 1
         assert status == (500 if headers["x-apex-track"] == "canary" else 404)
         assert headers["x-apex-version"] == ("1.1.0" if headers["x-apex-track"] == "canary" else "1.0.0")
@@ -153,7 +146,7 @@ def test_metrics_count_requests_by_track(fresh_twin):
         assert value(samples, "apex_http_request_duration_seconds_bucket", track=track, le="+Inf") == count
         buckets = sorted((float(dict(k[1])["le"]), v) for k, v in samples.items()
                          if k[0] == "apex_http_request_duration_seconds_bucket" and dict(k[1])["track"] == track)
-        assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
+        assert [v for dummy, v in buckets] == sorted(v for dummy, v in buckets)  # cumulative
     # canary latency 12 ms: nothing of it lands in the 5 ms and 10 ms buckets
     assert value(samples, "apex_http_request_duration_seconds_bucket", track="canary", le="0.01") == 0
     assert value(samples, "apex_http_request_duration_seconds_sum", track="canary") >= 0.012 * canary
@@ -162,7 +155,7 @@ def test_metrics_count_requests_by_track(fresh_twin):
 def test_no_ready_api_replicas_means_503_except_live(fresh_twin):
     fresh_twin.set_state(api_ready_replicas=0)
     for path in ("/health", "/ready", "/metrics", "/api/v1/tasks/x"):
-        status, _, body = fresh_twin.request("GET", path)
+        status, dummy, body = fresh_twin.request("GET", path)
         assert status == 503 and body["error"] == "no ready replicas", path
     assert fresh_twin.request("GET", "/live")[0] == 200
     fresh_twin.set_state(api_ready_replicas=0, canary={"ready_replicas": 2, "version": "9.9.9"})
@@ -173,7 +166,7 @@ def test_no_ready_api_replicas_means_503_except_live(fresh_twin):
 def test_failure_rate_and_latency_of_the_stable_track(fresh_twin):
     fresh_twin.set_state(failure_rate=1.0, latency_ms=150)
     t0 = time.monotonic()
-    status, _, body = fresh_twin.request("GET", "/health")
+    status, dummy, body = fresh_twin.request("GET", "/health")
     assert status == 500 and "injected" in body["detail"]
     assert time.monotonic() - t0 >= 0.15
     assert fresh_twin.request("GET", "/live")[0] == 200
@@ -188,10 +181,10 @@ def test_bad_submissions_are_rejected_and_insert_nothing(fresh_twin, scratch_db)
     assert fresh_twin.request("POST", "/api/v1/tasks", {"agent_id": 987654321, "payload": {}})[0] == 400
     assert fresh_twin.request("GET", "/api/v1/tasks")[0] == 405
     assert scratch_db.execute("SELECT count(*) FROM tasks").fetchone()[0] == before
-    status, _, body = fresh_twin.request("POST", "/api/v1/tasks", {"task_id": "dup-1", "payload": {}})
+    status, dummy, body = fresh_twin.request("POST", "/api/v1/tasks", {"task_id": "dup-1", "payload": {}})
     assert status == 202
     assert fresh_twin.request("POST", "/api/v1/tasks", {"task_id": "dup-1", "payload": {}})[0] == 409
-    status, _, body = fresh_twin.request("GET", "/api/v1/tasks/dup-1")
+    status, dummy, body = fresh_twin.request("GET", "/api/v1/tasks/dup-1")
     assert status == 200 and body["status"] == "queued"
     assert fresh_twin.request("GET", "/api/v1/tasks/nope-404")[0] == 404
 
@@ -227,7 +220,7 @@ def test_slow_queries_fill_the_pool_and_ready_says_no_capacity(fresh_twin, scrat
     wait_for(lambda: scratch_db.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'apex-api' AND state = 'active' "
         "AND query LIKE '%%pg_sleep%%'").fetchone()[0] == 1, 5, what="slow query in pg_stat_activity")
-    status, _, body = fresh_twin.request("GET", "/ready")
+    status, dummy, body = fresh_twin.request("GET", "/ready")
     assert status == 503 and any("no capacity" in r for r in body["reasons"]), body
     thread.join(10)
     assert results == [202]

@@ -13,6 +13,11 @@ def _row(db, task_id):
                       "WHERE task_id = %s", (task_id,)).fetchone()
 
 
+def _event_kinds(db, task_id):
+    rows = db.execute("SELECT kind FROM events WHERE task_id = %s ORDER BY id", (task_id,)).fetchall()
+    return [r[0] for r in rows]
+
+
 def _submit(twin, payload, task_id=None):
     body = {"payload": payload}
     if task_id:
@@ -30,11 +35,10 @@ def test_submitted_task_is_completed_by_the_worker(fresh_twin, redis9, scratch_d
     wait_for(lambda: _row(scratch_db, task_id)[0] == "completed", 10, what="task completed")
     status, attempts, error, completed_at, worker_id, provider = _row(scratch_db, task_id)
     assert attempts == 1 and error is None and completed_at is not None and provider == "anthropic"
-    kinds = [r[0] for r in scratch_db.execute("SELECT kind FROM events WHERE task_id = %s ORDER BY id",
-                                               (task_id,)).fetchall()]
+    kinds = _event_kinds(scratch_db, task_id)
     assert kinds == ["queued", "started", "completed"]
     assert redis9.llen(QUEUE) == 0 and redis9.llen("apex:tasks:processing:" + worker_id) == 0
-    status, _, body = fresh_twin.request("GET", "/api/v1/tasks/" + task_id)
+    status, dummy, body = fresh_twin.request("GET", "/api/v1/tasks/" + task_id)
     assert status == 200 and body["status"] == "completed" and body["result"]["provider"] == "anthropic"
     assert "apex_tasks_completed_total 1" in fresh_twin.request("GET", "/metrics")[2]
     assert "task completed" in worker.output()
@@ -46,10 +50,9 @@ def test_failing_task_lands_in_the_dead_letter_list(fresh_twin, redis9, scratch_
     wait_for(lambda: redis9.llen(DEAD) == 1, 10, what="dead-letter entry")
     entry = json.loads(redis9.lindex(DEAD, 0))
     assert entry["task_id"] == task_id and entry["error"] == "tool crashed" and entry["attempts"] == 2
-    status, attempts, error, completed_at, _, _ = _row(scratch_db, task_id)
+    status, attempts, error, completed_at = _row(scratch_db, task_id)[:4]
     assert (status, attempts, error) == ("failed", 2, "tool crashed") and completed_at is not None
-    kinds = [r[0] for r in scratch_db.execute("SELECT kind FROM events WHERE task_id = %s ORDER BY id",
-                                               (task_id,)).fetchall()]
+    kinds = _event_kinds(scratch_db, task_id)
     assert kinds == ["queued", "started", "retry", "started", "failed"]
     assert redis9.llen(QUEUE) == 0
     metrics = fresh_twin.request("GET", "/metrics")[2]
@@ -71,7 +74,8 @@ def test_task_in_flight_survives_a_sigkilled_worker(fresh_twin, redis9, scratch_
     second = start_worker("successor")
     assert '"reclaimed": 1' in second.output()
     wait_for(lambda: _row(scratch_db, task_id)[0] == "completed", 10, what="reclaimed task completed")
-    status, attempts, _, _, worker_id, _ = _row(scratch_db, task_id)
+    row = _row(scratch_db, task_id)
+    status, attempts, worker_id = row[0], row[1], row[4]
     assert attempts == 2 and worker_id != victim_id
     assert not redis9.exists("apex:tasks:processing:" + victim_id)
 
