@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Scale apex-api and apex-worker together, with wait, three ways, on the same lab, in one run.
+
+1. apex.ops.apex_scale: ONE playbook task (both targets in parallel, watch-based wait);
+2. kubernetes.core.k8s_scale: TWO playbook tasks with wait (as shipped by the `ansible` package),
+   with its default wait_sleep (5 s) and, for fairness, also with wait_sleep=1;
+3. the runbook's kubectl: `kubectl scale` x2 then `kubectl rollout status` x2.
+
+Each round scales up (api 3->6, worker 5->10) and is timed; the reset to the seeded counts between
+rounds is not timed. Methods are interleaved round by round so drift affects all alike. Reports the
+median wall time of each and its ratio to k8s_scale (default). The shared Deployments end at their
+seeded values.
+
+    python3 bench/scale_bench.py [--rounds 3] [--json out.json]
+    (reads .lab/env; KUBECONFIG/APEX_LAB_DIR in the environment override it)
+"""
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NS = "apex"
+UP = {"apex-api": 6, "apex-worker": 10}
+SEEDED = {"apex-api": 3, "apex-worker": 5}
+
+
+def lab_env():
+    lab_dir = Path(os.environ.get("APEX_LAB_DIR", ROOT / ".lab"))
+    env = dict(os.environ)
+    env_file = lab_dir / "env"
+    if env_file.exists():
+        for line in env_file.read_text().splitlines():
+            if line.startswith("export "):
+                key, _, value = line[len("export "):].partition("=")
+                parts = shlex.split(value) if value else [""]
+                env.setdefault(key, parts[0] if parts else "")
+    collections = lab_dir / "collections"
+    link = collections / "ansible_collections" / "apex" / "ops"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(ROOT)
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(collections)
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    env.setdefault("ANSIBLE_FORCE_COLOR", "0")
+    if not env.get("KUBECONFIG"):
+        sys.exit("no KUBECONFIG: start the lab (make lab-up) or export KUBECONFIG")
+    return env
+
+
+PLAYBOOK_APEX = """---
+- name: apex_scale, both targets in one task
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Scale api and worker, wait
+      apex.ops.apex_scale:
+        context: "{{ ctx }}"
+        namespace: %(ns)s
+        targets:
+          - {name: apex-api, replicas: "{{ api }}"}
+          - {name: apex-worker, replicas: "{{ worker }}"}
+        wait: true
+        wait_timeout: 120
+""" % {"ns": NS}
+
+PLAYBOOK_K8S_SCALE = """---
+- name: kubernetes.core.k8s_scale, two tasks
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Scale api, wait
+      kubernetes.core.k8s_scale:
+        context: "{{ ctx }}"
+        kind: Deployment
+        name: apex-api
+        namespace: %(ns)s
+        replicas: "{{ api }}"
+        wait: true
+        wait_timeout: 120
+        wait_sleep: "{{ sleep }}"
+    - name: Scale worker, wait
+      kubernetes.core.k8s_scale:
+        context: "{{ ctx }}"
+        kind: Deployment
+        name: apex-worker
+        namespace: %(ns)s
+        replicas: "{{ worker }}"
+        wait: true
+        wait_timeout: 120
+        wait_sleep: "{{ sleep }}"
+""" % {"ns": NS}
+
+
+def run(cmd, env):
+    started = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit("command failed: %s\n%s\n%s" % (" ".join(cmd), proc.stdout[-3000:], proc.stderr[-3000:]))
+    return elapsed
+
+
+def kubectl(env, ctx, *args):
+    return ["kubectl", "--context", ctx, "-n", NS] + list(args)
+
+
+def reset(env, ctx):
+    """Back to the seeded counts and settled (not timed)."""
+    for name, replicas in SEEDED.items():
+        run(kubectl(env, ctx, "scale", "deployment/%s" % name, "--replicas=%d" % replicas), env)
+    for name in SEEDED:
+        run(kubectl(env, ctx, "rollout", "status", "deployment/%s" % name, "--timeout=120s"), env)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--context", default="apex-primary")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    env = lab_env()
+    tmp = Path(tempfile.mkdtemp(prefix="apex-scale-bench-"))
+    (tmp / "apex.yml").write_text(PLAYBOOK_APEX)
+    (tmp / "k8s.yml").write_text(PLAYBOOK_K8S_SCALE)
+    extra = ["-e", json.dumps({"ctx": args.context, "api": UP["apex-api"], "worker": UP["apex-worker"]})]
+    methods = {
+        "apex_scale (1 task, parallel)": lambda: run(["ansible-playbook", str(tmp / "apex.yml")] + extra, env),
+        "k8s_scale (2 tasks, wait_sleep 5 default)": lambda: run(
+            ["ansible-playbook", str(tmp / "k8s.yml")] + extra + ["-e", "sleep=5"], env),
+        "k8s_scale (2 tasks, wait_sleep 1)": lambda: run(
+            ["ansible-playbook", str(tmp / "k8s.yml")] + extra + ["-e", "sleep=1"], env),
+        "kubectl scale + rollout status x2": lambda: sum(
+            [run(kubectl(env, args.context, "scale", "deployment/%s" % n, "--replicas=%d" % r), env)
+             for n, r in UP.items()]
+            + [run(kubectl(env, args.context, "rollout", "status", "deployment/%s" % n, "--timeout=120s"), env)
+               for n in UP]),
+    }
+    times = dict((name, []) for name in methods)
+    try:
+        reset(env, args.context)
+        for round_no in range(args.rounds):
+            for name, method in methods.items():
+                times[name].append(method())
+                reset(env, args.context)
+            print("round %d: %s" % (round_no + 1, ", ".join("%s %.2fs" % (n.split(" ")[0], t[-1]) for n, t in times.items())),
+                  file=sys.stderr)
+    finally:
+        reset(env, args.context)
+    base = statistics.median(times["k8s_scale (2 tasks, wait_sleep 5 default)"])
+    rows = []
+    for name, values in times.items():
+        median = statistics.median(values)
+        rows.append(dict(method=name, median_seconds=round(median, 3), runs=[round(v, 3) for v in values],
+                         ratio_to_k8s_scale=round(median / base, 3)))
+    apex = rows[0]["median_seconds"]
+    for row in rows:
+        row["ratio_apex_to_this"] = round(apex / row["median_seconds"], 3)
+    print("%-44s %10s %12s %14s  %s" % ("method (api 3->6 + worker 5->10, wait)", "median s", "vs k8s_scale",
+                                         "apex/this", "runs"))
+    for row in rows:
+        print("%-44s %10.2f %11.2fx %13.2fx  %s" % (row["method"], row["median_seconds"], row["ratio_to_k8s_scale"],
+                                                   row["ratio_apex_to_this"], row["runs"]))
+    target = rows[0]["ratio_to_k8s_scale"] <= 0.6
+    print("target apex_scale <= 0.6x k8s_scale (default): %s" % ("met" if target else "NOT met"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(rounds=args.rounds, results=rows, target_met=target), indent=2))
+    return 0 if target else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
