@@ -25,12 +25,15 @@ def _wait_state(kube, state, what, pred, timeout=20):
 
 
 def test_state_mirrors_apex(kube, state):
-    dep = kube.kj("get", "deployment", "apex-api", "-n", "apex")
-    tag = dep["spec"]["template"]["spec"]["containers"][0]["image"].rsplit(":", 1)[1]
-    st = _wait_state(kube, state, "version and replicas", lambda s: s.get("version") == tag and
-                     s.get("api_ready_replicas") == dep["status"].get("readyReplicas"))
-    worker = kube.kj("get", "deployment", "apex-worker", "-n", "apex")
-    assert st["worker_ready_replicas"] == worker["status"].get("readyReplicas", 0)
+    def agrees():
+        dep = kube.kj("get", "deployment", "apex-api", "-n", "apex")
+        worker = kube.kj("get", "deployment", "apex-worker", "-n", "apex")
+        tag = dep["spec"]["template"]["spec"]["containers"][0]["image"].rsplit(":", 1)[1]
+        s = state()
+        return (s.get("version") == tag and
+                s.get("api_ready_replicas") == dep["status"].get("readyReplicas", 0) and
+                s.get("worker_ready_replicas") == worker["status"].get("readyReplicas", 0)) and s
+    st = kube.wait("the twin state to mirror apex", agrees)
     assert st["tls_cert_file"] and Path(st["tls_cert_file"]).exists()
 
 

@@ -538,12 +538,11 @@ class Cluster:
 
     def dependents(self, uid):
         out = []
-        for skey, bucket in self.store.objs.items():
-            for obj in bucket.values():
-                for ref in obj["metadata"].get("ownerReferences") or ():
-                    if ref.get("uid") == uid:
-                        out.append(obj)
-                        break
+        for skey, obj in self.store.all_objects():
+            for ref in obj["metadata"].get("ownerReferences") or ():
+                if ref.get("uid") == uid:
+                    out.append(obj)
+                    break
         return out
 
     # ---------------------------------------------------------------- events

@@ -197,6 +197,7 @@ class Controllers:
         self.stopped = False
         self.pod_t0 = {}          # pod uid -> monotonic time it was scheduled
         self.pod_events = set()   # (uid, what) already reported
+        self.pod_stable = {}      # pod uid -> resourceVersion at which the kubelet had no work
         self.progress = {}        # deployment uid -> (signature, monotonic)
         self.hpa_last = {}        # hpa uid -> monotonic of last evaluation
         self.hpa_recs = {}        # hpa uid -> [(monotonic, recommendation)]
@@ -257,8 +258,8 @@ class Controllers:
     # -------------------------------------------------------------- garbage collector
     def gc(self):
         store = self.c.store
-        for skey in list(store.objs):
-            for obj in list(store.objs[skey].values()):
+        for skey, obj in store.all_objects():
+            if True:
                 meta = obj["metadata"]
                 refs = meta.get("ownerReferences")
                 if refs and all(store.by_uid(r.get("uid")) is None for r in refs):
@@ -365,10 +366,16 @@ class Controllers:
             t0 = self.pod_t0.setdefault(uid, now)
             if st.get("phase") in ("Succeeded", "Failed"):
                 continue
-            self._kubelet(pod, now - t0, delay, t0)
+            if self.pod_stable.get(uid) == meta["resourceVersion"]:
+                continue
+            ntimers = len(self.timers)
+            wrote = self._kubelet(pod, now - t0, delay, t0)
+            if not wrote and len(self.timers) == ntimers and uid not in self.jobs_running:
+                self.pod_stable[uid] = meta["resourceVersion"]
         for uid in list(self.pod_t0):
             if uid not in live:
                 self.pod_t0.pop(uid, None)
+                self.pod_stable.pop(uid, None)
 
     def _resolve_env(self, pod, container):
         """Container env with secretKeyRef/configMapKeyRef resolved; raises LookupError."""
@@ -455,7 +462,7 @@ class Controllers:
                 set_condition(st["conditions"], "Ready", "False", "ContainersNotReady",
                               "containers with unready status: [%s]" % " ".join(
                                   c["name"] for c in containers))
-                self._write_status(pod, st)
+                return self._write_status(pod, st)
             return
         # container configuration (env from secrets)
         try:
@@ -470,7 +477,7 @@ class Controllers:
                 "restartCount": 0, "started": False,
                 "state": {"waiting": {"reason": "CreateContainerConfigError",
                                       "message": str(exc)}}} for c in containers]
-            self._write_status(pod, st)
+            return self._write_status(pod, st)
             self.wake_at(time.monotonic() + max(delay, 0.5))
             return
         if (uid, "started") not in self.pod_events:
@@ -561,7 +568,7 @@ class Controllers:
             ready_all = False
             set_condition(st["conditions"], "Ready", "False", "PodCompleted", "")
             set_condition(st["conditions"], "ContainersReady", "False", "PodCompleted", "")
-            self._write_status(pod, st)
+            return self._write_status(pod, st)
             return
         unready = [cs["name"] for cs in cstats if not cs["ready"]]
         if ready_all:
@@ -575,7 +582,7 @@ class Controllers:
             msg = "containers with unready status: [%s]" % " ".join(unready)
             set_condition(st["conditions"], "ContainersReady", "False", "ContainersNotReady", msg)
             set_condition(st["conditions"], "Ready", "False", "ContainersNotReady", msg)
-        self._write_status(pod, st)
+        return self._write_status(pod, st)
 
     def _write_status(self, pod, st):
         if st != pod.get("status"):
@@ -583,6 +590,8 @@ class Controllers:
                 p["status"] = st
             self.c.mutate(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"], put,
                           sub="status")
+            return True
+        return False
 
     # -------------------------------------------------------------- job pods
     def _start_job_container(self, pod, container, env):

@@ -77,7 +77,7 @@ class Store:
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.rv = 1
-        self.objs = {}        # skey -> {(ns, name): obj}
+        self.objs = {}        # skey -> {ns: {name: obj}}
         self.history = {}     # skey -> list of (rv, type, obj, old)
         self.hist_rvs = {}    # skey -> list of rv (parallel, for bisect)
         self.hist_start = {}  # skey -> rv before which history is incomplete
@@ -86,13 +86,22 @@ class Store:
 
     # ------------------------------------------------------------------ reads
     def get(self, skey, ns, name):
-        return self.objs.get(skey, {}).get((ns or "", name))
+        return self.objs.get(skey, {}).get(ns or "", {}).get(name)
 
     def list(self, skey, ns=None):
         bucket = self.objs.get(skey, {})
         if ns is None:
-            return list(bucket.values())
-        return [o for (n, _), o in bucket.items() if n == ns]
+            out = []
+            for names in bucket.values():
+                out.extend(names.values())
+            return out
+        return list(bucket.get(ns, {}).values())
+
+    def all_objects(self):
+        for skey, bucket in list(self.objs.items()):
+            for names in list(bucket.values()):
+                for obj in list(names.values()):
+                    yield skey, obj
 
     def by_uid(self, uid):
         ref = self.uids.get(uid)
@@ -122,14 +131,14 @@ class Store:
         with self.lock:
             meta = obj["metadata"]
             key = (meta.get("namespace", ""), meta["name"])
-            bucket = self.objs.setdefault(skey, {})
-            if key in bucket:
+            bucket = self.objs.setdefault(skey, {}).setdefault(key[0], {})
+            if key[1] in bucket:
                 return None
             meta["uid"] = meta.get("uid") or str(uuid.uuid4())
             meta["resourceVersion"] = str(self._next_rv())
             meta["creationTimestamp"] = meta.get("creationTimestamp") or now_iso()
             meta.setdefault("generation", 1)
-            bucket[key] = obj
+            bucket[key[1]] = obj
             self.uids[meta["uid"]] = (skey, key[0], key[1])
             self._record(skey, "ADDED", obj, None)
             return obj
@@ -140,8 +149,8 @@ class Store:
         with self.lock:
             meta = obj["metadata"]
             key = (meta.get("namespace", ""), meta["name"])
-            bucket = self.objs.setdefault(skey, {})
-            old = bucket.get(key)
+            bucket = self.objs.setdefault(skey, {}).setdefault(key[0], {})
+            old = bucket.get(key[1])
             if old is None:
                 return None
             if expect_rv and expect_rv != old["metadata"]["resourceVersion"]:
@@ -149,14 +158,14 @@ class Store:
             meta["uid"] = old["metadata"]["uid"]
             meta["creationTimestamp"] = old["metadata"]["creationTimestamp"]
             meta["resourceVersion"] = str(self._next_rv())
-            bucket[key] = obj
+            bucket[key[1]] = obj
             self._record(skey, "MODIFIED", obj, old)
             return obj
 
     def remove(self, skey, ns, name):
         with self.lock:
-            bucket = self.objs.get(skey, {})
-            old = bucket.pop((ns or "", name), None)
+            bucket = self.objs.get(skey, {}).get(ns or "", {})
+            old = bucket.pop(name, None)
             if old is None:
                 return None
             self.uids.pop(old["metadata"]["uid"], None)
