@@ -416,7 +416,7 @@ def apply_settings(conn, settings, reset, check_mode, wait_timeout=5.0):
     to_change = [p for p in plan if p[3]]
     if to_change and not check_mode:
         with conn.cursor() as cur:
-            for name, op, text, _ in to_change:
+            for name, op, text, _change in to_change:
                 if op == "set":
                     cur.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(text)))
                 else:

@@ -122,7 +122,7 @@ def _watch_loop(client, key, attempt, retries=20):
     from redis.exceptions import WatchError
 
     last = None
-    for _ in range(retries):
+    for _attempt in range(retries):
         with client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(key)

@@ -20,7 +20,7 @@ description:
     which parameters wait for a restart.
   - Identifiers are composed with C(psycopg.sql), never by string formatting.
 author:
-  - Apex platform team
+  - Apex platform team (@apex-platform)
 extends_documentation_fragment:
   - apex.ops.postgres
 options:

@@ -20,7 +20,7 @@ description:
   - V(purge) deletes the dead-letter list, only with O(confirm=purge-dead-letter), optionally
     saving every item to a JSON file first.
 author:
-  - Apex platform team
+  - Apex platform team (@apex-platform)
 extends_documentation_fragment:
   - apex.ops.redis
 options:
@@ -142,8 +142,8 @@ from ansible_collections.apex.ops.plugins.module_utils.common_args import REDIS_
 
 ARGUMENT_SPEC = dict(
     state=dict(type="str", default="facts", choices=["facts", "requeue", "purge"]),
-    queue_key=dict(type="str", default="apex:tasks:queue"),
-    dead_letter_key=dict(type="str", default="apex:tasks:dead-letter"),
+    queue_key=dict(type="str", default="apex:tasks:queue", no_log=False),
+    dead_letter_key=dict(type="str", default="apex:tasks:dead-letter", no_log=False),
     processing_pattern=dict(type="str", default="apex:tasks:processing:*"),
     sample_size=dict(type="int", default=10),
     memory_limit=dict(type="str"),

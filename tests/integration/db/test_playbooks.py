@@ -132,7 +132,7 @@ def test_db_vacuum_playbook_bad_table_runs_nothing(lab, run_playbook, tmp_path):
 
 def test_db_connections_playbook(lab, run_playbook, tmp_path):
     app = unique("stuck-test")
-    stuck = [admin_conn(lab, app) for _ in range(2)]
+    stuck = [admin_conn(lab, app) for _i in range(2)]
     survivor_app = unique("survivor-test")
     survivor = admin_conn(lab, survivor_app)
     for conn in stuck + [survivor]:
