@@ -1,0 +1,175 @@
+"""The backup, backup_verify, backup_prune and restore playbooks against the lab.
+
+The restore playbook runs with ``restore_manage_workloads: false`` (no Kubernetes here yet); the
+restore itself, its refusals and its rescue are asserted in the database.
+"""
+import glob
+import json
+import os
+
+import pytest
+
+
+@pytest.fixture()
+def report_dir(tmp_path):
+    return str(tmp_path / "reports")
+
+
+def common(prefix, report_dir, **extra):
+    data = {"apex_s3_prefix": prefix, "apex_report_dir": report_dir}
+    data.update(extra)
+    return data
+
+
+def last_report(report_dir, name):
+    files = sorted(glob.glob(os.path.join(report_dir, "%s-*.json" % name)))
+    assert files, "no %s report in %s" % (name, report_dir)
+    with open(files[-1]) as handle:
+        return json.load(handle)
+
+
+def test_backup_playbook_vvv_leaks_no_secret(run_playbook, lab, source_db, prefix, report_dir, helpers):
+    proc = run_playbook("playbooks/backup.yml", common(prefix, report_dir, backup_databases=[source_db],
+                                                       backup_redis_instance="itest-pb"), verbosity=3)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    for name in ("PGPASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "APEX_REDIS_PASSWORD"):
+        assert lab[name] not in proc.stdout and lab[name] not in proc.stderr, "%s leaked with -vvv" % name
+    report = last_report(report_dir, "backup")
+    assert report["status"] == "ok"
+    db = report["databases"][0]
+    assert db["db"] == source_db and db["verified"] is True and db["verify_level"] == "toc"
+    assert report["redis"]["verified"] is True
+    assert db["key"].replace(".dump", ".manifest.json") in helpers.keys(prefix)
+
+
+def test_backup_playbook_check_mode_uploads_nothing(run_playbook, source_db, prefix, report_dir, helpers):
+    before = set(helpers.keys(prefix))
+    proc = run_playbook("playbooks/backup.yml", common(prefix, report_dir, backup_databases=[source_db],
+                                                       backup_redis_instance="itest-pb"), check=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert set(helpers.keys(prefix)) == before
+    assert last_report(report_dir, "backup")["check_mode"] is True
+
+
+def test_backup_playbook_failure_is_reported(run_playbook, prefix, report_dir, helpers):
+    proc = run_playbook("playbooks/backup.yml", common(prefix, report_dir, backup_databases=["apex_bk_missing_db"],
+                                                       backup_redis=False))
+    assert proc.returncode != 0
+    report = last_report(report_dir, "backup")
+    assert report["status"] == "failed" and "apex_bk_missing_db" in report["error"]
+    assert not [k for k in helpers.keys("%s/postgres/apex_bk_missing_db/" % prefix)]
+
+
+def test_backup_verify_playbook_deep(run_playbook, bk, source_db, prefix, report_dir):
+    bk(action="backup", db=source_db)
+    proc = run_playbook("playbooks/backup_verify.yml", common(prefix, report_dir, backup_verify_databases=[source_db],
+                                                              backup_verify_redis_instance="itest-pb"))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    report = last_report(report_dir, "backup_verify")
+    db = report["databases"][0]
+    assert db["ok"] is True and sorted(db["checks"]) == ["checksum", "deep", "toc"]
+    assert db["deep"]["differences"] == [] and db["deep"]["scratch_dropped"] is True
+    assert db["freshness"]["fresh"] is True
+
+
+def test_backup_prune_playbook_check(run_playbook, source_db, prefix, report_dir, helpers):
+    before = set(helpers.keys(prefix))
+    proc = run_playbook("playbooks/backup_prune.yml", common(prefix, report_dir, backup_prune_databases=[source_db],
+                                                             backup_prune_keep_last=1, backup_prune_max_age="",
+                                                             backup_prune_redis_instance="itest-pb"), check=True)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    report = last_report(report_dir, "backup_prune")
+    assert report["check_mode"] is True and report["databases"][0]["kept"]
+    assert set(helpers.keys(prefix)) == before
+
+
+def restore_vars(prefix, report_dir, source_db, target, **extra):
+    data = common(prefix, report_dir, restore_source_db=source_db, restore_target_db=target, restore_confirm=target,
+                  restore_manage_workloads=False)
+    data.update(extra)
+    return data
+
+
+@pytest.fixture()
+def verified_backup(bk, source_db):
+    m = bk(action="backup", db=source_db)["backup"]
+    assert not bk(action="verify", db=source_db, backup_id=m["backup_id"], verify_level="toc").failed
+    return m
+
+
+def test_restore_playbook_into_fresh_database(run_playbook, verified_backup, source_db, prefix, report_dir, helpers,
+                                              scratch_name):
+    target = scratch_name()
+    proc = run_playbook("playbooks/restore.yml", restore_vars(prefix, report_dir, source_db, target))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert helpers.fingerprint(target) == helpers.fingerprint(source_db)
+    report = last_report(report_dir, "restore")
+    assert report["status"] == "ok" and report["backup_id"] == verified_backup["backup_id"]
+    assert report["database_state"] == "restored from %s" % verified_backup["backup_id"]
+
+
+def test_restore_playbook_drains_sessions_and_keeps_safety_backup(run_playbook, verified_backup, source_db, prefix,
+                                                                  report_dir, helpers, scratch_name, lab):
+    import psycopg
+
+    target = scratch_name()
+    helpers.create_db(target, tasks=4, events=4, agents=1)
+    # an "application" session that would block the restore's locks: the drain terminates it
+    app = psycopg.connect(lab["APEX_PG_ADMIN_DSN"], dbname=target, application_name="apex-api", autocommit=True)
+    app.execute("SELECT 1")
+    proc = run_playbook("playbooks/restore.yml", restore_vars(prefix, report_dir, source_db, target,
+                                                              restore_drain_users=[], restore_drain_applications=["apex-api"],
+                                                              restore_drain_grace=1, restore_drain_timeout=30))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    report = last_report(report_dir, "restore")
+    assert [s["application_name"] for s in report["drain"]["terminated"]] == ["apex-api"]
+    assert report["safety_backup_id"]
+    assert helpers.fingerprint(target) == helpers.fingerprint(source_db)
+    with pytest.raises(psycopg.OperationalError):
+        app.execute("SELECT 1")
+
+
+def test_restore_playbook_wrong_confirmation(run_playbook, verified_backup, source_db, prefix, report_dir, helpers,
+                                             scratch_name):
+    target = scratch_name()
+    helpers.create_db(target, tasks=4, events=4, agents=1)
+    before = helpers.fingerprint(target)
+    keys_before = set(helpers.keys(prefix))
+    proc = run_playbook("playbooks/restore.yml", restore_vars(prefix, report_dir, source_db, target,
+                                                              restore_confirm="apex"))
+    assert proc.returncode != 0
+    assert "restore_confirm must equal restore_target_db" in proc.stdout
+    report = last_report(report_dir, "restore")
+    assert report["status"] == "failed" and report["database_state"].startswith("unchanged")
+    assert helpers.fingerprint(target) == before and set(helpers.keys(prefix)) == keys_before
+
+
+def test_restore_playbook_refuses_unverified(run_playbook, bk, source_db, prefix, report_dir, helpers, scratch_name):
+    unverified = bk(action="backup", db=source_db)["backup"]
+    target = scratch_name()
+    proc = run_playbook("playbooks/restore.yml", restore_vars(prefix, report_dir, source_db, target,
+                                                              restore_backup_id=unverified["backup_id"]))
+    assert proc.returncode != 0 and "unverified" in proc.stdout
+    assert not helpers.db_exists(target)
+
+
+def test_restore_playbook_rescue_rolls_back_to_safety_backup(run_playbook, bk, source_db, prefix, report_dir, helpers,
+                                                              scratch_name, s3):
+    """A failure in the middle of the restore (row counts differ after the restore committed):
+    the rescue puts the safety backup back and says so."""
+    m = bk(action="backup", db=source_db)["backup"]
+    assert not bk(action="verify", db=source_db, backup_id=m["backup_id"], verify_level="checksum").failed
+    manifest_key = m["key"].replace(".dump", ".manifest.json")
+    doctored = dict(m, row_counts=dict(m["row_counts"], **{"public.tasks": m["row_counts"]["public.tasks"] - 1}))
+    s3.put_object(Bucket=helpers.bucket, Key=manifest_key, Body=json.dumps(doctored).encode())
+    target = scratch_name()
+    helpers.create_db(target, tasks=6, events=6, agents=1)
+    before = helpers.fingerprint(target)
+    proc = run_playbook("playbooks/restore.yml", restore_vars(prefix, report_dir, source_db, target,
+                                                              restore_backup_id=m["backup_id"]))
+    assert proc.returncode != 0
+    report = last_report(report_dir, "restore")
+    assert report["status"] == "failed" and report["phase"] == "restore" and report["rolled_back"] is True
+    assert report["database_state"] == "rolled back to the safety backup %s" % report["safety_backup_id"]
+    assert "rolled back to the safety backup" in proc.stdout
+    assert helpers.fingerprint(target) == before
