@@ -53,6 +53,7 @@ options:
       - With O(state=facts) and no O(name), every Certificate of O(namespace) is reported.
       - With O(state=renew) it defaults to C(apex-tls).
     type: str
+    aliases: [cert_name]
   secret_name:
     description:
       - Name of the TLS Secret. Defaults to the Certificate's C(spec.secretName), else O(name), else C(apex-tls).
@@ -283,7 +284,7 @@ from ansible_collections.apex.ops.plugins.module_utils import cert_manager as cm
 def argument_spec():
     return dict(
         state=dict(type="str", choices=["facts", "renew", "install"], default="facts"),
-        name=dict(type="str"),
+        name=dict(type="str", aliases=["cert_name"]),
         secret_name=dict(type="str"),
         sources=dict(type="list", elements="str", choices=["certificate", "secret", "endpoint"],
                      default=["certificate", "secret", "endpoint"]),
@@ -536,11 +537,18 @@ class CertRunner(object):
             self.module.fail("refusing to install the certificate into Secret %s/%s: %s; nothing was changed"
                              % (self.ns, secret_name, "; ".join(report["problems"])),
                              validation=report, secret=before)
-        managers = [o["metadata"]["name"] for o in (self.cm.list_certificates(self.ns) or [])
+        managers = [o for o in (self.cm.list_certificates(self.ns) or [])
                     if (o.get("spec") or {}).get("secretName") == secret_name]
-        if managers:
-            self.module.warn("Secret %s/%s is managed by Certificate %s: cert-manager will replace the installed "
-                             "certificate at its next renewal" % (self.ns, secret_name, ", ".join(managers)))
+        for manager in managers:
+            wanted = sorted((manager.get("spec") or {}).get("dnsNames") or [])
+            if wanted != sorted(report["certificate"]["dns_names"]):
+                self.module.warn("Secret %s/%s is managed by Certificate %s whose dnsNames (%s) differ from the "
+                                 "certificate's (%s): cert-manager will reissue and overwrite it right away"
+                                 % (self.ns, secret_name, manager["metadata"]["name"], ", ".join(wanted),
+                                    ", ".join(report["certificate"]["dns_names"])))
+            else:
+                self.module.warn("Secret %s/%s is managed by Certificate %s: cert-manager will replace the installed "
+                                 "certificate at its next renewal" % (self.ns, secret_name, manager["metadata"]["name"]))
         new_fps = [tls.fingerprint_sha256(c) for c in chain]
         old_fps = [before.get("certificate", {}).get("fingerprint_sha256")] + \
             [c["fingerprint_sha256"] for c in before.get("chain") or []] if before.get("certificate") else []

@@ -100,11 +100,9 @@ def issue(lab_ca):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def restore_apex_tls(request, lab):
+def restore_apex_tls(lab, run_module, endpoint):
     """After the certificate tests: apex-tls valid, issued by cert-manager, and served."""
     yield
-    run_module = request.getfixturevalue("run_module")
-    endpoint = request.getfixturevalue("endpoint")
-    result = run_module("apex_cert", state="renew", name=CERT, method="issuing_condition", restart_ingress=True,
+    result = run_module("apex_cert", state="renew", cert_name=CERT, method="issuing_condition", restart_ingress=True,
                         wait_for_endpoint=True, wait_timeout=120, context="apex-primary", **endpoint)
     assert not result.failed, "could not restore apex-tls: %s" % result.get("msg")

@@ -24,7 +24,7 @@ def _fp(info):
 # ------------------------------------------------------------------ facts
 
 def test_facts_certificate_secret_endpoint(run_module, endpoint, stored, served):
-    res = run_module("apex_cert", state="facts", name=CERT, **endpoint, **CTX)
+    res = run_module("apex_cert", state="facts", cert_name=CERT, **endpoint, **CTX)
     assert not res.failed, res.get("msg")
     assert res["cert_manager_installed"] is True
     cert = res["certificates"][0]
@@ -54,7 +54,7 @@ def test_facts_all_certificates_of_namespace(run_module, endpoint):
 @pytest.mark.parametrize("method", ["issuing_condition", "delete_secret"])
 def test_renew_produces_new_certificate_that_is_served(run_module, endpoint, stored, served, method):
     before = stored()["certificate"]
-    res = run_module("apex_cert", state="renew", name=CERT, method=method, restart_ingress=True,
+    res = run_module("apex_cert", state="renew", cert_name=CERT, method=method, restart_ingress=True,
                      wait_for_endpoint=True, wait_timeout=120, diff=True, **endpoint, **CTX)
     assert not res.failed, res.get("msg")
     assert res["changed"] is True and res["renewed"] is True
@@ -71,7 +71,7 @@ def test_renew_produces_new_certificate_that_is_served(run_module, endpoint, sto
 
 def test_renew_check_mode_changes_nothing(run_module, endpoint, kube):
     raw = _secret_raw(kube)
-    res = run_module("apex_cert", check_mode=True, state="renew", name=CERT, **endpoint, **CTX)
+    res = run_module("apex_cert", check_mode=True, state="renew", cert_name=CERT, **endpoint, **CTX)
     assert not res.failed and res["changed"] is True and res["renewed"] is False
     assert _secret_raw(kube) == raw
     obj = kube.get_certificate(NS, CERT)
@@ -80,44 +80,45 @@ def test_renew_check_mode_changes_nothing(run_module, endpoint, kube):
 
 def test_renew_not_due_is_unchanged(run_module, kube):
     raw = _secret_raw(kube)
-    res = run_module("apex_cert", state="renew", name=CERT, renew_threshold_days=1, **CTX)
+    res = run_module("apex_cert", state="renew", cert_name=CERT, renew_threshold_days=1, **CTX)
     assert not res.failed and res["changed"] is False and res["renewed"] is False
     assert "not due" in res["reason"]
     assert _secret_raw(kube) == raw
 
 
 def test_drift_is_flagged_until_the_ingress_restarts(run_module, endpoint, stored, served):
-    res = run_module("apex_cert", state="renew", name=CERT, wait_timeout=120, **CTX)
+    res = run_module("apex_cert", state="renew", cert_name=CERT, wait_timeout=120, **CTX)
     assert not res.failed, res.get("msg")
-    facts = run_module("apex_cert", state="facts", name=CERT, **endpoint, **CTX)
+    facts = run_module("apex_cert", state="facts", cert_name=CERT, **endpoint, **CTX)
     assert facts["drift"]["drift"] is True and facts["drift"]["secret_newer"] is True
     assert any(p["source"] == "drift" for p in facts["problems"])
     assert _fp(served()) != _fp(stored()["certificate"])
     # the install of what the Secret already holds is a no-op, so restart through a forced renewal
-    res = run_module("apex_cert", state="renew", name=CERT, restart_ingress=True, wait_for_endpoint=True,
+    res = run_module("apex_cert", state="renew", cert_name=CERT, restart_ingress=True, wait_for_endpoint=True,
                      wait_timeout=120, **endpoint, **CTX)
     assert not res.failed, res.get("msg")
-    facts = run_module("apex_cert", state="facts", name=CERT, **endpoint, **CTX)
-    assert facts["drift"]["drift"] is False
+    facts = run_module("apex_cert", state="facts", cert_name=CERT, **endpoint, **CTX)
+    assert not facts.failed, facts.get("msg")
+    assert facts["drift"]["drift"] is False, facts["drift"]
 
 
 # ------------------------------------------------------------------ install
 
 def test_install_supplied_certificate_is_served(run_module, endpoint, issue, stored, served, lab):
     cert_pem, key_pem = issue(days=45)
-    res = run_module("apex_cert", state="install", name=CERT, certificate=cert_pem, private_key=key_pem,
+    res = run_module("apex_cert", state="install", cert_name=CERT, certificate=cert_pem, private_key=key_pem,
                      restart_ingress=True, wait_for_endpoint=True, wait_timeout=120, diff=True, **endpoint, **CTX)
     assert not res.failed, res.get("msg")
     assert res["changed"] is True and res["validation"]["problems"] == []
     now = stored()
     assert now["key_matches"] and now["certificate"]["serial"] == res["validation"]["certificate"]["serial"]
     assert _fp(served()) == _fp(now["certificate"])
-    assert 44 < served()["days_left"] < 45
+    assert 43.9 < served()["days_left"] <= 44
     key_body = key_pem.splitlines()[1]
     assert key_body not in res["_stdout"] and key_body not in res["_stderr"]
     assert "tls.key" not in repr(res["diff"]) and key_body not in repr(res["diff"])
     # the same certificate again: nothing to do
-    again = run_module("apex_cert", state="install", name=CERT, certificate=cert_pem, private_key=key_pem,
+    again = run_module("apex_cert", state="install", cert_name=CERT, certificate=cert_pem, private_key=key_pem,
                        **endpoint, **CTX)
     assert not again.failed and again["changed"] is False
 
@@ -125,7 +126,7 @@ def test_install_supplied_certificate_is_served(run_module, endpoint, issue, sto
 def test_install_check_mode_changes_nothing(run_module, endpoint, issue, kube):
     cert_pem, key_pem = issue()
     raw = _secret_raw(kube)
-    res = run_module("apex_cert", check_mode=True, diff=True, state="install", name=CERT, certificate=cert_pem,
+    res = run_module("apex_cert", check_mode=True, diff=True, state="install", cert_name=CERT, certificate=cert_pem,
                      private_key=key_pem, **endpoint, **CTX)
     assert not res.failed and res["changed"] is True
     assert res["diff"]["after"]["certificate"]["serial"] != res["diff"]["before"]["certificate"]["serial"]
@@ -149,7 +150,7 @@ def test_install_refuses_bad_input_and_changes_nothing(run_module, endpoint, iss
     else:
         cert_pem, key_pem = issue(sans=("other.example.com",))
     raw, serving = _secret_raw(kube), _fp(served())
-    res = run_module("apex_cert", state="install", name=CERT, certificate=cert_pem, private_key=key_pem,
+    res = run_module("apex_cert", state="install", cert_name=CERT, certificate=cert_pem, private_key=key_pem,
                      restart_ingress=True, wait_for_endpoint=True, **endpoint, **CTX)
     assert res.failed and expect in res["msg"] and "nothing was changed" in res["msg"]
     assert _secret_raw(kube) == raw, "the Secret changed although the input was refused"
@@ -161,7 +162,7 @@ def test_install_refuses_chain_out_of_order(run_module, endpoint, issue, lab, ku
     cert_pem, key_pem = issue()
     other_pem = issue()[0]
     raw = _secret_raw(kube)
-    res = run_module("apex_cert", state="install", name=CERT, certificate=cert_pem, private_key=key_pem,
+    res = run_module("apex_cert", state="install", cert_name=CERT, certificate=cert_pem, private_key=key_pem,
                      chain=other_pem, **endpoint, **CTX)
     assert res.failed and "out of order" in res["msg"]
     assert _secret_raw(kube) == raw
@@ -183,3 +184,72 @@ def test_key_never_in_output_at_vvv(run_playbook, issue, tmp_path, endpoint):
     assert "does not cover other.example.com" in out  # refused: the module really ran
     for line in key_pem.splitlines()[1:-1]:
         assert line not in out
+
+
+def _set_issuer_ready(kube, ready):
+    body = {"metadata": {"annotations": {"kubesim.apex.dev/ready": "true" if ready else "false"}}}
+    kube.custom.patch_namespaced_custom_object("cert-manager.io", "v1", NS, "issuers", "lab-ca", body)
+
+
+def test_issuer_not_ready_times_out_with_conditions(run_module, kube, stored):
+    from ansible_collections.apex.ops.plugins.module_utils.cert_manager import Deadline
+
+    before = stored()["certificate"]
+    _set_issuer_ready(kube, False)
+    try:
+        res = run_module("apex_cert", state="renew", cert_name=CERT, wait_timeout=4, **CTX)
+        assert res.failed
+        assert "timed out after 4s" in res["msg"] and "last conditions:" in res["msg"]
+        assert "Issuing=True (ManuallyTriggered" in res["msg"]
+        assert res["last_state"]["certificate"]["issuing"] is True
+        assert res["last_state"]["certificate"]["failed_issuance_attempts"] == 1
+        assert stored()["certificate"]["serial"] == before["serial"], "nothing may be issued while the issuer is down"
+        facts = run_module("apex_cert", state="facts", cert_name=CERT, **CTX)
+        assert any("failed issuance" in p["message"] for p in facts["problems"])
+    finally:
+        _set_issuer_ready(kube, True)
+    # the pending issuance completes once the issuer is back
+    obj, after = kube.wait_for_issuance(NS, CERT, CERT, before["fingerprint_sha256"], Deadline(60))
+    assert after["certificate"]["serial"] != before["serial"]
+
+
+def _short_certificate(kube, name, duration):
+    body = {"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"secretName": name, "dnsNames": ["%s.apex.lab.test" % name], "duration": duration,
+                     "renewBefore": "1h0m0s", "privateKey": {"algorithm": "ECDSA", "size": 256},
+                     "issuerRef": {"name": "lab-ca", "kind": "Issuer", "group": "cert-manager.io"}}}
+    kube.custom.create_namespaced_custom_object("cert-manager.io", "v1", NS, "certificates", body)
+
+
+@pytest.fixture()
+def short_certs(kube):
+    from ansible_collections.apex.ops.plugins.module_utils.cert_manager import Deadline
+
+    names = {"apex-short-critical": "120h0m0s", "apex-short-warning": "480h0m0s"}
+    for name, duration in names.items():
+        _short_certificate(kube, name, duration)
+    for name in names:
+        kube.wait_for_issuance(NS, name, name, None, Deadline(60))
+    yield list(names)
+    for name in names:
+        kube.custom.delete_namespaced_custom_object("cert-manager.io", "v1", NS, "certificates", name)
+        kube.delete_secret(NS, name)
+
+
+def test_near_expiry_reported_warning_and_critical(run_module, short_certs):
+    crit = run_module("apex_cert", state="facts", cert_name="apex-short-critical", **CTX)
+    assert not crit.failed, crit.get("msg")
+    assert crit["certificates"][0]["expiry_status"] == "critical"
+    assert crit["secret"]["expiry_status"] == "critical" and 4.9 < crit["secret"]["days_left"] <= 5
+    assert crit["status"] == "critical" and crit["expiry"]["status"] == "critical"
+    warn = run_module("apex_cert", state="facts", cert_name="apex-short-warning", **CTX)
+    assert warn["certificates"][0]["expiry_status"] == "warning" and warn["status"] == "warning"
+    # thresholds are overridable
+    relaxed = run_module("apex_cert", state="facts", cert_name="apex-short-critical", warning_days=4, critical_days=2,
+                         **CTX)
+    assert relaxed["status"] == "ok"
+    # the whole namespace: the worst one wins
+    everything = run_module("apex_cert", state="facts", sources=["certificate", "secret"], **CTX)
+    assert everything["expiry"]["status"] == "critical"
+    assert everything["expiry"]["source"] in ("certificate/apex-short-critical", "secret/apex-short-critical")
