@@ -108,39 +108,51 @@ def read_pid(pidfile):
         return None
 
 
-def stop_pid(pid, marker, timeout=20, group=True, sig=signal.SIGTERM):
-    """Signal ``pid`` (its process group when it leads one), wait until gone, SIGKILL if needed."""
-    if not pid_alive(pid, marker):
-        return True
-    targets = [pid]
-    try:
-        use_group = group and os.getpgid(pid) == pid
-    except OSError:
-        use_group = False
+def stop_pids(targets, timeout=20):
+    """Stop several processes at once: ``targets`` is a list of (pid, marker, group). SIGTERM
+    (to the process group when the process leads one) + SIGCONT, wait until all are gone,
+    SIGKILL what is left. Returns the pids still alive (empty on success)."""
+    live = []
+    for pid, marker, group in targets:
+        if not pid_alive(pid, marker):
+            continue
+        try:
+            use_group = group and os.getpgid(pid) == pid
+        except OSError:
+            use_group = False
+        live.append((pid, use_group))
 
-    def _send(s):
+    def _send(pid, use_group, sig):
         try:
             if use_group:
-                os.killpg(pid, s)
+                os.killpg(pid, sig)
             else:
-                os.kill(pid, s)
+                os.kill(pid, sig)
         except ProcessLookupError:
             pass
 
-    _send(sig)
-    _send(signal.SIGCONT)  # a stopped (SIGSTOP'ed) process would never act on the SIGTERM
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(pid_alive(p) for p in targets) and not (use_group and group_alive(pid)):
-            return True
-        time.sleep(0.05)
-    _send(signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if not pid_alive(pid) and not (use_group and group_alive(pid)):
-            return True
-        time.sleep(0.05)
-    return False
+    def _gone(pid, use_group):
+        return not pid_alive(pid) and not (use_group and group_alive(pid))
+
+    for pid, use_group in live:
+        _send(pid, use_group, signal.SIGTERM)
+        _send(pid, use_group, signal.SIGCONT)  # a stopped (SIGSTOP'ed) process would never act on it
+    for sig, wait in ((None, timeout), (signal.SIGKILL, 5)):
+        if sig is not None:
+            for pid, use_group in live:
+                _send(pid, use_group, sig)
+        deadline = time.monotonic() + wait
+        while live and time.monotonic() < deadline:
+            live = [(p, g) for p, g in live if not _gone(p, g)]
+            if live:
+                time.sleep(0.05)
+        if not live:
+            return []
+    return [p for p, _ in live]
+
+
+def stop_pid(pid, marker, timeout=20, group=True):
+    return not stop_pids([(pid, marker, group)], timeout)
 
 
 def group_alive(pgid):
@@ -1278,37 +1290,51 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 
     STOP_ORDER = ("twin", "kubesim", "moto", "redis", "pg-standby", "pg-primary")
 
-    def _stop_service(self, name):
-        """Stop one service; return a list of what is still running afterwards."""
-        if name in ("pg-standby", "pg-primary"):
-            datadir = self.pg_standby if name == "pg-standby" else self.pg_primary
-            pid = self.pg_pid(datadir)
-            if not pid:
-                return []
-            if self._pg_stop(datadir, name):
-                say("stopped PostgreSQL %s (pid %d)" % (name[3:], pid))
-                return []
-            return ["PostgreSQL %s (pid %d)" % (name[3:], pid)]
-        procs = {
-            "twin": ((self.twin_dir / "worker.pid", MARK_TWIN["worker"], lambda: self.twin_pid("worker")),
-                     (self.twin_dir / "serve.pid", MARK_TWIN["serve"], lambda: self.twin_pid("serve"))),
-            "kubesim": ((self.kube_dir / "kubesim.pid", MARK_KUBESIM, self.kube_pid),),
-            "moto": ((self.moto_dir / "moto.pid", MARK_MOTO, self.moto_pid),),
-            "redis": ((self.redis_dir / "redis.pid", "redis-server", self.redis_pid),),
+    def _procs(self, name):
+        return {
+            "twin": (("twin worker", self.twin_dir / "worker.pid", MARK_TWIN["worker"], lambda: self.twin_pid("worker")),
+                     ("twin serve", self.twin_dir / "serve.pid", MARK_TWIN["serve"], lambda: self.twin_pid("serve"))),
+            "kubesim": (("kubesim", self.kube_dir / "kubesim.pid", MARK_KUBESIM, self.kube_pid),),
+            "moto": (("moto", self.moto_dir / "moto.pid", MARK_MOTO, self.moto_pid),),
+            "redis": (("redis-server", self.redis_dir / "redis.pid", "redis-server", self.redis_pid),),
         }[name]
+
+    def _stop_services(self, names):
+        """Stop services in parallel; return a list of what is still running afterwards."""
         leftovers = []
-        for pidfile, marker, getpid in procs:
+        pg = [n for n in names if n.startswith("pg-")]
+        procs = [p for n in names if not n.startswith("pg-") for p in self._procs(n)]
+        found = []
+        for label, pidfile, marker, getpid in procs:
             pid = getpid() if self.ports else read_pid(pidfile)
             if pid_alive(pid, marker):
                 # our spawned services lead their own session: signal the whole group, so a
                 # child they started cannot outlive them. Redis daemonizes on its own.
-                if not stop_pid(pid, marker, group=marker != "redis-server"):
-                    leftovers.append("%s (pid %d)" % (marker.replace("-m ", "").strip(), pid))
-                    continue
-                say("stopped %s (pid %d)" % (marker.replace("-m ", "").strip(), pid))
+                found.append((label, pid, marker, marker != "redis-server"))
+        alive = stop_pids([(pid, marker, group) for _, pid, marker, group in found])
+        for label, pid, _, _ in found:
+            if pid in alive:
+                leftovers.append("%s (pid %d)" % (label, pid))
+            else:
+                say("stopped %s (pid %d)" % (label, pid))
+        for label, pidfile, marker, _ in procs:
             if pidfile.exists() and not pid_alive(read_pid(pidfile), marker):
                 pidfile.unlink()
+        for name in ("pg-standby", "pg-primary"):
+            if name not in pg:
+                continue
+            datadir = self.pg_standby if name == "pg-standby" else self.pg_primary
+            pid = self.pg_pid(datadir)
+            if not pid:
+                continue
+            if self._pg_stop(datadir, name):
+                say("stopped PostgreSQL %s (pid %d)" % (name[3:], pid))
+            else:
+                leftovers.append("PostgreSQL %s (pid %d)" % (name[3:], pid))
         return leftovers
+
+    def _stop_service(self, name):
+        return self._stop_services([name])
 
     def down(self, services=None):
         t0 = time.monotonic()
@@ -1317,9 +1343,12 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
             return 0
         leftovers = []
         with self.lock():
-            for name in self.STOP_ORDER:
-                if services is None or name in services:
-                    leftovers += self._stop_service(name)
+            wanted = [n for n in self.STOP_ORDER if services is None or n in services]
+            # the Python services together, then Redis, then PostgreSQL (standby first)
+            for phase in (("twin", "kubesim", "moto"), ("redis",), ("pg-standby", "pg-primary")):
+                names = [n for n in wanted if n in phase]
+                if names:
+                    leftovers += self._stop_services(names)
         if leftovers:
             say("still running: %s" % ", ".join(leftovers))
             return 1
