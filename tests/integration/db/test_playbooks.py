@@ -200,3 +200,19 @@ def test_credentials_never_in_verbose_output(lab, run_playbook, tmp_path, playbo
     for report in tmp_path.glob("*.json"):
         text = report.read_text()
         assert lab["PGPASSWORD"] not in text and lab["APEX_REDIS_PASSWORD"] not in text
+
+
+def test_health_check_services_down_still_reports(run_playbook, tmp_path):
+    proc = run_playbook("playbooks/health_check.yml", extra_vars={
+        "apex_report_dir": str(tmp_path), "apex_redis_port": 1, "apex_pg_port": 1, "health_check_api": False})
+    assert proc.returncode != 0 and "Apex health is CRITICAL: redis, postgresql" in proc.stdout
+    report = load_report(tmp_path, "health_check")
+    assert report["status"] == "critical"
+    assert dict((c["name"], c["status"]) for c in report["checks"]) == {"redis": "critical", "postgresql": "critical"}
+
+
+def test_health_check_in_check_mode(run_playbook, tmp_path):
+    proc = run_playbook("playbooks/health_check.yml", extra_vars={"apex_report_dir": str(tmp_path)}, check=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    checks = load_report(tmp_path, "health_check")["checks"]
+    assert [c["value"] for c in checks if c["name"].startswith("api ")] == [200, 200, 200]
