@@ -48,7 +48,8 @@ def _free_port():
 class Kube:
     """What a test needs to talk to one simulator: kubeconfig, kubectl, python clients."""
 
-    def __init__(self, kubeconfig, lab_dir, twin_state=None, private=False):
+    def __init__(self, kubeconfig, lab_dir, twin_state=None, private=False, lab_env=None):
+        self.lab_env = dict(lab_env or {})
         self.kubeconfig = str(kubeconfig)
         self.lab_dir = str(lab_dir)
         self.twin_state = twin_state
@@ -111,13 +112,14 @@ def kube(request):
             pytest.fail("private kubesim did not start: %s" % line)
         request.addfinalizer(lambda: (proc.terminate(), proc.wait(10),
                                       shutil.rmtree(lab_dir, ignore_errors=True)))
-        return Kube(Path(lab_dir) / "kube" / "kubeconfig", lab_dir, twin_state, private=True)
+        return Kube(Path(lab_dir) / "kube" / "kubeconfig", lab_dir, twin_state, private=True,
+                    lab_env=_read_env(lab_env) if lab_env.exists() else {})
     lab = request.getfixturevalue("lab")
     kubeconfig = lab.get("KUBECONFIG")
     if not kubeconfig or not Path(kubeconfig).exists():
         pytest.fail("the lab has no Kubernetes simulator (KUBECONFIG missing in .lab/env): "
                     "run `make lab-up`")
-    return Kube(kubeconfig, lab.get("APEX_LAB_DIR"), lab.get("APEX_TWIN_STATE"))
+    return Kube(kubeconfig, lab.get("APEX_LAB_DIR"), lab.get("APEX_TWIN_STATE"), lab_env=lab)
 
 
 def clone_apex(kube, ns, context="apex-primary", replicas=None):

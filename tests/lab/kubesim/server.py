@@ -501,9 +501,21 @@ class Handler(BaseHTTPRequestHandler):
                     last = int(rv_param)
                 except ValueError:
                     raise ApiError(400, "BadRequest", "invalid resourceVersion")
+        send_initial = str(self.query.get("sendInitialEvents")).lower() in ("true", "1")
+        if send_initial and rv_param not in ("", "0"):
+            with cluster.lock:
+                initial = [o for o in store.list(skey, ns) if matches(o)]
+                last = store.rv
         try:
             if initial:
                 chunk(b"".join(encode("ADDED", o) for o in initial))
+            if send_initial:
+                # WatchList (client-go >= 1.27 reflectors, kstatus): mark the end of the
+                # initial events with a bookmark annotated k8s.io/initial-events-end
+                chunk(dumps({"type": "BOOKMARK", "object": {
+                    "kind": res.kind, "apiVersion": registry.api_version(res),
+                    "metadata": {"resourceVersion": str(last), "annotations": {
+                        "k8s.io/initial-events-end": "true"}}}}) + b"\n")
             bookmark_every = 10.0 if str(self.query.get("allowWatchBookmarks")).lower() in ("true", "1") \
                 else None
             next_bookmark = time.monotonic() + (bookmark_every or 1e9)
