@@ -702,14 +702,16 @@ class Lab:
         self._remove_stale_pid(datadir)
         fresh = not (datadir / "PG_VERSION").exists()
         if fresh:
-            if datadir.exists():
-                shutil.rmtree(str(datadir))
+            # built next to it and renamed: an interrupted `up` never leaves a half-made cluster
+            # that the next `up` would mistake for a real one
+            building = self._fresh_dir(datadir)
             template = self.pg_template()
             if template:
-                self.run(["cp", "-a", template, datadir], timeout=120)
+                self.run(["cp", "-a", template, building], timeout=120)
             else:
-                self._initdb(datadir, self.pg)
-            self._write_hba(datadir)
+                self._initdb(building, self.pg)
+            self._write_hba(building)
+            os.rename(str(building), str(datadir))
             (self.pg / "primary.setup-done").unlink(missing_ok=True)
         port = self.claim_port("pg_primary")
         self._write_pg_conf(datadir, port, standby=False)
@@ -719,6 +721,16 @@ class Lab:
             (self.pg / "primary.setup-done").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
         say("PostgreSQL primary up on 127.0.0.1:%d%s" % (port, " (new cluster)" if fresh else ""))
         return True
+
+    @staticmethod
+    def _fresh_dir(datadir):
+        """Remove ``datadir`` (no PG_VERSION: never a real cluster) and any leftover of an
+        interrupted build; return the path to build the new cluster in."""
+        building = datadir.with_name(datadir.name + ".building")
+        for path in (datadir, building):
+            if path.exists():
+                shutil.rmtree(str(path))
+        return building
 
     def _initdb(self, datadir, scratch, password=None):
         pwfile = scratch / ".pwfile"
@@ -829,13 +841,13 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
         fresh = not (datadir / "PG_VERSION").exists()
         primary_port = self.ports["pg_primary"]
         if fresh:
-            if datadir.exists():
-                shutil.rmtree(str(datadir))
+            building = self._fresh_dir(datadir)
             env = dict(clean_env(), PGPASSWORD=self.secrets["replication_password"], PGSSLMODE="disable",
                        PGAPPNAME="apex-standby")
             self.run([PG_BIN / "pg_basebackup", "-h", "127.0.0.1", "-p", primary_port, "-U", REPLICATION_ROLE,
-                      "-D", datadir, "-R", "-X", "stream", "-c", "fast", "--no-sync"],
+                      "-D", building, "-R", "-X", "stream", "-c", "fast", "--no-sync"],
                      as_postgres=True, env=env, timeout=600)
+            os.rename(str(building), str(datadir))
         port = self.claim_port("pg_standby")
         self._write_pg_conf(datadir, port, standby=True)
         self._fix_primary_conninfo(datadir, primary_port)
