@@ -154,7 +154,7 @@ def parse_time(value):
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
     if "." in text:  # microsecond timestamps: trim to 6 digits for fromisoformat on older Pythons
-        head, _, tail = text.partition(".")
+        head, dummy, tail = text.partition(".")
         digits = re.match(r"\d*", tail).group(0)
         text = head + "." + (digits[:6].ljust(6, "0")) + tail[len(digits):]
     try:
@@ -267,7 +267,7 @@ def is_settled(obj, kind, expect_replicas=None):
     desired = spec.get("replicas", 1)
     if expect_replicas is not None and desired != expect_replicas:
         return False
-    state, _ = rollout_state(obj, kind)
+    state = rollout_state(obj, kind)[0]
     if state != "complete":
         return False
     return (status.get("readyReplicas") or 0) == desired and (status.get("replicas") or 0) == desired
@@ -528,7 +528,7 @@ def gather(client, namespace, names=None, label_selector=None, sections=SECTIONS
         calls["pod_metrics"] = lambda: client.list("/apis/metrics.k8s.io/v1beta1/namespaces/%s/pods" % namespace)
         calls["node_metrics"] = lambda: client.list("/apis/metrics.k8s.io/v1beta1/nodes")
     raw = _run_parallel(calls)
-    for key, (_, exc) in raw.items():
+    for key, (dummy, exc) in raw.items():
         if exc is not None and not key.endswith("metrics"):
             raise exc
 
@@ -551,7 +551,7 @@ def gather(client, namespace, names=None, label_selector=None, sections=SECTIONS
     else:
         missing = []
     filtered = wanted is not None
-    selectors = [(o.get("spec") or {}).get("selector") for _, o in workloads]
+    selectors = [(o.get("spec") or {}).get("selector") for dummy, o in workloads]
 
     pods = []
     for pod in items("pods"):
@@ -777,7 +777,7 @@ class StateStore(object):
         return json.loads(raw) if raw else None
 
     def write(self, state_name, record, retries=5):
-        for _ in range(retries):
+        for dummy in range(retries):
             cm = self._get()
             body = dict(apiVersion="v1", kind="ConfigMap",
                         metadata=dict(name=self.name, namespace=self.namespace,
@@ -829,7 +829,7 @@ class Scaler(object):
         calls = dict((k, (lambda k=k: self.client.list(workload_path(k, self.namespace)))) for k in kinds)
         calls["hpas"] = lambda: self.client.list(ns_path(HPA_API, self.namespace))
         raw = _run_parallel(calls)
-        for key, (_, exc) in raw.items():
+        for key, (dummy, exc) in raw.items():
             if exc is not None:
                 if isinstance(exc, KubeApiError) and exc.not_found and key == "hpas":
                     continue
@@ -863,9 +863,9 @@ class Scaler(object):
                     continue
                 matches = [obj]
             elif spec.get("label_selector"):
-                matches = [o for (k, _), o in sorted(objects.items())
-                           if k == kind and labels_match_selector_string(spec["label_selector"],
-                                                                          (o.get("metadata") or {}).get("labels"))]
+                matches = [o for (k, dummy), o in sorted(objects.items())
+                           if k == kind and labels_match_selector_string(
+                               spec["label_selector"], (o.get("metadata") or {}).get("labels"))]
                 if not matches:
                     errors.append("no %s in namespace %s matches label selector %r" % (
                         kind, self.namespace, spec["label_selector"]))
@@ -928,7 +928,7 @@ class Scaler(object):
             self.client.merge_patch(path + "/scale", {"spec": {"replicas": plan["set_replicas"]}})
             return
         obj = plan["_obj"]
-        for _ in range(retries):
+        for dummy in range(retries):
             body = dict(apiVersion="autoscaling/v1", kind="Scale",
                         metadata=dict(name=plan["name"], namespace=self.namespace,
                                       resourceVersion=obj["metadata"]["resourceVersion"]),
@@ -1161,7 +1161,7 @@ def run_scale(client, namespace, opts, check_mode=False, context=None, now=None)
         raise ScaleError("no targets: give names, label_selectors or targets")
     resolved = scaler.resolve(specs)
     plans = scaler.plan(resolved, hpa_adjust=bool(opts.get("hpa_adjust")))
-    requests = dict((p["key"], r) for p, (_, _, _, r) in zip(plans, resolved))
+    requests = dict((p["key"], item[3]) for p, item in zip(plans, resolved))
 
     # save before anything changes
     if opts.get("save_state"):

@@ -21,7 +21,7 @@ description:
   - Issues a handful of list calls concurrently (one per resource kind), never one call per object.
   - Works against any context of the kubeconfig (O(context)), for example the secondary region.
 author:
-  - Apex platform team
+  - Apex platform team (@apex-platform)
 extends_documentation_fragment:
   - apex.ops.k8s
 attributes:
@@ -65,7 +65,7 @@ options:
     type: bool
     default: false
 notes:
-  - A cluster that does not serve C(metrics.k8s.io) gives RV(metrics.available=false), not an error.
+  - A cluster that does not serve C(metrics.k8s.io) gives RV(metrics) with C(available=false), not an error.
 """
 
 EXAMPLES = r"""

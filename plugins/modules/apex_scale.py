@@ -26,7 +26,7 @@ description:
     are put back to the state they had before it (O(rollback_on_failure)), and the error lists per
     target the last observed ready/desired counts and the pods that were not ready, with why.
 author:
-  - Apex platform team
+  - Apex platform team (@apex-platform)
 extends_documentation_fragment:
   - apex.ops.k8s
 attributes:

@@ -72,7 +72,8 @@ class Kube(object):
                     "type": "Utilization", "averageUtilization": cpu_targets[name]}}}]
             self.hpa_api.patch_namespaced_horizontal_pod_autoscaler(name, NS, body)
             self.apps.patch_namespaced_deployment_scale(name, NS, {"spec": {"replicas": replicas}})
-        for name, (replicas, _, _) in SEEDED.items():
+        for name, seeded in SEEDED.items():
+            replicas = seeded[0]
             self.settle(name, replicas)
 
     def drop_state(self):
@@ -100,5 +101,3 @@ class Kube(object):
         except self.client.exceptions.ApiException as exc:
             if exc.status != 404:
                 raise
-
-

@@ -86,7 +86,7 @@ def test_requirement_does_not_import_kubernetes():
 
     code = ("import sys; from ansible_collections.apex.ops.plugins.module_utils import k8s; "
             "print(k8s.REQUIREMENT[1] is None, 'kubernetes' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": ":".join(sys.path)}).stdout.split()
     assert out == ["True", "False"]
 
@@ -195,7 +195,7 @@ def test_watch_streams_events_as_they_come(server):
     client = client_for(server)
     got = list(client.watch("/apis/apps/v1/namespaces/apex/deployments", resource_version="5", timeout_seconds=5,
                             field_selector="metadata.name=apex-api"))
-    assert [t for t, _ in got] == ["MODIFIED", "BOOKMARK", "MODIFIED"]
+    assert [event[0] for event in got] == ["MODIFIED", "BOOKMARK", "MODIFIED"]
     assert got[-1][1]["status"]["readyReplicas"] == 5
     path = Handler.seen[-1][1]
     assert "watch=true" in path and "timeoutSeconds=5" in path and "fieldSelector=metadata.name%3Dapex-api" in path
@@ -264,8 +264,7 @@ def test_watch_until_relists_on_expiry_and_follows_versions():
         item = streams.pop(0)
         if isinstance(item, Exception):
             raise item
-        for event in item:
-            yield event
+        yield from item
 
     result = watch_until(relist, watch, lambda v: v["ready"] == 3, Deadline(10))
     assert result.ok and result.last == {"ready": 3}

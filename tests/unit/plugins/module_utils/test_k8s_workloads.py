@@ -260,16 +260,16 @@ class FakeCluster(object):
     def list(self, path, label_selector=None, field_selector=None, query=None):
         self.calls.append(("LIST", path))
         if path.endswith("/deployments"):
-            return {"items": [copy.deepcopy(o) for (k, _), o in self.objects.items() if k == "Deployment"]}
+            return {"items": [copy.deepcopy(o) for (k, dummy), o in self.objects.items() if k == "Deployment"]}
         if path.endswith("/statefulsets"):
-            return {"items": [copy.deepcopy(o) for (k, _), o in self.objects.items() if k == "StatefulSet"]}
+            return {"items": [copy.deepcopy(o) for (k, dummy), o in self.objects.items() if k == "StatefulSet"]}
         if path.endswith("/horizontalpodautoscalers"):
             return {"items": [copy.deepcopy(h) for h in self.hpas.values()]}
         if path.endswith("/pods"):
             return {"items": [{"metadata": {"name": "%s-pod" % n, "labels": {"app": n}},
                                "spec": {}, "status": {"phase": "Running", "conditions": [
                                    {"type": "Ready", "status": "False", "reason": "ContainersNotReady"}]}}
-                              for (_, n) in self.objects if n in self.fail_ready]}
+                              for (dummy, n) in self.objects if n in self.fail_ready]}
         raise AssertionError(path)
 
     def get(self, path, query=None):
