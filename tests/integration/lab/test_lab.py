@@ -195,10 +195,8 @@ def test_wal_archive_receives_segments(lab, pg):
         conn.execute("INSERT INTO lab_archive_probe VALUES (1)")  # so the switch has WAL to close
         conn.execute("SELECT pg_switch_wal()")
 
-        def archived():
-            return conn.execute("SELECT archived_count FROM pg_stat_archiver").fetchone()[0] > before
-        assert _wait(archived, 30), "pg_stat_archiver did not move"
-        assert (archive / walfile).exists(), "%s not in %s" % (walfile, archive)
+        assert _wait(lambda: (archive / walfile).exists(), 30), "%s never reached %s" % (walfile, archive)
+        assert conn.execute("SELECT archived_count FROM pg_stat_archiver").fetchone()[0] > before
         failed = conn.execute("SELECT failed_count, last_failed_wal FROM pg_stat_archiver").fetchone()
         conn.execute("DROP TABLE lab_archive_probe")
     assert failed[0] == 0, failed
