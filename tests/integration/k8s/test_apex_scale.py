@@ -186,3 +186,4 @@ def test_bad_input_is_refused(run_module, kube, args, match):
     result = run_module("apex_scale", **args)
     assert result.failed and match in result["msg"]
     assert kube.state() == SEEDED
+

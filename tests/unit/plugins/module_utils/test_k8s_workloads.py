@@ -499,3 +499,26 @@ def test_usage_against_limits():
     usage = wl.usage_summary({"metadata": {"name": "p"}, "containers": [
         {"usage": {"cpu": "900m", "memory": "480Mi"}}]}, limit_millicores=1000, limit_mib=512.0)
     assert usage["cpu_percent_of_limit"] == 90.0 and usage["memory_percent_of_limit"] == 93.8
+
+
+def test_wait_follows_the_hpa_instead_of_fighting_it():
+    """The expected count was reached, then the HPA moved it: the wait follows and reports it."""
+    cluster = apex_cluster()
+
+    def watch(path, resource_version=None, timeout_seconds=30, label_selector=None, field_selector=None):
+        obj = cluster.objects[("Deployment", "apex-api")]
+        seen = copy.deepcopy(obj)
+        seen["status"].update(observedGeneration=seen["metadata"]["generation"], readyReplicas=2)
+        yield "MODIFIED", seen  # our 5, not ready yet
+        obj["spec"]["replicas"] = 7  # the HPA acts within its bounds
+        moved = copy.deepcopy(obj)
+        moved["status"].update(observedGeneration=moved["metadata"]["generation"], replicas=7, updatedReplicas=7,
+                               readyReplicas=7, availableReplicas=7)
+        yield "MODIFIED", moved
+
+    cluster.watch = watch
+    result = wl.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=5))
+    target = result["targets"][0]
+    assert target["observed"] == {"desired": 7, "ready": 7, "rollout": "complete"}
+    assert any("changed to 7 during the wait" in n for n in target["notes"])
+    assert not [c for c in cluster.calls if c[0] == "PATCH" and c[2]["spec"].get("replicas") == 5][1:]
