@@ -1,0 +1,95 @@
+"""playbooks/cert_check.yml and playbooks/cert_renew.yml against the lab."""
+import json
+import re
+
+NS = "apex"
+CERT = "apex-tls"
+
+
+def _reports(directory, prefix):
+    return sorted(directory.glob(prefix + "-*.json"))
+
+
+def _recap_changed(stdout):
+    match = re.search(r"localhost\s*:\s*ok=\d+\s+changed=(\d+)", stdout)
+    assert match, stdout[-2000:]
+    return int(match.group(1))
+
+
+def test_cert_check_ok_writes_report(run_playbook, tmp_path, stored):
+    proc = run_playbook("playbooks/cert_check.yml", extra_vars={"apex_report_dir": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    files = _reports(tmp_path, "cert_check")
+    assert len(files) == 1
+    report = json.loads(files[0].read_text())
+    assert report["status"] == "ok" and report["problems"] == []
+    assert report["endpoint"]["verified"] is True
+    assert report["secret"]["certificate"]["serial"] == stored()["certificate"]["serial"]
+    assert report["certificates"][0]["name"] == CERT
+    assert 0 < report["expiry"]["days_left"] <= 90
+
+
+def test_cert_check_fails_on_critical_unless_told_not_to(run_playbook, tmp_path):
+    strict = {"apex_report_dir": str(tmp_path), "cert_check_warning_days": 1000, "cert_check_critical_days": 500}
+    proc = run_playbook("playbooks/cert_check.yml", extra_vars=strict)
+    assert proc.returncode != 0
+    assert "TLS critical" in proc.stdout
+    report = json.loads(_reports(tmp_path, "cert_check")[-1].read_text())
+    assert report["status"] == "critical"
+    assert any("expires soon" in p["message"] for p in report["problems"])
+    relaxed = dict(strict, cert_check_fail_on_critical=False)
+    proc = run_playbook("playbooks/cert_check.yml", extra_vars=relaxed)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_cert_renew_not_due_changes_nothing(run_playbook, tmp_path, stored):
+    before = stored()["certificate"]["serial"]
+    proc = run_playbook("playbooks/cert_renew.yml", extra_vars={"apex_report_dir": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert _recap_changed(proc.stdout) == 0
+    assert stored()["certificate"]["serial"] == before
+    report = json.loads(_reports(tmp_path, "cert_renew")[-1].read_text())
+    assert report["outcome"] == "unchanged" and "not due" in report["reason"]
+
+
+def test_cert_renew_forced_is_served(run_playbook, tmp_path, stored, served):
+    before = stored()["certificate"]["serial"]
+    proc = run_playbook("playbooks/cert_renew.yml", extra_vars={"apex_report_dir": str(tmp_path),
+                                                                "cert_renew_force": True,
+                                                                "cert_renew_method": "delete_secret"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    after = stored()["certificate"]
+    assert after["serial"] != before
+    assert served()["fingerprint_sha256"] == after["fingerprint_sha256"]
+    report = json.loads(_reports(tmp_path, "cert_renew")[-1].read_text())
+    assert report["outcome"] == "changed" and report["method"] == "delete_secret"
+    assert report["before"]["secret"]["serial"] == before and report["after"]["endpoint"]["serial"] == after["serial"]
+
+
+def test_cert_renew_install_mode_served_and_key_never_shown(run_playbook, tmp_path, issue, stored, served):
+    cert_pem, key_pem = issue(days=60)
+    proc = run_playbook("playbooks/cert_renew.yml", verbosity=3, extra_vars={
+        "apex_report_dir": str(tmp_path), "cert_renew_mode": "install",
+        "cert_renew_cert_pem": cert_pem, "cert_renew_key_pem": key_pem})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    for line in key_pem.splitlines()[1:-1]:
+        assert line not in out, "private key material in the -vvv output"
+    for path in tmp_path.iterdir():
+        assert key_pem.splitlines()[1] not in path.read_text()
+    now = stored()["certificate"]
+    assert served()["fingerprint_sha256"] == now["fingerprint_sha256"]
+    assert 58.9 < now["days_left"] <= 59
+
+
+def test_cert_renew_install_refuses_expired_and_reports(run_playbook, tmp_path, issue, kube):
+    cert_pem, key_pem = issue(days=5, start_days=-10)
+    before = kube.get_secret(NS, CERT).metadata.resource_version
+    proc = run_playbook("playbooks/cert_renew.yml", extra_vars={
+        "apex_report_dir": str(tmp_path), "cert_renew_mode": "install",
+        "cert_renew_cert_pem": cert_pem, "cert_renew_key_pem": key_pem})
+    assert proc.returncode != 0
+    assert "has expired" in proc.stdout
+    assert kube.get_secret(NS, CERT).metadata.resource_version == before
+    report = json.loads(_reports(tmp_path, "cert_renew")[-1].read_text())
+    assert report["outcome"] == "failed" and "has expired" in report["error"]
