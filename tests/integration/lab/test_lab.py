@@ -190,10 +190,10 @@ def test_wal_archive_receives_segments(lab, pg):
     archive = Path(lab["APEX_PG_WAL_ARCHIVE"])
     with pg.connect(lab["APEX_PG_ADMIN_DSN"], dbname="postgres", autocommit=True) as conn:
         before = conn.execute("SELECT archived_count FROM pg_stat_archiver").fetchone()[0]
-        walfile = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
         conn.execute("CREATE TABLE IF NOT EXISTS lab_archive_probe (x int)")
         conn.execute("INSERT INTO lab_archive_probe VALUES (1)")  # so the switch has WAL to close
-        conn.execute("SELECT pg_switch_wal()")
+        # the segment just completed (pg_switch_wal returns its end + 1, which names it)
+        walfile = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
 
         assert _wait(lambda: (archive / walfile).exists(), 30), "%s never reached %s" % (walfile, archive)
         assert conn.execute("SELECT archived_count FROM pg_stat_archiver").fetchone()[0] > before
