@@ -216,3 +216,15 @@ def test_health_check_in_check_mode(run_playbook, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     checks = load_report(tmp_path, "health_check")["checks"]
     assert [c["value"] for c in checks if c["name"].startswith("api ")] == [200, 200, 200]
+
+
+def test_health_check_against_the_standby(lab, run_playbook, tmp_path):
+    """The secondary region's view: its database is a streaming standby."""
+    proc = run_playbook("playbooks/health_check.yml", extra_vars={
+        "apex_report_dir": str(tmp_path), "apex_pg_port": int(lab["APEX_PG_STANDBY_PORT"]),
+        "health_check_db_expected_replicas": 0, "health_check_api": False, "health_check_queue": False})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    checks = dict((c["name"], c) for c in load_report(tmp_path, "health_check")["checks"])
+    assert checks["db standby receiver"]["value"] == "streaming" and checks["db standby receiver"]["status"] == "ok"
+    assert checks["db standby replay delay"]["status"] in ("ok", "warning")
+    assert checks["db streaming replicas"]["detail"].startswith("standby")
