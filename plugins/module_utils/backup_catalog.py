@@ -382,8 +382,8 @@ def freshness(entries, max_age_seconds, now, require_verified=True, min_level="c
             "verified " if require_verified else "", candidate["backup_id"], human_age(age), human_age(max_age_seconds))
         return result
     result["fresh"] = True
-    result["reason"] = "%sbackup %s is %s old" % ("verified " if require_verified else "", candidate["backup_id"],
-                                                   human_age(age))
+    result["reason"] = "%sbackup %s is %s old" % (
+        "verified " if require_verified else "", candidate["backup_id"], human_age(age))
     return result
 
 

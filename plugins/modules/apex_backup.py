@@ -260,8 +260,8 @@ notes:
     pre-flight checks and reports the plan.
   - Credentials travel in the environment of C(pg_dump)/C(pg_restore), never on their command line, and are
     redacted from any error output.
-  - The module handles SIGTERM/SIGINT (for example an Ansible task timeout): the running upload is aborted
-    and C(pg_dump) stopped.
+  - The module handles SIGTERM and SIGINT (for example an Ansible task timeout) by aborting the running upload
+    and stopping C(pg_dump).
 seealso:
   - name: Backup and restore runbook
     description: docs/backup.md in this collection.

@@ -94,8 +94,8 @@ def test_restore_into_fresh_database_is_identical(bk, source_db, source_backup, 
     assert helpers.fingerprint(target) == helpers.fingerprint(source_db)
 
 
-def test_restore_over_existing_database_takes_safety_backup(bk, source_db, source_backup, helpers, scratch_name,
-                                                           pg_admin):
+def test_restore_over_existing_database_takes_safety_backup(
+        bk, source_db, source_backup, helpers, scratch_name, pg_admin):
     target = scratch_name()
     helpers.create_db(target, tasks=10, events=10, agents=2)  # different content to be replaced
     with pg_admin(target) as conn:
@@ -304,7 +304,7 @@ def test_freshness_gate(bk, source_db, source_backup, prefix):
 def test_prune_check_mode_then_real(bk, helpers, scratch_name, prefix):
     db = scratch_name("apex_bk_prune")
     helpers.create_db(db, tasks=3, events=3, agents=1)
-    ids = [ok(bk(action="backup", db=db))["backup"]["backup_id"] for _ in range(4)]
+    ids = [ok(bk(action="backup", db=db))["backup"]["backup_id"] for dummy in range(4)]
     ok(bk(action="verify", db=db, backup_id=ids[1], verify_level="checksum"))  # newest verified: #2
     before = sorted(helpers.keys("%s/postgres/%s/" % (prefix, db)))
     plan = ok(bk(check_mode=True, action="prune", db=db, keep_last=1))

@@ -57,7 +57,7 @@ def test_backup_playbook_failure_is_reported(run_playbook, prefix, report_dir, h
     assert proc.returncode != 0
     report = last_report(report_dir, "backup")
     assert report["status"] == "failed" and "apex_bk_missing_db" in report["error"]
-    assert not [k for k in helpers.keys("%s/postgres/apex_bk_missing_db/" % prefix)]
+    assert not helpers.keys("%s/postgres/apex_bk_missing_db/" % prefix)
 
 
 def test_backup_verify_playbook_deep(run_playbook, bk, source_db, prefix, report_dir):
@@ -153,8 +153,8 @@ def test_restore_playbook_refuses_unverified(run_playbook, bk, source_db, prefix
     assert not helpers.db_exists(target)
 
 
-def test_restore_playbook_rescue_rolls_back_to_safety_backup(run_playbook, bk, source_db, prefix, report_dir, helpers,
-                                                              scratch_name, s3):
+def test_restore_playbook_rescue_rolls_back_to_safety_backup(
+        run_playbook, bk, source_db, prefix, report_dir, helpers, scratch_name, s3):
     """A failure in the middle of the restore (row counts differ after the restore committed):
     the rescue puts the safety backup back and says so."""
     m = bk(action="backup", db=source_db)["backup"]

@@ -81,7 +81,7 @@ def test_backup_id_roundtrip_and_layout():
 
 
 def test_random_ids_are_unique():
-    assert len(set(cat.new_backup_id(NOW) for _ in range(200))) == 200
+    assert len(set(cat.new_backup_id(NOW) for dummy in range(200))) == 200
 
 
 @pytest.mark.parametrize("key", [
@@ -150,7 +150,7 @@ def test_verify_record_names_first_failed_check():
 
 def test_verify_record_history_is_bounded():
     rec = None
-    for _ in range(15):
+    for dummy in range(15):
         rec = record("x", previous=rec)
     assert len(rec["history"]) == cat.VERIFY_HISTORY
 
@@ -204,7 +204,7 @@ def test_data_without_manifest_is_an_orphan_not_a_backup():
 def test_manifest_without_data_is_flagged():
     m = manifest(5)
     objs = objects_for([m], data=False)
-    entries, _ = cat.build_catalog("apex", objs, {m["backup_id"]: m}, {}, NOW)
+    entries, dummy = cat.build_catalog("apex", objs, {m["backup_id"]: m}, {}, NOW)
     assert entries[0]["data_present"] is False and entries[0]["problem"] == "data object missing"
     assert not cat.is_verified(dict(entries[0], verification="verified", verified_level="deep"))
 
@@ -213,14 +213,14 @@ def test_size_mismatch_is_flagged():
     m = manifest(5, size=100)
     objs = objects_for([m])
     objs[0]["Size"] = 99
-    entries, _ = cat.build_catalog("apex", objs, {m["backup_id"]: m}, {}, NOW)
+    entries, dummy = cat.build_catalog("apex", objs, {m["backup_id"]: m}, {}, NOW)
     assert "differs" in entries[0]["problem"]
 
 
 def test_catalog_filters_by_name():
     a, b = manifest(1, "00000001", name="apex"), manifest(2, "00000002", name="other")
     objs = objects_for([a, b])
-    entries, _ = cat.build_catalog("apex", objs, {a["backup_id"]: a, b["backup_id"]: b}, {}, NOW, name="apex")
+    entries, dummy = cat.build_catalog("apex", objs, {a["backup_id"]: a, b["backup_id"]: b}, {}, NOW, name="apex")
     assert [e["name"] for e in entries] == ["apex"]
 
 
@@ -228,7 +228,7 @@ def test_latest_verified_respects_level_and_tags():
     a, b, c = manifest(1, "00000001", tags=("safety",)), manifest(2, "00000002"), manifest(3, "00000003")
     recs = {a["backup_id"]: record(a["backup_id"], "deep"), b["backup_id"]: record(b["backup_id"], "checksum"),
             c["backup_id"]: record(c["backup_id"], "toc")}
-    entries, _ = build([a, b, c], recs)
+    entries, dummy = build([a, b, c], recs)
     assert cat.latest_verified(entries)["backup_id"] == a["backup_id"]
     assert cat.latest_verified(entries, exclude_tags=["safety"])["backup_id"] == b["backup_id"]
     assert cat.latest_verified(entries, "toc", exclude_tags=["safety"])["backup_id"] == c["backup_id"]
@@ -238,7 +238,7 @@ def test_latest_verified_respects_level_and_tags():
 def test_freshness_gate():
     fresh_unverified, verified_old = manifest(1, "00000001"), manifest(30, "00000002")
     recs = {verified_old["backup_id"]: record(verified_old["backup_id"])}
-    entries, _ = build([fresh_unverified, verified_old], recs)
+    entries, dummy = build([fresh_unverified, verified_old], recs)
     gate = cat.freshness(entries, 24 * 3600, NOW)
     assert gate["fresh"] is False and gate["backup_id"] == verified_old["backup_id"]
     assert "more than" in gate["reason"]
@@ -253,7 +253,7 @@ def test_freshness_gate():
 def daily(n, verified=()):
     ms = [manifest(24 * i + 1, "%08x" % (i + 1)) for i in range(n)]
     recs = dict((ms[i]["backup_id"], record(ms[i]["backup_id"])) for i in verified)
-    entries, _ = build(ms, recs)
+    entries, dummy = build(ms, recs)
     return ms, entries
 
 
@@ -300,7 +300,7 @@ def test_retention_protects_by_level():
 
 
 def test_retention_needs_a_rule():
-    _, entries = daily(2)
+    dummy, entries = daily(2)
     with pytest.raises(cat.CatalogError):
         cat.plan_retention(entries, NOW)
     with pytest.raises(cat.CatalogError):

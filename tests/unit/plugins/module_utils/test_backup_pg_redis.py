@@ -64,8 +64,7 @@ class FakeStore(object):
         self.chunks = chunks
 
     def iter_object(self, key):
-        for chunk in self.chunks:
-            yield chunk
+        return iter(self.chunks)
 
 
 class RecordingSink(object):
