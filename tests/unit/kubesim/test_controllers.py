@@ -1,0 +1,167 @@
+"""The controllers driven in-process (no HTTP): Deployment rollout, HPA bounds, progress
+deadline, cert-manager reissue."""
+import base64
+import time
+
+import pytest
+from cryptography import x509
+
+from kubesim import registry
+from kubesim.app import Config
+from kubesim.cluster import Cluster
+from kubesim.controllers import Controllers
+from kubesim.pki import CA
+from kubesim.seed import seed
+
+DEPLOY = registry.lookup("apps", "v1", "deployments")
+
+
+@pytest.fixture()
+def env(tmp_path):
+    cfg = Config(pod_ready_delay=0.05, hpa_sync=0.05, crash_interval=0.1)
+    cluster = Cluster("t", cfg)
+    pki = CA.load_or_create(None, None, str(tmp_path))
+    seed(cluster, pki, secondary=False, env={})
+    ctl = Controllers(cluster, cfg, pki=pki)
+    ctl.start()
+    yield cluster, ctl
+    ctl.stopped = True
+
+
+def wait(fn, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = fn()
+        if got:
+            return got
+        time.sleep(0.02)
+    raise AssertionError("timeout")
+
+
+def dep(cluster, name="apex-api"):
+    return cluster.get(("apps", "deployments"), "apex", name)
+
+
+def complete(cluster, name="apex-api"):
+    d = dep(cluster, name)
+    st = d.get("status", {})
+    r = d["spec"]["replicas"]
+    return st.get("observedGeneration") == d["metadata"]["generation"] and \
+        st.get("updatedReplicas") == r and st.get("availableReplicas") == r and \
+        st.get("replicas") == r
+
+
+def set_image(cluster, image, name="apex-api"):
+    def fn(o):
+        o["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    cluster.mutate(("apps", "deployments"), "apex", name, fn)
+
+
+def test_rollout_creates_new_rs_with_revision(env):
+    cluster, _ = env
+    wait(lambda: complete(cluster))
+    set_image(cluster, "apex/api:1.1.0")
+    wait(lambda: complete(cluster) and dep(cluster)["metadata"]["annotations"].get(
+        "deployment.kubernetes.io/revision") == "2")
+    rss = cluster.list(("apps", "replicasets"), "apex", labels="app=apex-api")
+    assert sorted(r["spec"]["replicas"] for r in rss) == [0, 3]
+    pods = cluster.list(("", "pods"), "apex", labels="app=apex-api")
+    assert {p["spec"]["containers"][0]["image"] for p in pods} == {"apex/api:1.1.0"}
+
+
+def test_hpa_keeps_replicas_within_bounds(env):
+    cluster, _ = env
+    wait(lambda: complete(cluster))
+    cluster.mutate(("apps", "deployments"), "apex", "apex-api",
+                   lambda o: o["spec"].update(replicas=25))
+    wait(lambda: dep(cluster)["spec"]["replicas"] == 10)
+    cluster.mutate(("apps", "deployments"), "apex", "apex-api",
+                   lambda o: o["spec"].update(replicas=1))
+    wait(lambda: dep(cluster)["spec"]["replicas"] == 3)
+    # high utilisation scales up, within max
+    cluster.mutate(("autoscaling", "horizontalpodautoscalers"), "apex", "apex-api",
+                   lambda o: o["metadata"].setdefault("annotations", {}).update(
+                       {"kubesim.apex.dev/cpu-utilization": "140"}))
+    wait(lambda: dep(cluster)["spec"]["replicas"] == 6)
+    hpa = cluster.get(("autoscaling", "horizontalpodautoscalers"), "apex", "apex-api")
+    assert hpa["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"] == 140
+
+
+def test_never_ready_image_exceeds_progress_deadline(env):
+    cluster, _ = env
+    wait(lambda: complete(cluster))
+    cluster.mutate(("apps", "deployments"), "apex", "apex-api",
+                   lambda o: o["spec"].update(progressDeadlineSeconds=1))
+    set_image(cluster, "apex/api:2.0.0-never-ready")
+
+    def exceeded():
+        for c in dep(cluster).get("status", {}).get("conditions", []):
+            if c["type"] == "Progressing" and c["reason"] == "ProgressDeadlineExceeded":
+                return c
+    cond = wait(exceeded, timeout=5)
+    assert cond["status"] == "False"
+    assert dep(cluster)["status"]["availableReplicas"] == 3
+
+
+def _serial(cluster):
+    sec = cluster.get(("", "secrets"), "apex", "apex-tls")
+    if sec is None:
+        return None
+    return x509.load_pem_x509_certificate(base64.b64decode(sec["data"]["tls.crt"])).serial_number
+
+
+def test_certificate_reissued_on_secret_delete_and_on_issuing(env):
+    cluster, _ = env
+    s1 = wait(lambda: _serial(cluster))
+    cert = cluster.get(("cert-manager.io", "certificates"), "apex", "apex-tls")
+    assert cert["status"]["notAfter"] and cert["status"]["renewalTime"]
+    leaf = x509.load_pem_x509_certificate(base64.b64decode(
+        cluster.get(("", "secrets"), "apex", "apex-tls")["data"]["tls.crt"]))
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(sans.get_values_for_type(x509.DNSName)) == {"apex.lab.test", "localhost"}
+    cluster.delete(registry.lookup("", "v1", "secrets"), "apex", "apex-tls")
+    s2 = wait(lambda: _serial(cluster) not in (None, s1) and _serial(cluster))
+
+    def issuing(o):
+        o["status"]["conditions"].append({"type": "Issuing", "status": "True",
+                                          "reason": "ManuallyTriggered", "message": "renew"})
+    cluster.mutate(("cert-manager.io", "certificates"), "apex", "apex-tls", issuing, sub="status")
+    s3 = wait(lambda: _serial(cluster) not in (None, s2) and _serial(cluster))
+    assert len({s1, s2, s3}) == 3
+    cert = cluster.get(("cert-manager.io", "certificates"), "apex", "apex-tls")
+    assert cert["status"]["revision"] == 3
+    assert [c["type"] for c in cert["status"]["conditions"]] == ["Ready"]
+
+
+def test_issuer_not_ready_blocks_issuance(env):
+    cluster, _ = env
+    wait(lambda: _serial(cluster))
+    cluster.mutate(("cert-manager.io", "issuers"), "apex", "lab-ca",
+                   lambda o: o["metadata"].setdefault("annotations", {}).update(
+                       {"kubesim.apex.dev/ready": "false"}))
+    cluster.delete(registry.lookup("", "v1", "secrets"), "apex", "apex-tls")
+
+    def stuck():
+        cert = cluster.get(("cert-manager.io", "certificates"), "apex", "apex-tls")
+        conds = {c["type"]: c for c in cert["status"].get("conditions", [])}
+        return conds.get("Issuing", {}).get("status") == "True" and \
+            conds.get("Ready", {}).get("status") == "False" and conds
+    wait(stuck)
+    time.sleep(0.3)
+    assert _serial(cluster) is None
+    cluster.mutate(("cert-manager.io", "issuers"), "apex", "lab-ca",
+                   lambda o: o["metadata"]["annotations"].update({"kubesim.apex.dev/ready": "true"}))
+    wait(lambda: _serial(cluster))
+
+
+def test_crashloop_restart_count_climbs(env):
+    cluster, _ = env
+    set_image(cluster, "apex/worker:1.0.0-crashloop", name="apex-worker")
+
+    def climbing():
+        for p in cluster.list(("", "pods"), "apex", labels="app=apex-worker"):
+            cs = (p.get("status") or {}).get("containerStatuses") or []
+            if cs and cs[0].get("restartCount", 0) >= 3:
+                return cs[0]
+    cs = wait(climbing)
+    assert cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
