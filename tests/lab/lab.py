@@ -624,7 +624,10 @@ class Lab:
             "ssl_ca_file = %s" % q(self.ca_dir / "ca.crt"),
             "wal_level = replica",
             "archive_mode = on",
-            "archive_command = %s" % q("test ! -f %s/%%f && cp %%p %s/%%f" % (own_archive, own_archive)),
+            # never overwrites a segment; copies under a temporary name and renames, so a segment
+            # in the archive is always complete (a crash mid-copy leaves only a .tmp behind)
+            "archive_command = %s" % q("test ! -f {a}/%f && cp %p {a}/%f.tmp && mv -f {a}/%f.tmp {a}/%f"
+                                       .format(a=own_archive)),
             "max_wal_senders = 10",
             "max_replication_slots = 10",
             "wal_keep_size = '256MB'",
@@ -641,15 +644,30 @@ class Lab:
         if standby:
             lines.append("restore_command = %s" % q("cp %s/%%f %%p" % archive))
         conf = datadir / "lab.conf"
-        conf.write_text("\n".join(lines) + "\n")
-        pw = pwd.getpwnam("postgres")
-        os.chown(str(conf), pw.pw_uid, pw.pw_gid)
-        os.chmod(str(conf), 0o600)
+        content = "\n".join(lines) + "\n"
+        try:
+            changed = conf.read_text() != content
+        except OSError:
+            changed = True
+        if changed:
+            conf.write_text(content)
+            pw = pwd.getpwnam("postgres")
+            os.chown(str(conf), pw.pw_uid, pw.pw_gid)
+            os.chmod(str(conf), 0o600)
         main = datadir / "postgresql.conf"
         text = main.read_text()
         if "include_if_exists = 'lab.conf'" not in text:
             main.write_text(text.rstrip("\n") + "\n\n# apex.ops lab settings (tests/lab/lab.py)\n"
                                                 "include_if_exists = 'lab.conf'\n")
+            changed = True
+        return changed
+
+    def _pg_reload_if_changed(self, datadir, name, port, standby):
+        """A running server whose lab.conf is out of date (lab.py changed) gets the new file and
+        a reload; settings that need a restart wait for the next one (pg_settings.pending_restart)."""
+        if self._write_pg_conf(datadir, port, standby):
+            self.run([PG_BIN / "pg_ctl", "-D", datadir, "reload"], as_postgres=True, check=False, timeout=30)
+            say("PostgreSQL %s: lab.conf updated and reloaded" % name)
 
     def _write_hba(self, datadir):
         hba = datadir / "pg_hba.conf"
@@ -698,6 +716,7 @@ class Lab:
             port = self.ports["pg_primary"]
             wait_until(lambda: self.pg_ready(port), START_TIMEOUT, "PostgreSQL primary on %d" % port,
                        log=self.pg_log / "primary.log")
+            self._pg_reload_if_changed(datadir, "primary", port, standby=False)
             return False
         self._remove_stale_pid(datadir)
         fresh = not (datadir / "PG_VERSION").exists()
@@ -836,6 +855,7 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
             port = self.ports["pg_standby"]
             wait_until(lambda: self.pg_ready(port), START_TIMEOUT, "PostgreSQL standby on %d" % port,
                        log=self.pg_log / "standby.log")
+            self._pg_reload_if_changed(datadir, "standby", port, standby=True)
             return False
         self._remove_stale_pid(datadir)
         fresh = not (datadir / "PG_VERSION").exists()
