@@ -1280,8 +1280,8 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 
     def up(self):
         t0 = time.monotonic()
-        self.ensure_deps()
         with self.lock():
+            self.ensure_deps()  # under the lock: two concurrent ups must not both run apt/pip
             self.ensure_layout()
             self.secrets  # noqa: B018 (generate once)
             self.assign_ports()
