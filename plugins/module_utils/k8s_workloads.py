@@ -899,6 +899,7 @@ class Scaler(object):
     def _apply_one(self, plan, request, wait, deadline):
         timings = {}
         started = self.clock()
+        timings["start_offset_seconds"] = round(started - deadline.started, 3)
         path = workload_path(plan["kind"], self.namespace, plan["name"])
         if plan["hpa_changed"]:
             patch = hpa_patch(plan["_hpa"], plan["after"]["hpa"])

@@ -247,7 +247,9 @@ targets:
       type: list
       elements: str
     timings:
-      description: C(apply_seconds), C(wait_seconds), C(total_seconds) for this target.
+      description: >-
+        C(start_offset_seconds) (when this target's thread started, from the start of the apply phase),
+        C(apply_seconds), C(wait_seconds), C(total_seconds) for this target.
       type: dict
     observed:
       description: Last observed desired and ready replicas and rollout state.

@@ -21,11 +21,10 @@ def test_scales_two_targets_in_parallel_and_waits_until_ready(run_module, kube):
     assert by_key["Deployment/apex-worker"]["after"]["replicas"] == 8
     assert all(t["timings"]["wait_seconds"] >= 0 and t["observed"]["ready"] == t["after"]["replicas"]
                for t in result["targets"])
-    # parallel: the call takes about as long as the slower target, not the sum
-    slowest = max(t["timings"]["total_seconds"] for t in result["targets"])
-    total = sum(t["timings"]["total_seconds"] for t in result["targets"])
-    assert result["elapsed_seconds"] < total or total < 0.2
-    assert result["elapsed_seconds"] >= slowest
+    # parallel: every target started before any finished
+    starts = [t["timings"]["start_offset_seconds"] for t in result["targets"]]
+    ends = [t["timings"]["start_offset_seconds"] + t["timings"]["total_seconds"] for t in result["targets"]]
+    assert max(starts) < min(ends), result["targets"]
 
 
 def test_idempotent_second_run_changes_nothing(run_module, kube):
