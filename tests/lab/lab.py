@@ -65,9 +65,13 @@ def say(msg):
 
 def tail(path, lines=20):
     try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+        text = Path(path).read_text(errors="replace").splitlines()
     except OSError:
         return "(no log at %s)" % path
+    # a standby's restore_command probes the archive for files that do not exist yet: noise
+    # that would push the FATAL line that matters out of the tail
+    text = [line for line in text if not line.startswith("cp: cannot stat ")]
+    return "\n".join(text[-lines:])
 
 
 # --------------------------------------------------------------------------- processes
@@ -1287,9 +1291,17 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
             self.assign_ports()
             self.ensure_pki()
             moto_proc = self.start_moto()
-            changed = [self.ensure_primary(), self.ensure_standby(), self.ensure_redis(), self.ensure_moto(moto_proc)]
+            changed, problems = [], []
+            # one failing service does not keep the others down; `up` still exits 1
+            for name, ensure in (("pg-primary", self.ensure_primary), ("pg-standby", self.ensure_standby),
+                                 ("redis", self.ensure_redis), ("moto", lambda: self.ensure_moto(moto_proc))):
+                try:
+                    changed.append(ensure())
+                except (LabError, OSError, subprocess.SubprocessError) as exc:
+                    hint = ("\n(if the standby cannot follow the primary any more: lab.py rebuild-standby)"
+                            if name == "pg-standby" else "")
+                    problems.append("%s: %s%s" % (name, exc, hint))
             self.write_env()
-            problems = []
             for name, ensure in (("kubesim", self.ensure_kubesim), ("twin", self.ensure_twin)):
                 if name in self.skip:
                     say("%s skipped (APEX_LAB_SKIP)" % name)
@@ -1299,15 +1311,15 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
                     continue
                 try:
                     changed.append(ensure())
-                except LabError as exc:
+                except (LabError, OSError, subprocess.SubprocessError) as exc:
                     problems.append("%s: %s" % (name, exc))
             self.write_env()
         took = time.monotonic() - t0
         if problems:
             for p in problems:
                 say("ERROR %s" % p)
-            say("core services are up, but %d component(s) failed (%.2fs); env: %s" % (len(problems), took,
-                                                                                     self.env_file))
+            say("%d service(s) failed to come up (%.2fs); `lab.py status` shows the rest; env: %s"
+                % (len(problems), took, self.env_file))
             return 1
         say("%s in %.2fs; env: %s  (. %s)" % ("lab up" if any(changed) else "lab already up, nothing to do",
                                               took, self.env_file, self.env_file))
@@ -1474,8 +1486,9 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
         else:
             print("%-12s %-12s %-8s %-7s %s" % ("SERVICE", "PORT", "PID", "HEALTH", "DETAIL"))
             for r in rows:
+                health = "ok" if r["healthy"] else ("-" if r["detail"] == "skipped" else "DOWN")
                 print("%-12s %-12s %-8s %-7s %s" % (r["service"], r["port"] if r["port"] is not None else "-",
-                                                     r["pid"] or "-", "ok" if r["healthy"] else "DOWN", r["detail"]))
+                                                     r["pid"] or "-", health, r["detail"]))
             print("env: %s" % self.env_file)
         return 1 if bad else 0
 
