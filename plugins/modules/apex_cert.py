@@ -26,6 +26,8 @@ description:
   - O(state=install) validates a supplied certificate, key and chain (the key matches, the
     certificate is current, it covers the hostname, the chain is in order) and only then creates
     or replaces the C(kubernetes.io/tls) Secret. Invalid input changes nothing.
+  - O(state=reload) restarts the ingress controller only if the endpoint serves another certificate than the
+    Secret holds, and waits until the endpoint serves the Secret's certificate.
   - Both O(state=renew) and O(state=install) can restart the ingress controller (a rolling
     restart, like C(kubectl rollout restart)) and wait until the endpoint serves the new certificate.
   - Private keys are never returned, logged or shown in a diff; diffs show serials and dates.
@@ -44,8 +46,10 @@ options:
   state:
     description:
       - V(facts) reports; V(renew) triggers a cert-manager reissue; V(install) writes a supplied certificate.
+      - V(reload) restarts the ingress controller only when O(endpoint) does not serve the certificate the
+        Secret holds (drift), then waits until it does (runbook "restart ingress controller to pick up new cert").
     type: str
-    choices: [facts, renew, install]
+    choices: [facts, renew, install, reload]
     default: facts
   name:
     description:
@@ -191,6 +195,12 @@ EXAMPLES = r"""
     name: apex-tls
     renew_threshold_days: 30
 
+- name: Make the ingress serve what the Secret holds (restart only when it does not)
+  apex.ops.apex_cert:
+    state: reload
+    name: apex-tls
+    endpoint: https://apex.example.com
+
 - name: Install a supplied certificate (validated first), then verify it is served
   apex.ops.apex_cert:
     state: install
@@ -233,6 +243,10 @@ drift:
   description: Comparison of the Secret's certificate with the served one (drift, secret_newer, both serials).
   returned: when both the Secret and the endpoint were looked at
   type: dict
+secret_name:
+  description: The TLS Secret acted upon.
+  returned: state=renew, install or reload
+  type: str
 problems:
   description: What needs attention, each with severity (warning or critical), source and message.
   returned: state=facts
@@ -265,7 +279,7 @@ validation:
   type: dict
 ingress_restart:
   description: The rollout of the ingress controller (restarted_at and final rollout state).
-  returned: when restart_ingress is true and something changed
+  returned: when the ingress controller was restarted
   type: dict
 elapsed:
   description: Seconds spent waiting.
@@ -283,7 +297,7 @@ from ansible_collections.apex.ops.plugins.module_utils import cert_manager as cm
 
 def argument_spec():
     return dict(
-        state=dict(type="str", choices=["facts", "renew", "install"], default="facts"),
+        state=dict(type="str", choices=["facts", "renew", "install", "reload"], default="facts"),
         name=dict(type="str", aliases=["cert_name"]),
         secret_name=dict(type="str"),
         sources=dict(type="list", elements="str", choices=["certificate", "secret", "endpoint"],
@@ -490,6 +504,37 @@ class CertRunner(object):
             self.after_change(result, after["certificate"]["fingerprint_sha256"])
         except cm.CertManagerError as exc:
             self.module.fail(str(exc), last_state=exc.last_state, renewed=True, changed=True, secret=after)
+        result["elapsed"] = self.deadline.elapsed()
+        return result
+
+    # ------------------------------------------------------------------ reload
+    def reload(self):
+        if not self.p["endpoint"]:
+            self.module.fail("state=reload needs endpoint")
+        cert_obj = self.cm.get_certificate(self.ns, self.p["name"]) if self.p["name"] else None
+        secret_name = self.resolve_secret_name(cert_obj)
+        secret = self.secret_facts(secret_name)
+        if not secret.get("certificate"):
+            self.module.fail("Secret %s/%s holds no certificate to serve" % (self.ns, secret_name),
+                             last_state=dict(secret=secret))
+        served = self.probe_safely()
+        drift = tls.compare_served(secret["certificate"], served.get("certificate"))
+        drift["secret_name"] = secret_name
+        result = dict(changed=bool(drift["drift"] or served.get("error")), secret_name=secret_name, secret=secret,
+                      endpoint=served, drift=drift,
+                      diff=dict(before=dict(served=cm.cert_summary(served.get("certificate"))),
+                                after=dict(served=cm.cert_summary(secret["certificate"]))))
+        if not result["changed"] or self.module.check_mode:
+            return result
+        stamp = self.cm.restart_deployment(self.p["ingress_namespace"], self.p["ingress_deployment"])
+        state = self.cm.wait_rollout(self.p["ingress_namespace"], self.p["ingress_deployment"], self.deadline)
+        result["ingress_restart"] = dict(namespace=self.p["ingress_namespace"], deployment=self.p["ingress_deployment"],
+                                         restarted_at=stamp, rollout=state)
+        if self.p["wait"]:
+            result["endpoint"] = cm.wait_for_endpoint(self.probe, secret["certificate"]["fingerprint_sha256"],
+                                                      self.deadline)
+            result["drift"] = dict(tls.compare_served(secret["certificate"], result["endpoint"]["certificate"]),
+                                   secret_name=secret_name)
         result["elapsed"] = self.deadline.elapsed()
         return result
 

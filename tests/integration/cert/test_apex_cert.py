@@ -93,10 +93,17 @@ def test_drift_is_flagged_until_the_ingress_restarts(run_module, endpoint, store
     assert facts["drift"]["drift"] is True and facts["drift"]["secret_newer"] is True
     assert any(p["source"] == "drift" for p in facts["problems"])
     assert _fp(served()) != _fp(stored()["certificate"])
-    # the install of what the Secret already holds is a no-op, so restart through a forced renewal
-    res = run_module("apex_cert", state="renew", cert_name=CERT, restart_ingress=True, wait_for_endpoint=True,
-                     wait_timeout=120, **endpoint, **CTX)
+    # check mode: would restart, does not
+    res = run_module("apex_cert", check_mode=True, state="reload", cert_name=CERT, **endpoint, **CTX)
+    assert not res.failed and res["changed"] is True and "ingress_restart" not in res
+    assert _fp(served()) != _fp(stored()["certificate"])
+    res = run_module("apex_cert", state="reload", cert_name=CERT, wait_timeout=120, **endpoint, **CTX)
     assert not res.failed, res.get("msg")
+    assert res["changed"] is True and res["ingress_restart"]["rollout"]["complete"] is True
+    assert _fp(served()) == _fp(stored()["certificate"])
+    # nothing lags any more: no restart
+    res = run_module("apex_cert", state="reload", cert_name=CERT, **endpoint, **CTX)
+    assert not res.failed and res["changed"] is False and "ingress_restart" not in res
     facts = run_module("apex_cert", state="facts", cert_name=CERT, **endpoint, **CTX)
     assert not facts.failed, facts.get("msg")
     assert facts["drift"]["drift"] is False, facts["drift"]

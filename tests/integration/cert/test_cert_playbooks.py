@@ -93,3 +93,18 @@ def test_cert_renew_install_refuses_expired_and_reports(run_playbook, tmp_path, 
     assert kube.get_secret(NS, CERT).metadata.resource_version == before
     report = json.loads(_reports(tmp_path, "cert_renew")[-1].read_text())
     assert report["outcome"] == "failed" and "has expired" in report["error"]
+
+
+def test_cert_renew_heals_drift_then_is_idempotent(run_playbook, run_module, tmp_path, stored, served):
+    # cert-manager renewed on its own, the ingress did not reload: the Secret is newer than what is served
+    res = run_module("apex_cert", state="renew", cert_name=CERT, context="apex-primary", wait_timeout=120)
+    assert not res.failed, res.get("msg")
+    assert served()["fingerprint_sha256"] != stored()["certificate"]["fingerprint_sha256"]
+    proc = run_playbook("playbooks/cert_renew.yml", extra_vars={"apex_report_dir": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert _recap_changed(proc.stdout) == 1
+    assert served()["fingerprint_sha256"] == stored()["certificate"]["fingerprint_sha256"]
+    report = json.loads(_reports(tmp_path, "cert_renew")[-1].read_text())
+    assert report["outcome"] == "reloaded" and report["ingress_restart"]["rollout"]["complete"] is True
+    proc = run_playbook("playbooks/cert_renew.yml", extra_vars={"apex_report_dir": str(tmp_path)})
+    assert proc.returncode == 0 and _recap_changed(proc.stdout) == 0
