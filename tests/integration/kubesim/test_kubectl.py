@@ -418,3 +418,36 @@ def test_secondary_is_warm_standby(kube):
     assert active["status"] == "False" and active["reason"] == "ScalingDisabled"
     sts = kube.kubectl("get", "sts", "-n", "apex", context="apex-secondary").stdout
     assert "postgresql   1/1" in sts
+
+
+def test_create_generators_protobuf(kube, scratch):
+    """kubectl's typed clientset sends protobuf (client-go >= 1.31)."""
+    ns = scratch + "-pb"
+    kube.kubectl("create", "namespace", ns)
+    try:
+        assert kube.kj("get", "namespace", ns)["status"]["phase"] == "Active"
+        kube.kubectl("create", "deployment", "web", "--image=apex/api:1.0.0", "--replicas=2",
+                     "-n", ns)
+        kube.kubectl("rollout", "status", "deployment/web", "-n", ns, "--timeout=60s")
+        dep = kube.kj("get", "deployment", "web", "-n", ns)
+        assert dep["spec"]["replicas"] == 2 and dep["spec"]["selector"] == {
+            "matchLabels": {"app": "web"}}
+        kube.kubectl("create", "secret", "generic", "s1", "--from-literal=a=b", "-n", ns)
+        assert base64.b64decode(kube.kj("get", "secret", "s1", "-n", ns)["data"]["a"]) == b"b"
+        kube.kubectl("create", "configmap", "c1", "--from-literal=x=y", "-n", ns)
+        assert kube.kj("get", "configmap", "c1", "-n", ns)["data"] == {"x": "y"}
+        # the runbook's manual backup trigger: a Job from the CronJob's template
+        kube.kubectl("create", "job", "--from=cronjob/apex-db-backup", "manual-backup", "-n",
+                     scratch)
+        job = kube.kj("get", "job", "manual-backup", "-n", scratch)
+        c = job["spec"]["template"]["spec"]["containers"][0]
+        assert c["image"] == "postgres:15.8" and c["command"][0] == "/bin/sh"
+        assert c["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "apex-secrets",
+                                                            "key": "database-url"}
+        assert job["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
+        kube.kubectl("wait", "--for=condition=complete", "job/manual-backup", "-n", scratch,
+                     "--timeout=60s")
+        cj = kube.kj("get", "cronjob", "apex-db-backup", "-n", scratch)
+        assert cj["status"].get("lastSuccessfulTime")
+    finally:
+        kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)

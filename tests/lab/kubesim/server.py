@@ -150,10 +150,17 @@ class Handler(BaseHTTPRequestHandler):
         if not data:
             raise ApiError(400, "BadRequest", "the request body is empty")
         ctype = (self.headers.get("Content-Type") or "").lower()
-        if "protobuf" in ctype or "cbor" in ctype:
+        if "protobuf" in ctype:
+            from . import protobuf
+            try:
+                return protobuf.decode_object(data)
+            except protobuf.ProtobufError as exc:
+                raise ApiError(415, "UnsupportedMediaType", "the body of the request could "
+                               "not be decoded as protobuf (%s) - send application/json" % exc)
+        if "cbor" in ctype:
             raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an "
                            "unknown format - accepted media types include: application/json, "
-                           "application/yaml")
+                           "application/yaml, application/vnd.kubernetes.protobuf")
         try:
             if "yaml" in ctype:
                 import yaml
