@@ -50,6 +50,13 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
 EOF
 }
 
+svc_healthy() {  # status --json exits 1 while a service is down: read its report anyway
+    local report
+    report="$("${LAB[@]}" status --json 2>/dev/null || true)"
+    "$PY" -c "import json,sys; d=json.loads(sys.argv[2])
+sys.exit(0 if any(s['service'] == sys.argv[1] and s['healthy'] for s in d['services']) else 1)" "$1" "$report"
+}
+negate() { ! "$@"; }
 port() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$LAB_DIR/ports.json" "$1"; }
 psql_primary() { (. "$LAB_DIR/env" && psql -XAtq -c "$1"); }
 psql_standby() { (. "$LAB_DIR/env" && psql "$APEX_PG_STANDBY_DSN" -XAtq -c "$1"); }
@@ -121,6 +128,16 @@ check "redis moved off the taken port" test "$(port redis)" != "$old_redis"
 for _ in $(seq 50); do [ "$(psql_primary "SELECT state FROM pg_stat_replication" 2>/dev/null)" = streaming ] && break; sleep 0.1; done
 check "standby follows the primary to its new port" test "$(psql_primary "SELECT state FROM pg_stat_replication")" = streaming
 kill "$BLOCKER_PID"; wait "$BLOCKER_PID" 2>/dev/null || true; BLOCKER_PID=""
+
+# a standby that cannot start: `up` exits 1 but brings up everything else; rebuild-standby heals
+"${LAB[@]}" down >/dev/null 2>&1
+echo "bogus_setting_xyz = 1" >> "$LAB_DIR/pg/standby/postgresql.auto.conf"
+if "${LAB[@]}" up >/dev/null 2>&1; then fail "up exits 1 when the standby cannot start"; else ok "up exits 1 when the standby cannot start"; fi
+check "the primary came up anyway" svc_healthy pg-primary
+check "redis came up anyway" svc_healthy redis
+check "the standby is reported down" negate svc_healthy pg-standby
+"${LAB[@]}" rebuild-standby
+check "status is ok again after rebuild-standby" "${LAB[@]}" status
 
 # failover drill: promote the standby, let it write (it archives into its own directory), then
 # rebuild it from the primary: it must stream again on the primary's timeline.
