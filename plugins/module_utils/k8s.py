@@ -451,6 +451,7 @@ class KubeClient(object):
         if field_selector:
             query["fieldSelector"] = field_selector
         response = self._raw("GET", path, query=query, timeout=float(timeout_seconds) + 10.0, stream=True)
+        finished = False
         try:
             if response.status >= 400:
                 raise self._error("GET", path, response, data=response.read())
@@ -466,8 +467,14 @@ class KubeClient(object):
                 event = self._event(buffer, path)
                 if event is not None:
                     yield event
+            finished = True
         finally:
-            response.release_conn()
+            if finished:
+                response.release_conn()
+            else:
+                # left early (condition met, deadline, error): the stream is still open on the
+                # server; close this connection rather than return it to the pool half-read
+                response.close()
 
     @staticmethod
     def _event(line, path):

@@ -112,8 +112,9 @@ def watch_until(relist, watch, done, deadline, max_stream_seconds=60, sleep=time
         stream_seconds = max(1, int(stream_seconds + 0.999))
         stream_started = deadline.elapsed()
         events = 0
+        stream = watch(version, stream_seconds)
         try:
-            for new_value, new_version in watch(version, stream_seconds):
+            for new_value, new_version in stream:
                 events += 1
                 if new_version:
                     version = new_version
@@ -127,6 +128,10 @@ def watch_until(relist, watch, done, deadline, max_stream_seconds=60, sleep=time
             value, version = relist()
             observations += 1
             continue
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # a generator left early releases its stream now, not at garbage collection
         if events == 0 and deadline.elapsed() - stream_started < stream_seconds / 2.0:
             # the server ended the stream early with nothing in it: observe by listing, and back
             # off a little so a misbehaving server is not hammered (never past the deadline)

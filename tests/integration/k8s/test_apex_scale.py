@@ -186,3 +186,15 @@ def test_bad_input_is_refused(run_module, kube, args, match):
     assert result.failed and match in result["msg"]
     assert kube.state() == SEEDED
 
+
+
+def test_statefulset_target(run_module, kube):
+    sts = kube.apps.read_namespaced_stateful_set("redis", NS)
+    before = sts.spec.replicas
+    try:
+        result = run_module("apex_scale", names=["statefulset/redis"], replicas=before + 1, wait_timeout=60, **CTX)
+        assert not result.failed, result.get("msg")
+        sts = kube.apps.read_namespaced_stateful_set("redis", NS)
+        assert sts.spec.replicas == before + 1 and sts.status.ready_replicas == before + 1
+    finally:
+        kube.apps.patch_namespaced_stateful_set_scale("redis", NS, {"spec": {"replicas": before}})
