@@ -280,3 +280,26 @@ def test_watch_until_times_out_with_last_seen_value():
 
     result = watch_until(lambda: ({"ready": 0}, "1"), watch, lambda v: v["ready"] == 3, Deadline(3, clock=clock))
     assert not result.ok and result.last == {"ready": 1}
+
+
+def test_watch_until_closes_a_stream_left_early():
+    closed = []
+
+    def watch(version, seconds):
+        try:
+            yield {"ready": 3}, "2"
+            yield {"ready": 4}, "3"
+        finally:
+            closed.append(version)
+
+    result = watch_until(lambda: ({"ready": 0}, "1"), watch, lambda v: v["ready"] == 3, Deadline(5))
+    assert result.ok and closed == ["1"]
+
+
+def test_watch_left_early_closes_the_connection(server):
+    client = client_for(server)
+    stream = client.watch("/apis/apps/v1/namespaces/apex/deployments", resource_version="5", timeout_seconds=5)
+    assert next(stream)[0] == "MODIFIED"
+    stream.close()
+    # the pool is still usable afterwards
+    assert client.get("/after")["path"] == "/after"
