@@ -198,3 +198,25 @@ def test_statefulset_target(run_module, kube):
         assert sts.spec.replicas == before + 1 and sts.status.ready_replicas == before + 1
     finally:
         kube.apps.patch_namespaced_stateful_set_scale("redis", NS, {"spec": {"replicas": before}})
+
+
+def test_secondary_region_failover_scale_and_back_to_zero(run_module, kubeconfig):
+    """Runbook failover step 4 on the warm standby (workloads at 0, HPAs disabled there), then back to 0."""
+    from k8s_lab import Kube
+
+    secondary = Kube(kubeconfig, context="apex-secondary")
+    assert secondary.replicas("apex-api") == 0 and secondary.replicas("apex-worker") == 0
+    try:
+        up = run_module("apex_scale", context="apex-secondary", namespace=NS, wait_timeout=60,
+                        targets=[{"name": "apex-api", "replicas": 5}, {"name": "apex-worker", "replicas": 10}])
+        assert not up.failed, up.get("msg")
+        assert secondary.deployment("apex-api").status.ready_replicas == 5
+        assert secondary.deployment("apex-worker").status.ready_replicas == 10
+        down = run_module("apex_scale", context="apex-secondary", namespace=NS, names=["apex-api", "apex-worker"],
+                          replicas=0, wait_timeout=60)
+        assert not down.failed, down.get("msg")
+        assert any("does not autoscale a workload at zero" in n for n in down["targets"][0]["notes"])
+        assert secondary.replicas("apex-api") == 0 and secondary.replicas("apex-worker") == 0
+    finally:
+        for name in ("apex-api", "apex-worker"):
+            secondary.apps.patch_namespaced_deployment_scale(name, NS, {"spec": {"replicas": 0}})
