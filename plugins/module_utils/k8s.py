@@ -123,7 +123,8 @@ def _kubeconfig_paths(params):
     paths = [os.path.expanduser(p) for p in raw.split(os.pathsep) if p]
     if params.get("kubeconfig"):
         missing = [p for p in paths if not os.path.exists(p)]
-        if missing:
+        # like kubectl, a list may name files that do not exist; a single file (or none found) must
+        if missing and (len(paths) == 1 or len(missing) == len(paths)):
             raise KubeConfigError("kubeconfig %s does not exist" % ", ".join(missing))
     if not paths:
         default = os.path.expanduser("~/.kube/config")

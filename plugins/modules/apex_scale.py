@@ -335,8 +335,8 @@ def main():
         if given:
             module.fail("restore_state restores the recorded targets exactly; it cannot be combined with %s"
                         % ", ".join(given))
-    if params["wait_timeout"] is not None and params["wait_timeout"] < 0:
-        module.fail("wait_timeout must be 0 or more seconds")
+    if params["wait"] and params["wait_timeout"] < 1:
+        module.fail("wait_timeout must be at least 1 second (or set wait: false)")
     try:
         client = k8s.connect(params)
         result = wl.run_scale(client, params["namespace"], params, check_mode=module.check_mode,

@@ -303,3 +303,9 @@ def test_watch_left_early_closes_the_connection(server):
     stream.close()
     # the pool is still usable afterwards
     assert client.get("/after")["path"] == "/after"
+
+
+def test_kubeconfig_list_tolerates_a_missing_file(tmp_path):
+    good = write_kubeconfig(tmp_path)
+    conn = k8s.load_connection({"kubeconfig": str(tmp_path / "missing") + ":" + good})
+    assert conn["token"] == TOKEN
