@@ -16,7 +16,11 @@ def _recap_changed(stdout):
     return int(match.group(1))
 
 
-def test_cert_check_ok_writes_report(run_playbook, tmp_path, stored):
+def test_cert_check_ok_writes_report(run_playbook, run_module, tmp_path, stored, lab):
+    # start from an endpoint that serves what the Secret holds (earlier tests may have left drift)
+    sync = run_module("apex_cert", state="reload", cert_name=CERT, context="apex-primary",
+                      endpoint=lab["APEX_API_URL"], tls_ca_file=lab["APEX_CA_FILE"])
+    assert not sync.failed, sync.get("msg")
     proc = run_playbook("playbooks/cert_check.yml", extra_vars={"apex_report_dir": str(tmp_path)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     files = _reports(tmp_path, "cert_check")
