@@ -601,10 +601,39 @@ class Lab:
             return None
         return pid
 
-    def pg_ready(self, port):
-        proc = subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-t", "2"],
-                              capture_output=True, env=clean_env(), check=False)
-        return proc.returncode == 0
+    @staticmethod
+    def pg_ready(port):
+        """What pg_isready does, in-process (no fork+exec on the idempotent path): send a startup
+        packet; an authentication request means the server accepts connections, SQLSTATE 57P03
+        (cannot_connect_now: starting up, shutting down, not yet consistent) means it does not.
+        Hanging up during authentication is not logged by the server."""
+        import struct
+        params = b"user\0postgres\0database\0postgres\0application_name\0lab-ping\0\0"
+        packet = struct.pack("!ii", 8 + len(params), 196608) + params
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                sock.sendall(packet)
+                head = b""
+                while len(head) < 5:
+                    chunk = sock.recv(5 - len(head))
+                    if not chunk:
+                        return False
+                    head += chunk
+                kind, length = head[:1], struct.unpack("!i", head[1:])[0]
+                body = b""
+                while len(body) < length - 4:  # read it all: unread data would make close() a RST,
+                    chunk = sock.recv(length - 4 - len(body))  # which the server logs
+                    if not chunk:
+                        break
+                    body += chunk
+                if kind == b"R":
+                    return True
+                if kind != b"E":
+                    return False
+                fields = {f[:1]: f[1:] for f in body.split(b"\0") if f}
+                return fields.get(b"C") != b"57P03"
+        except (OSError, struct.error):
+            return False
 
     def pg_in_recovery(self, port):
         proc = self.psql(port, "SELECT pg_is_in_recovery();", check=False)
