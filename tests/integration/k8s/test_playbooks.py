@@ -93,3 +93,28 @@ def test_alert_queue_backlog_scales_workers_from_backlog(run_playbook, kube, lab
     report = json.loads(next(tmp_path.glob("alert_queue_backlog-*.json")).read_text())
     assert report["diagnosis"]["queue_depth"] == 160 and report["diagnosis"]["target_workers"] == 11
     assert report["diagnosis"]["task_status_last_hour"] is not None
+
+
+def test_alert_queue_backlog_diagnosis_only_and_below_threshold(run_playbook, kube, lab, tmp_path):
+    import redis
+
+    r = redis.Redis(host=lab["APEX_REDIS_HOST"], port=int(lab["APEX_REDIS_PORT"]),
+                    password=lab.get("APEX_REDIS_PASSWORD") or None)
+    key = "apex:test:backlog-small"
+    r.delete(key)
+    r.rpush(key, *["t%d" % i for i in range(160)])
+    try:
+        ok(run_playbook("playbooks/alert_queue_backlog.yml", {
+            "alert_queue_backlog_queue_key": key, "alert_queue_backlog_respond": False,
+            "alert_queue_backlog_report_dir": str(tmp_path / "a")}))
+        assert kube.state() == SEEDED
+        report = json.loads(next((tmp_path / "a").glob("alert_queue_backlog-*.json")).read_text())
+        assert report["diagnosis"]["backlog"] is True and report["action"].startswith("none: diagnosis only")
+        r.ltrim(key, 0, 19)
+        ok(run_playbook("playbooks/alert_queue_backlog.yml", {
+            "alert_queue_backlog_queue_key": key, "alert_queue_backlog_report_dir": str(tmp_path / "b")}))
+        assert kube.state() == SEEDED
+        report = json.loads(next((tmp_path / "b").glob("alert_queue_backlog-*.json")).read_text())
+        assert report["diagnosis"]["queue_depth"] == 20 and report["action"].startswith("none: queue depth within")
+    finally:
+        r.delete(key)
