@@ -991,17 +991,33 @@ class Scaler(object):
         return result
 
     def not_ready_pods(self, kind, obj, limit=20):
+        """Each pod of the target that is not ready, with why: its state, and its latest Warning event
+        (e.g. ``Unhealthy: Readiness probe failed: ...``). Two list calls, made only on failure."""
         selector = selector_string((obj.get("spec") or {}).get("selector"))
-        try:
-            pods = self.client.list("/api/v1/namespaces/%s/pods" % self.namespace, label_selector=selector)
-        except KubeApiError as exc:
+        calls = dict(
+            pods=lambda: self.client.list("/api/v1/namespaces/%s/pods" % self.namespace, label_selector=selector),
+            events=lambda: self.client.list("/api/v1/namespaces/%s/events" % self.namespace,
+                                            field_selector="type=Warning,involvedObject.kind=Pod"))
+        raw = _run_parallel(calls)
+        pods, exc = raw["pods"]
+        if exc is not None:
             return ["(could not list pods: %s)" % exc]
+        latest = {}
+        for event in ((raw["events"][0] or {}).get("items") or []):
+            summary = event_summary(event)
+            name = summary["object"].split("/", 1)[-1]
+            if name not in latest or (summary["last_seen"] or "") >= (latest[name]["last_seen"] or ""):
+                latest[name] = summary
         now = utcnow()
         out = []
         for pod in pods.get("items") or []:
             summary = pod_summary(pod, now)
             if not summary["ready"]:
-                out.append("%s: %s" % (summary["name"], summary["not_ready_reason"]))
+                why = summary["not_ready_reason"]
+                event = latest.get(summary["name"])
+                if event:
+                    why = "%s; last event %s: %s" % (why, event["reason"], event["message"])
+                out.append("%s: %s" % (summary["name"], why))
         return out[:limit]
 
     def apply(self, plans, requests, wait=True, timeout=300):

@@ -124,6 +124,7 @@ def test_never_ready_target_times_out_with_reasons_and_is_rolled_back(run_module
     msg = result["msg"]
     assert "Deployment/apex-ops-test-never: ready 0/2" in msg, msg
     assert "not ready:" in msg and "apex-ops-test-never-" in msg  # the pods, by name, with why
+    assert "Readiness probe failed" in msg
     assert "Rolled back" in msg
     detail = [t for t in result["last_state"]["targets"] if t["key"] == "Deployment/apex-ops-test-never"][0]
     assert detail["wait_failure"]["pods_not_ready"]

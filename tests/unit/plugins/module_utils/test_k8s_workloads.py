@@ -265,6 +265,11 @@ class FakeCluster(object):
             return {"items": [copy.deepcopy(o) for (k, dummy), o in self.objects.items() if k == "StatefulSet"]}
         if path.endswith("/horizontalpodautoscalers"):
             return {"items": [copy.deepcopy(h) for h in self.hpas.values()]}
+        if path.endswith("/events"):
+            return {"items": [{"type": "Warning", "reason": "Unhealthy", "message": "Readiness probe failed: 503",
+                               "involvedObject": {"kind": "Pod", "name": "%s-pod" % n},
+                               "lastTimestamp": "2026-11-27T07:59:00Z"} for (dummy, n) in self.objects
+                              if n in self.fail_ready]}
         if path.endswith("/pods"):
             return {"items": [{"metadata": {"name": "%s-pod" % n, "labels": {"app": n}},
                                "spec": {}, "status": {"phase": "Running", "conditions": [
@@ -402,6 +407,7 @@ def test_wait_timeout_reports_and_rolls_back():
                                            hpa_adjust=True))
     text = str(err.value)
     assert "Deployment/apex-never: ready 0/2" in text and "apex-never-pod: ContainersNotReady" in text
+    assert "last event Unhealthy: Readiness probe failed: 503" in text
     assert "Rolled back" in text
     assert cluster.objects[("Deployment", "apex-never")]["spec"]["replicas"] == 1
     assert cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] == 3
