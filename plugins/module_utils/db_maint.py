@@ -416,13 +416,16 @@ def apply_settings(conn, settings, reset, check_mode, wait_timeout=5.0):
     to_change = [p for p in plan if p[3]]
     if to_change and not check_mode:
         with conn.cursor() as cur:
+            cur.execute("SELECT pg_conf_load_time()")
+            loaded_before = cur.fetchone()[0]
             for name, op, text, _change in to_change:
                 if op == "set":
                     cur.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(text)))
                 else:
                     cur.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
             cur.execute("SELECT pg_reload_conf()")
-        rows = _wait_reloaded(conn, names, dict((p[0], p[2]) for p in to_change if p[1] == "set"), wait_timeout)
+        _wait_reloaded(conn, loaded_before, wait_timeout)
+        rows = read_settings(conn, names)
     results = []
     for name, op, text, change in plan:
         row = rows[name]
@@ -436,16 +439,18 @@ def apply_settings(conn, settings, reset, check_mode, wait_timeout=5.0):
     return results
 
 
-def _wait_reloaded(conn, names, desired, timeout):
-    """pg_reload_conf() is asynchronous: observe pg_settings until each set value shows up
-    (either applied or flagged pending_restart)."""
+def _wait_reloaded(conn, loaded_before, timeout):
+    """pg_reload_conf() only signals the postmaster; this session re-reads the files before its
+    next statement once the signal arrives. Observe pg_conf_load_time() (this session's last
+    reload) until it moves past the time read before the change; return whether it did."""
     deadline = time.monotonic() + timeout
-    interval = 0.02
+    interval = 0.01
     while True:
-        rows = read_settings(conn, names)
-        pending = [n for n, text in desired.items()
-                   if not (rows[n]["pending_restart"] or _same(dict(rows[n], pending_restart=False), text))]
-        if not pending or time.monotonic() >= deadline:
-            return rows
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_conf_load_time() > %s", (loaded_before,))
+            if cur.fetchone()[0]:
+                return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(interval)
-        interval = min(interval * 2, 0.3)
+        interval = min(interval * 2, 0.2)

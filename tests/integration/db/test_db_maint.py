@@ -288,3 +288,20 @@ def test_wrong_password_is_not_echoed(run_module):
     res = run_module("apex_db_maint", state="facts", login_password=secret, login_user="apex")
     assert res.failed and "cannot connect" in res["msg"]
     assert secret not in res["_stdout"] and secret not in res["_stderr"]
+
+
+def test_settings_reset_reports_the_reloaded_value(lab, run_module):
+    original = _show(lab, "log_min_messages")
+    probe = run_module("apex_db_maint", check_mode=True, state="settings", reset=["log_min_messages"])
+    if probe["changed"]:
+        pytest.fail("log_min_messages is already in postgresql.auto.conf; refusing to touch someone else's setting")
+    target = "notice" if original != "notice" else "info"
+    try:
+        res = run_module("apex_db_maint", state="settings", settings={"log_min_messages": target.upper()})
+        assert res["changed"] is True and res["parameters"][0]["after"] == target
+    finally:
+        res = run_module("apex_db_maint", state="settings", reset=["log_min_messages"])
+    assert res["changed"] is True and res["parameters"][0]["after"] == original
+    assert _show(lab, "log_min_messages") == original
+    again = run_module("apex_db_maint", state="settings", reset=["log_min_messages"])
+    assert again["changed"] is False
