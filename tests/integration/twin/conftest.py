@@ -24,8 +24,51 @@ if str(LAB_PY_DIR) not in sys.path:
 from twin import certs  # noqa: E402
 from twin.testing import Proc, Twin, dsn_with, wait_for  # noqa: E402
 
-SCRATCH_DB = "apex_twin_test"
-REDIS_DB = 9
+SCRATCH_DB = "apex_twin_test_%d" % os.getpid()  # one per pytest session: sessions may overlap
+REDIS_DBS = range(9, 16)  # a session claims the first free one (key below), never db 0
+REDIS_CLAIM_KEY = "apex-twin-test:claimed-by"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _drop_stale_scratch_dbs(conn):
+    """Scratch databases of pytest sessions that died without cleaning up."""
+    for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'apex\\_twin\\_test\\_%'"
+                                ).fetchall():
+        suffix = name.rsplit("_", 1)[-1]
+        if suffix.isdigit() and not _pid_alive(int(suffix)):
+            conn.execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+
+
+def _claim_redis_db(url):
+    """Claim a Redis db for this session (SET NX with a TTL, refreshed by the fixtures)."""
+    import redis
+    parts = urlsplit(url)
+    for number in REDIS_DBS:
+        db_url = urlunsplit((parts.scheme, parts.netloc, "/%d" % number, "", ""))
+        client = redis.Redis.from_url(db_url, decode_responses=True)
+        if client.set(REDIS_CLAIM_KEY, str(os.getpid()), nx=True, ex=1800):
+            return db_url, client
+        owner = client.get(REDIS_CLAIM_KEY)
+        if owner and owner.isdigit() and not _pid_alive(int(owner)):
+            client.set(REDIS_CLAIM_KEY, str(os.getpid()), ex=1800)
+            return db_url, client
+        client.close()
+    raise AssertionError("no free Redis db in %s for the twin tests (claims: key %s)" % (list(REDIS_DBS), REDIS_CLAIM_KEY))
+
+
+def _clear_apex_keys(client):
+    keys = list(client.scan_iter(match="apex:*", count=500))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture(scope="session")
@@ -35,10 +78,10 @@ def twin_base_env(lab, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("twin")
     admin = lab["APEX_PG_ADMIN_DSN"]
     with psycopg.connect(admin, autocommit=True) as conn:
+        _drop_stale_scratch_dbs(conn)
         conn.execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % SCRATCH_DB)
         conn.execute("CREATE DATABASE %s OWNER apex" % SCRATCH_DB)
-    parts = urlsplit(lab["APEX_REDIS_URL"])
-    redis_url = urlunsplit((parts.scheme, parts.netloc, "/%d" % REDIS_DB, "", ""))
+    redis_url, claim = _claim_redis_db(lab["APEX_REDIS_URL"])
     ca_pem = Path(lab["APEX_CA_FILE"]).read_bytes()
     ca_key = Path(lab["APEX_CA_KEY"]).read_bytes()
     cert_pem, key_pem, serial = certs.issue(ca_pem, ca_key)
@@ -54,11 +97,15 @@ def twin_base_env(lab, tmp_path_factory):
         # fast, deterministic workers for tests
         "APEX_TWIN_TASK_RATE": "100", "APEX_TWIN_TASK_SECONDS": "0.01",
         "APEX_TWIN_MAX_ATTEMPTS": "2", "APEX_TWIN_HEARTBEAT_TTL": "2", "APEX_TWIN_STATE_INTERVAL": "0.02",
+        "APEX_TWIN_DEBUG": "1",
     })
     env.pop("APEX_TWIN_WORKER_ID", None)
     yield {"env": env, "tmp": tmp, "serial": serial, "ca_pem": ca_pem, "ca_key": ca_key, "admin_dsn": admin}
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % SCRATCH_DB)
+    _clear_apex_keys(claim)
+    claim.delete(REDIS_CLAIM_KEY)
+    claim.close()
 
 
 @pytest.fixture(scope="session")
@@ -71,12 +118,12 @@ def migrated(twin_base_env):
 
 
 @pytest.fixture
-def redis9(twin_base_env):
+def twin_redis(twin_base_env):
     import redis
     client = redis.Redis.from_url(twin_base_env["env"]["APEX_REDIS_URL"], decode_responses=True)
-    client.flushdb()
+    _clear_apex_keys(client)
     yield client
-    client.flushdb()
+    _clear_apex_keys(client)
     client.close()
 
 
@@ -96,10 +143,21 @@ def twin(twin_base_env, migrated, lab):
 
 
 @pytest.fixture
-def fresh_twin(twin, redis9):
+def fresh_twin(twin, twin_redis):
     """The module's twin with default desired state and an empty Redis db."""
     twin.set_state()
     yield twin
+
+
+@pytest.fixture(scope="module")
+def shared_worker(twin_base_env, twin):
+    """One worker for a whole module (10 tasks/s per replica x slot; the state decides the rest)."""
+    env = dict(twin_base_env["env"], APEX_TWIN_STATE=twin.state_path, APEX_TWIN_TASK_RATE="10")
+    proc = Proc(["worker"], env, str(twin_base_env["tmp"] / "worker-shared.log"))
+    wait_for(lambda: "worker started" in proc.output() or not proc.alive(), 10, what="worker start")
+    assert proc.alive(), proc.output()
+    yield proc
+    proc.stop()
 
 
 @pytest.fixture

@@ -37,11 +37,11 @@ def test_seed_rejects_bad_input(twin_base_env):
     assert proc.returncode == 2 and "--size-mb must be > 0" in proc.stderr
 
 
-def test_loadgen_submits_at_the_requested_rate(fresh_twin, redis9, twin_base_env):
+def test_loadgen_submits_at_the_requested_rate(fresh_twin, twin_redis, twin_base_env):
     env = dict(twin_base_env["env"], APEX_API_URL="https://localhost:%d" % fresh_twin.port)
     proc = _run(env, "loadgen", "--rate", "40", "--duration", "0.75", timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["requested"] == 30 and summary["sent"] == 30 and summary["by_status"] == {"202": 30}
     assert summary["errors"] == 0 and summary["latency_ms"]["p95"] is not None
-    assert redis9.llen("apex:tasks:queue") == 30  # no worker in this test: all still queued
+    assert twin_redis.llen("apex:tasks:queue") == 30  # no worker in this test: all still queued

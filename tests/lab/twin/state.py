@@ -256,14 +256,17 @@ class StateWatcher:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def get(self):
-        now = time.monotonic()
-        if now - self._checked < self.interval:
+    def get(self, fresh=False):
+        """The current state; ``fresh=True`` stats the file now (ignores ``interval``)."""
+        if not fresh and time.monotonic() - self._checked < self.interval:
             return self._state
         with self._lock:
-            self._checked = now
+            # _checked moves only once _state is current: a reader inside the interval must
+            # never get the previous state while another thread is still loading the new one
+            started = time.monotonic()
             sig = self._signature()
             if sig == self._sig:
+                self._checked = started
                 return self._state
             try:
                 state = load(self.path) if sig is not None else normalize({})
@@ -272,6 +275,7 @@ class StateWatcher:
                     self.log("state_invalid", path=self.path, error=str(exc))
                 self.last_error = str(exc)
                 self._sig = sig
+                self._checked = started
                 return self._state
             self.last_error = None
             if self.log and sig is not None:
@@ -281,4 +285,5 @@ class StateWatcher:
                                                                    "worker_ready_replicas")})
             self._sig = sig
             self._state = state
+            self._checked = started
             return state

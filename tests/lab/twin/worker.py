@@ -100,10 +100,11 @@ class Worker:
         self.max_threads = max(1, env_int("APEX_TWIN_WORKER_THREADS", 8))
         self.bucket = TokenBucket()
         self.stop = threading.Event()
+        self.debug = bool(env("APEX_TWIN_DEBUG"))
 
     # -- capacity -------------------------------------------------------------------------------
-    def slots(self):
-        state = self.watcher.get()
+    def slots(self, fresh=False):
+        state = self.watcher.get(fresh)
         return min(state["worker_ready_replicas"] * state["worker_concurrency"], self.max_threads)
 
     def rate(self):
@@ -245,6 +246,15 @@ class Worker:
                     "opened_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
                 self.log("circuit_breaker opened", provider=provider, consecutive_failures=failures)
 
+    def give_back(self, item):
+        """Put a taken task back at the head of the queue (next to be taken), atomically."""
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.lrem(self.proc_key, 1, item).rpush(QUEUE_KEY, item)
+            pipe.execute()
+        except Exception:
+            pass  # it stays in our processing list; a successor reclaims it
+
     def slot(self, index):
         conn = None
         while not self.stop.is_set():
@@ -263,6 +273,13 @@ class Worker:
             if item is None:
                 self.bucket.refund()
                 continue
+            slots = self.slots(fresh=True)
+            if index >= slots:  # scaled down while we were blocked: hand it back untouched
+                self.give_back(item)
+                self.bucket.refund()
+                continue
+            if self.debug:
+                self.log("task taken", task=item, slot=index, slots=slots)
             try:
                 if conn is None or conn.closed or conn.broken:
                     conn = pg_connect(self.dsn, "apex-worker")
@@ -275,12 +292,7 @@ class Worker:
                     except Exception:
                         pass
                 conn = None
-                try:  # give the task back (front of the queue) rather than hold it
-                    pipe = self.redis.pipeline(transaction=True)
-                    pipe.lrem(self.proc_key, 1, item).rpush(QUEUE_KEY, item)
-                    pipe.execute()
-                except Exception:
-                    pass  # it stays in our processing list; a successor reclaims it
+                self.give_back(item)
                 self.stop.wait(1.0)
         if conn is not None:
             conn.close()
