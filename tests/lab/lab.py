@@ -30,6 +30,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -57,6 +58,27 @@ PG_TEMPLATE_REVISION = 1  # bump when the template's contents (roles, databases,
 
 class LabError(Exception):
     pass
+
+
+class Background(threading.Thread):
+    """Run ``fn`` in a thread; ``result()`` joins and returns its value or re-raises."""
+
+    def __init__(self, fn):
+        super().__init__(daemon=False)
+        self._fn, self._value, self._error = fn, None, None
+        self.start()
+
+    def run(self):
+        try:
+            self._value = self._fn()
+        except BaseException as exc:  # re-raised in the caller's thread
+            self._error = exc
+
+    def result(self):
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def say(msg):
@@ -1144,19 +1166,29 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
                 conn.close()
         return False
 
-    def ensure_kubesim(self):
-        if self.kube_pid():
-            if self._answers(self.kube_ready, 20):
-                self._code_changed_notice("kubesim")
-                return False
-            say("kubesim (pid %s) does not answer /readyz; restarting it" % self.kube_pid())
-            self._stop_service("kubesim")
+    def start_kubesim(self):
+        """Spawn the simulator early (it imports and seeds while PostgreSQL starts); True if
+        spawned. ensure_kubesim() waits for it later."""
+        if "kubesim" in self.skip or not self.package("kubesim") or self.kube_pid():
+            return False
         p1, p2 = self.claim_port("kube_primary"), self.claim_port("kube_secondary")
         self.write_env()
         self.spawn([sys.executable, "-m", "kubesim", "serve", "--lab-dir", str(self.dir),
                     "--primary-port", str(p1), "--secondary-port", str(p2)],
                    self.kube_dir / "kubesim.pid", self.kube_dir / "kubesim.log", self.child_env(), ROOT)
         self._record_code("kubesim")
+        return True
+
+    def ensure_kubesim(self, spawned=False):
+        if not spawned and self.kube_pid():
+            if self._answers(self.kube_ready, 20):
+                self._code_changed_notice("kubesim")
+                return False
+            say("kubesim (pid %s) does not answer /readyz; restarting it" % self.kube_pid())
+            self._stop_service("kubesim")
+        if not spawned:
+            self.start_kubesim()
+        p1, p2 = self.ports["kube_primary"], self.ports["kube_secondary"]
         wait_until(self.kube_ready, START_TIMEOUT, "kubesim on %d" % p1,
                    log=self.kube_dir / "kubesim.log", gone=lambda: not self.kube_pid())
         say("kubesim up on 127.0.0.1:%d (primary) and :%d (secondary)" % (p1, p2))
@@ -1319,11 +1351,15 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
             self.secrets  # noqa: B018 (generate once)
             self.assign_ports()
             self.ensure_pki()
+            # moto and the simulator are spawned first and made ready in the background while
+            # PostgreSQL starts (they are mostly Python imports); joined below
             moto_proc = self.start_moto()
+            moto_job = Background(lambda: self.ensure_moto(moto_proc))
+            kube_spawned = self.start_kubesim()
             changed, problems = [], []
             # one failing service does not keep the others down; `up` still exits 1
             for name, ensure in (("pg-primary", self.ensure_primary), ("pg-standby", self.ensure_standby),
-                                 ("redis", self.ensure_redis), ("moto", lambda: self.ensure_moto(moto_proc))):
+                                 ("redis", self.ensure_redis), ("moto", moto_job.result)):
                 try:
                     changed.append(ensure())
                 except (LabError, OSError, subprocess.SubprocessError) as exc:
@@ -1331,7 +1367,7 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
                             if name == "pg-standby" else "")
                     problems.append("%s: %s%s" % (name, exc, hint))
             self.write_env()
-            for name, ensure in (("kubesim", self.ensure_kubesim), ("twin", self.ensure_twin)):
+            for name, ensure in (("kubesim", lambda: self.ensure_kubesim(kube_spawned)), ("twin", self.ensure_twin)):
                 if name in self.skip:
                     say("%s skipped (APEX_LAB_SKIP)" % name)
                     continue
