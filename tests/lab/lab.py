@@ -1511,8 +1511,13 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
                     detail = "accepting connections%s; replication: %s" % (
                         " (IN RECOVERY)" if rec else "",
                         "%s (lag %s bytes)" % (rep["state"], rep["replay_lag_bytes"]) if rep else "no standby attached")
+                elif rec:
+                    receiver = self.psql(p[key], "SELECT coalesce((SELECT status FROM pg_stat_wal_receiver),"
+                                                 " 'no wal receiver');", check=False).stdout.strip()
+                    detail = ("standby, streaming from primary" if receiver == "streaming"
+                              else "standby, NOT streaming (%s)" % (receiver or "unknown"))
                 else:
-                    detail = "standby, streaming from primary" if rec else "PROMOTED (not in recovery)"
+                    detail = "PROMOTED (not in recovery)"
             row(name, p.get(key), pid, ok, detail)
         pid = self.redis_pid()
         ok = bool(pid) and safe(self.redis_ping)
