@@ -15,13 +15,13 @@ def _run(env, *args, timeout=120):
 def test_seed_grows_the_database_to_the_target(twin_base_env, scratch_db):
     size = scratch_db.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 1048576.0
     tasks_before = scratch_db.execute("SELECT count(*) FROM tasks").fetchone()[0]
-    target = round(size + 4, 1)
+    target = round(size + 2, 1)
     proc = _run(twin_base_env["env"], "seed", "--size-mb", str(target), "--quiet")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["changed"] is True and summary["final_mb"] >= target
     after = scratch_db.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 1048576.0
-    assert target <= after <= target + 15
+    assert target <= after <= target + 12
     tasks = scratch_db.execute("SELECT count(*) FROM tasks").fetchone()[0] - tasks_before
     assert tasks == summary["tasks"] > 0
     assert scratch_db.execute("SELECT count(*) FROM events WHERE task_id LIKE 'seed-%'").fetchone()[0] >= 3 * tasks
