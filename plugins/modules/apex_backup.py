@@ -35,7 +35,7 @@ description:
   - C(action=fetch) downloads a backup (for example a Redis RDB for an offline restore) to O(dest),
     checked against its manifest before it is moved into place.
 author:
-  - Apex platform team
+  - Apex platform team (@apex-platform)
 extends_documentation_fragment:
   - apex.ops.postgres
   - apex.ops.redis
