@@ -198,6 +198,7 @@ class Controllers:
         self.pod_t0 = {}          # pod uid -> monotonic time it was scheduled
         self.pod_events = set()   # (uid, what) already reported
         self.pod_stable = {}      # pod uid -> resourceVersion at which the kubelet had no work
+        self.pod_names = {}       # pod uid -> (namespace, name)
         self.progress = {}        # deployment uid -> (signature, monotonic)
         self.hpa_last = {}        # hpa uid -> monotonic of last evaluation
         self.hpa_recs = {}        # hpa uid -> [(monotonic, recommendation)]
@@ -318,11 +319,21 @@ class Controllers:
             n = p["spec"].get("nodeName")
             if n and _active(p):
                 pods_by_node[n] = pods_by_node.get(n, 0) + 1
-        live = set()
+        live = {p["metadata"]["uid"] for p in pods}
+        for uid in list(self.pod_t0):
+            if uid not in live:
+                self.pod_t0.pop(uid, None)
+                self.pod_stable.pop(uid, None)
+                self.job_results.pop(uid, None)
+                self.jobs_running.pop(uid, None)
+                where = self.pod_names.pop(uid, None)
+                if where:  # a pod's logs go with the pod (a new pod of the same name starts empty)
+                    for key in [k for k in self.c.logs if k[:2] == where]:
+                        self.c.logs.pop(key, None)
+                        self.c.prev_logs.pop(key, None)
         for pod in pods:
             meta = pod["metadata"]
             uid = meta["uid"]
-            live.add(uid)
             if meta.get("deletionTimestamp"):
                 continue
             spec = pod["spec"]
@@ -364,6 +375,7 @@ class Controllers:
                     meta["namespace"], meta["name"], nname), component="default-scheduler")
                 self.pod_t0[uid] = now
             t0 = self.pod_t0.setdefault(uid, now)
+            self.pod_names[uid] = (meta["namespace"], meta["name"])
             if st.get("phase") in ("Succeeded", "Failed"):
                 continue
             if self.pod_stable.get(uid) == meta["resourceVersion"]:
@@ -372,10 +384,7 @@ class Controllers:
             wrote = self._kubelet(pod, now - t0, delay, t0)
             if not wrote and len(self.timers) == ntimers and uid not in self.jobs_running:
                 self.pod_stable[uid] = meta["resourceVersion"]
-        for uid in list(self.pod_t0):
-            if uid not in live:
-                self.pod_t0.pop(uid, None)
-                self.pod_stable.pop(uid, None)
+
 
     def _resolve_env(self, pod, container):
         """Container env with secretKeyRef/configMapKeyRef resolved; raises LookupError."""

@@ -11,7 +11,7 @@ import datetime
 import threading
 import uuid
 
-HISTORY = 20000
+HISTORY = 5000
 
 
 def now_iso():
