@@ -498,8 +498,9 @@ class Controllers:
                              component="kubelet")
                 self.c.event(pod, "Started", "Started container %s" % c["name"],
                              component="kubelet")
-                for line in self._start_lines(pod, c):
-                    self.c.add_log(ns, name, c["name"], line)
+                if not is_job:  # a Job's log is what its command prints
+                    for line in self._start_lines(pod, c):
+                        self.c.add_log(ns, name, c["name"], line)
         started_iso = st.get("_started") or now_iso()
         ip_n = int(hashlib.md5(uid.encode()).hexdigest()[:4], 16)
         st["podIP"] = st.get("podIP") or "10.244.%d.%d" % (ip_n % 250, ip_n // 250 % 250 + 2)
