@@ -3,6 +3,8 @@
 Every test asserts what the services hold afterwards (the Secret's certificate, the certificate
 the endpoint serves), not only what the module says.
 """
+import base64
+
 import pytest
 
 NS = "apex"
@@ -260,3 +262,65 @@ def test_near_expiry_reported_warning_and_critical(run_module, short_certs):
     everything = run_module("apex_cert", state="facts", sources=["certificate", "secret"], **CTX)
     assert everything["expiry"]["status"] == "critical"
     assert everything["expiry"]["source"] in ("certificate/apex-short-critical", "secret/apex-short-critical")
+
+
+def test_install_creates_unmanaged_secret_with_chain_and_encrypted_key(run_module, kube, lab_ca, tmp_path):
+    """No Certificate, no Secret yet: the Secret is created; the chain is kept in order; an encrypted
+    key is stored decrypted (what ingress controllers read); a second run changes nothing."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from ansible_collections.apex.ops.plugins.module_utils import tls
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_cert = x509.load_pem_x509_certificate(lab_ca[0])
+    ca_key = serialization.load_pem_private_key(lab_ca[1], password=None)
+    int_key = ec.generate_private_key(ec.SECP256R1())
+    inter = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "apex test intermediate")]))
+             .issuer_name(ca_cert.subject).public_key(int_key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+             .sign(ca_key, hashes.SHA256()))
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "manual.apex.lab.test")]))
+            .issuer_name(inter.subject).public_key(leaf_key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=20))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("*.apex.lab.test")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(int_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(lab_ca[0])
+    encrypted = leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                       serialization.BestAvailableEncryption(b"s3cret-pass")).decode()
+    args = dict(state="install", secret_name="apex-manual-tls", certificate=leaf.public_bytes(pem).decode(),
+                chain=inter.public_bytes(pem).decode(), private_key=encrypted, private_key_passphrase="s3cret-pass",
+                hostname="manual.apex.lab.test", tls_ca_file=str(ca_file), **CTX)
+    kube.delete_secret(NS, "apex-manual-tls")
+    try:
+        res = run_module("apex_cert", diff=True, **args)
+        assert not res.failed, res.get("msg")
+        assert res["changed"] is True and res["diff"]["before"] == {"present": False}
+        assert res["validation"]["anchored_to_ca"] is True
+        assert "s3cret-pass" not in res["_stdout"]
+        secret = kube.get_secret(NS, "apex-manual-tls")
+        assert secret.type == "kubernetes.io/tls"
+        crt = base64.b64decode(secret.data["tls.crt"])
+        chain = tls.load_certificates(crt)
+        assert [c.subject.rfc4514_string() for c in chain] == ["CN=manual.apex.lab.test", "CN=apex test intermediate"]
+        key = tls.load_private_key(base64.b64decode(secret.data["tls.key"]))  # stored unencrypted
+        assert tls.key_matches(chain[0], key)
+        again = run_module("apex_cert", **args)
+        assert not again.failed and again["changed"] is False
+        # a wrong passphrase is refused with a clear message, nothing changed
+        rv = kube.get_secret(NS, "apex-manual-tls").metadata.resource_version
+        bad = run_module("apex_cert", **dict(args, private_key_passphrase="not-the-pass-phrase"))
+        assert bad.failed and "wrong passphrase" in bad["msg"] and "nothing was changed" in bad["msg"]
+        assert kube.get_secret(NS, "apex-manual-tls").metadata.resource_version == rv
+    finally:
+        kube.delete_secret(NS, "apex-manual-tls")
+
