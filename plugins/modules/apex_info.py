@@ -86,7 +86,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 deployments:
-  description: Deployments (name, desired, current, ready, updated, available, image, images, revision, rollout, ready_ok, selector).
+  description: Deployments (name, desired, current, ready, updated, available, image, images, resources, revision, rollout, ready_ok, selector).
   returned: when workloads gathered
   type: list
   elements: dict
@@ -125,7 +125,9 @@ events:
   type: list
   elements: dict
 metrics:
-  description: C(metrics.k8s.io) usage; C(available) false when not served. Pods sorted by CPU.
+  description: >-
+    C(metrics.k8s.io) usage; C(available) false when not served. Pods sorted by CPU, with percent of their limits
+    (cpu_percent_of_limit, memory_percent_of_limit) where limits are set; nodes with percent of allocatable.
   returned: when metrics gathered
   type: dict
 summary:
