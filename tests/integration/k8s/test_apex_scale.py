@@ -188,7 +188,6 @@ def test_bad_input_is_refused(run_module, kube, args, match):
     assert kube.state() == SEEDED
 
 
-
 def test_statefulset_target(run_module, kube):
     sts = kube.apps.read_namespaced_stateful_set("redis", NS)
     before = sts.spec.replicas
