@@ -118,3 +118,11 @@ def test_alert_queue_backlog_diagnosis_only_and_below_threshold(run_playbook, ku
         assert report["diagnosis"]["queue_depth"] == 20 and report["action"].startswith("none: queue depth within")
     finally:
         r.delete(key)
+
+
+def test_scale_playbook_bad_input_is_refused_by_the_argument_spec(run_playbook, kube):
+    proc = run_playbook("playbooks/scale.yml", {"scale_component": "db", "scale_replicas": 4})
+    assert proc.returncode != 0 and "scale_component" in proc.stdout
+    proc = run_playbook("playbooks/scale.yml", {"scale_component": "api"})
+    assert proc.returncode != 0 and "Give scale_replicas" in proc.stdout
+    assert kube.state() == SEEDED
