@@ -323,4 +323,3 @@ def test_install_creates_unmanaged_secret_with_chain_and_encrypted_key(run_modul
         assert kube.get_secret(NS, "apex-manual-tls").metadata.resource_version == rv
     finally:
         kube.delete_secret(NS, "apex-manual-tls")
-
