@@ -85,15 +85,18 @@ def _image(kube, ns, name):
 
 def test_install_upgrade_atomic_rollback_history(kube, release):
     ns, step = release
-    r = step("install", values={"api": {"replicas": 2}, "worker": {"replicas": 1}})
+    small = {"api": {"replicas": 2, "hpa": {"minReplicas": 2}},
+             "worker": {"replicas": 1, "hpa": {"enabled": False}}}
+    r = step("install", values=small)
     assert "error" not in r, r
     assert r["result"]["status"] == "deployed" and r["result"]["revision"] == 1
     dep = kube.kj("get", "deployment", "apex-api", "-n", ns)
     assert dep["status"]["availableReplicas"] == 2  # --wait really waited
     assert kube.kj("get", "hpa", "apex-api", "-n", ns)["spec"]["maxReplicas"] == 10
 
-    r = step("upgrade", values={"api": {"replicas": 2, "image": {"tag": "1.1.0"}},
-                                "worker": {"replicas": 1}})
+    r = step("upgrade", values={"api": {"replicas": 2, "image": {"tag": "1.1.0"},
+                                        "hpa": {"minReplicas": 2}},
+                                "worker": {"replicas": 1, "hpa": {"enabled": False}}})
     assert "error" not in r, r
     assert r["result"]["revision"] == 2 and r["result"]["status"] == "deployed"
     assert _image(kube, ns, "apex-api") == "apex/api:1.1.0"
@@ -103,8 +106,9 @@ def test_install_upgrade_atomic_rollback_history(kube, release):
     # an image that never gets ready: the wait fails on ProgressDeadlineExceeded and Helm
     # rolls the release back by itself
     r = step("upgrade", timeout=30, values={"api": {"replicas": 2,
-                                                    "image": {"tag": "2.0.0-never-ready"}},
-                                            "worker": {"replicas": 1},
+                                                    "image": {"tag": "2.0.0-never-ready"},
+                                                    "hpa": {"minReplicas": 2}},
+                                            "worker": {"replicas": 1, "hpa": {"enabled": False}},
                                             "progressDeadlineSeconds": 2})
     assert "error" in r and "rolled back" in r["error"], r
     assert _image(kube, ns, "apex-api") == "apex/api:1.1.0"
