@@ -112,3 +112,28 @@ def test_cert_renew_heals_drift_then_is_idempotent(run_playbook, run_module, tmp
     assert report["outcome"] == "reloaded" and report["ingress_restart"]["rollout"]["complete"] is True
     proc = run_playbook("playbooks/cert_renew.yml", extra_vars={"apex_report_dir": str(tmp_path)})
     assert proc.returncode == 0 and _recap_changed(proc.stdout) == 0
+
+
+def test_cert_renew_issuer_not_ready_fails_with_conditions_and_report(run_playbook, tmp_path, kube, stored, served):
+    from ansible_collections.apex.ops.plugins.module_utils.cert_manager import Deadline
+
+    before, serving = stored()["certificate"], served()["fingerprint_sha256"]
+
+    def issuer_ready(ready):
+        kube.custom.patch_namespaced_custom_object("cert-manager.io", "v1", NS, "issuers", "lab-ca", {
+            "metadata": {"annotations": {"kubesim.apex.dev/ready": "true" if ready else "false"}}})
+
+    issuer_ready(False)
+    try:
+        proc = run_playbook("playbooks/cert_renew.yml", extra_vars={
+            "apex_report_dir": str(tmp_path), "cert_renew_force": True, "cert_renew_wait_timeout": 4})
+        assert proc.returncode != 0
+        assert "last conditions" in proc.stdout and "Issuing=True" in proc.stdout
+        report = json.loads(_reports(tmp_path, "cert_renew")[-1].read_text())
+        assert report["outcome"] == "failed" and "last conditions" in report["error"]
+        # no worse than before: the old certificate is still stored and served
+        assert stored()["certificate"]["serial"] == before["serial"]
+        assert served()["fingerprint_sha256"] == serving
+    finally:
+        issuer_ready(True)
+    kube.wait_for_issuance(NS, CERT, CERT, before["fingerprint_sha256"], Deadline(60))
