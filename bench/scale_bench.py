@@ -13,6 +13,7 @@ median wall time of each and its ratio to k8s_scale (default). The shared Deploy
 seeded values.
 
     python3 bench/scale_bench.py [--rounds 3] [--json out.json]
+    python3 bench/scale_bench.py --info     (apex_info, one task, against k8s_info per kind)
     (reads .lab/env; KUBECONFIG/APEX_LAB_DIR in the environment override it)
 """
 import argparse
@@ -111,6 +112,55 @@ def _iso(stamp):
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
+PLAYBOOK_APEX_INFO = """---
+- name: apex_info, one task
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Everything about the namespace
+      apex.ops.apex_info:
+        context: "{{ ctx }}"
+        namespace: %(ns)s
+"""  % {"ns": NS}
+
+PLAYBOOK_K8S_INFO = """---
+- name: kubernetes.core.k8s_info, one task per kind
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: One kind
+      kubernetes.core.k8s_info:
+        context: "{{ ctx }}"
+        api_version: "{{ item.v }}"
+        kind: "{{ item.k }}"
+        namespace: "{{ omit if item.k == 'Node' else '%(ns)s' }}"
+      loop:
+        - {v: apps/v1, k: Deployment}
+        - {v: apps/v1, k: StatefulSet}
+        - {v: v1, k: Pod}
+        - {v: autoscaling/v2, k: HorizontalPodAutoscaler}
+        - {v: v1, k: Node}
+        - {v: v1, k: Event}
+""" % {"ns": NS}
+
+
+def info_bench(env, ctx, rounds, tmp):
+    """apex_info (one task) against k8s_info (one task per kind, six kinds): wall and task time."""
+    (tmp / "info.yml").write_text(PLAYBOOK_APEX_INFO)
+    (tmp / "k8s_info.yml").write_text(PLAYBOOK_K8S_INFO)
+    extra = ["-e", json.dumps({"ctx": ctx})]
+    labels = ["apex_info (1 task, 8 concurrent lists)", "k8s_info (6 kinds, one after another)"]
+    walls = dict((label, []) for label in labels)
+    for dummy in range(rounds):
+        walls[labels[0]].append(run(["ansible-playbook", str(tmp / "info.yml")] + extra, env, labels[0]))
+        walls[labels[1]].append(run(["ansible-playbook", str(tmp / "k8s_info.yml")] + extra, env, labels[1]))
+    for label in labels:
+        print("%-40s wall %.2fs  tasks %.2fs" % (label, statistics.median(walls[label]),
+                                                 statistics.median(TASK_SECONDS[label])))
+
+
 def run(cmd, env, label=None):
     """Wall time of a command; for playbooks (json callback) also the sum of task durations."""
     started = time.monotonic()
@@ -143,9 +193,13 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--context", default="apex-primary")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--info", action="store_true", help="instead: apex_info against k8s_info per kind")
     args = parser.parse_args()
     env = lab_env()
     tmp = Path(tempfile.mkdtemp(prefix="apex-scale-bench-"))
+    if args.info:
+        info_bench(env, args.context, args.rounds, tmp)
+        return 0
     (tmp / "apex.yml").write_text(PLAYBOOK_APEX)
     (tmp / "k8s.yml").write_text(PLAYBOOK_K8S_SCALE)
     extra = ["-e", json.dumps({"ctx": args.context, "api": UP["apex-api"], "worker": UP["apex-worker"]})]
