@@ -309,3 +309,20 @@ def test_kubeconfig_list_tolerates_a_missing_file(tmp_path):
     good = write_kubeconfig(tmp_path)
     conn = k8s.load_connection({"kubeconfig": str(tmp_path / "missing") + ":" + good})
     assert conn["token"] == TOKEN
+
+
+def test_exec_credential_plugin_is_run_by_the_official_loader(tmp_path):
+    import sys
+
+    script = tmp_path / "cred.py"
+    script.write_text('import json; print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1", '
+                      '"kind": "ExecCredential", "status": {"token": "from-exec-plugin"}}))\n')
+    exec_user = {"name": "exec", "user": {"exec": {"apiVersion": "client.authentication.k8s.io/v1",
+                                                   "command": sys.executable, "args": [str(script)],
+                                                   "interactiveMode": "Never"}}}
+    path = write_kubeconfig(tmp_path, extra_users=[exec_user])
+    doc = yaml.safe_load(open(path))
+    doc["contexts"].append({"name": "exec-ctx", "context": {"cluster": "primary", "user": "exec"}})
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(doc))
+    conn = k8s.load_connection({"kubeconfig": path, "context": "exec-ctx"})
+    assert conn["token"] == "from-exec-plugin" and conn["server"] == "http://127.0.0.1:1"
