@@ -8,6 +8,7 @@ failed=()
 stage() { local name=$1; shift; echo; echo "===== $name: $*"; local t0=$SECONDS
   if "$@"; then echo "===== $name: ok ($((SECONDS - t0)) s)"; else echo "===== $name: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi; }
 
+stage lab-selftest bash tests/lab/selftest.sh
 stage pytest python3 -m pytest -q -p no:cacheprovider tests/unit tests/integration
 stage sanity bash tests/sanity.sh
 stage ansible-lint ansible-lint --profile production -q
