@@ -75,7 +75,7 @@ def run_module(lab_process_env):
     the raw stdout/stderr are kept under ``_stdout``/``_stderr`` for secret-leak assertions.
     """
 
-    def _run(name, check_mode=False, diff=False, env=None, timeout=300, **args):
+    def _run(module_name, /, check_mode=False, diff=False, env=None, timeout=300, **args):
         payload = dict(args)
         payload["_ansible_check_mode"] = check_mode
         payload["_ansible_diff"] = diff
@@ -88,7 +88,7 @@ def run_module(lab_process_env):
             proc_env.update(env)
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "ansible_collections.apex.ops.plugins.modules.%s" % name, args_path],
+                [sys.executable, "-m", "ansible_collections.apex.ops.plugins.modules.%s" % module_name, args_path],
                 capture_output=True, text=True, env=proc_env, timeout=timeout, cwd=str(ROOT), check=False,
             )
         finally:
@@ -97,7 +97,7 @@ def run_module(lab_process_env):
             result = ModuleResult(json.loads(proc.stdout))
         except ValueError:
             raise AssertionError("module %s printed no JSON (rc=%s)\nstdout:%s\nstderr:%s"
-                                 % (name, proc.returncode, proc.stdout, proc.stderr))
+                                 % (module_name, proc.returncode, proc.stdout, proc.stderr))
         result["_stdout"], result["_stderr"] = proc.stdout, proc.stderr
         return result
 
