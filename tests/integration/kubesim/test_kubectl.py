@@ -342,6 +342,23 @@ def test_cordon_drain_uncordon(kube, scratch):
         ev = kube.kubectl("get", "events", "-n", "default", "--field-selector",
                           "involvedObject.name=%s" % node).stdout
         assert "NodeNotSchedulable" in ev
+        # a PDB that allows no disruption blocks the drain, as on a real cluster
+        kube.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "pg-block", "namespace": scratch},
+            "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "postgresql"}}}}))
+        pg = kube.kj("get", "pod", "postgresql-0", "-n", scratch)["spec"]["nodeName"]
+        kube.kubectl("cordon", pg)
+        try:
+            blocked = kube.kubectl("drain", pg, "--ignore-daemonsets", "--pod-selector",
+                                   "kubesim-test=%s,app=postgresql" % scratch, "--timeout=3s",
+                                   check=False, timeout=60)
+            assert blocked.returncode != 0
+            assert "disruption budget" in blocked.stderr
+            assert kube.kj("get", "pod", "postgresql-0", "-n", scratch)["spec"]["nodeName"] == pg
+        finally:
+            kube.kubectl("uncordon", pg)
+            kube.kubectl("delete", "pdb", "pg-block", "-n", scratch)
     finally:
         kube.kubectl("uncordon", node)
     assert "SchedulingDisabled" not in kube.kubectl("get", "node", node).stdout

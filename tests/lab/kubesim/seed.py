@@ -194,9 +194,6 @@ def objects(secondary, env):
     out.append({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
                 "metadata": {"name": "apex-worker", "namespace": "apex"},
                 "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "apex-worker"}}}})
-    out.append({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-                "metadata": {"name": "postgresql", "namespace": "apex"},
-                "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "postgresql"}}}})
     # cert-manager
     out.append({"apiVersion": "cert-manager.io/v1", "kind": "Issuer",
                 "metadata": {"name": "lab-ca", "namespace": "apex"},
