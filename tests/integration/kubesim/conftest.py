@@ -33,7 +33,7 @@ def _read_env(path):
     env = {}
     for line in Path(path).read_text().splitlines():
         if line.startswith("export ") and "=" in line:
-            key, _, value = line[len("export "):].partition("=")
+            key, _sep, value = line[len("export "):].partition("=")
             parts = shlex.split(value) if value else [""]
             env[key] = parts[0] if parts else ""
     return env
@@ -59,7 +59,8 @@ class Kube:
     def kubectl(self, *args, input=None, check=True, context="apex-primary", timeout=120):
         cmd = ["kubectl", "--kubeconfig", self.kubeconfig, "--context", context,
                "--cache-dir", self.cache] + list(args)
-        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
+                              check=False)
         if check and proc.returncode != 0:
             raise AssertionError("%s failed (rc=%d)\nstdout: %s\nstderr: %s" % (
                 " ".join(cmd[6:]), proc.returncode, proc.stdout, proc.stderr))
@@ -130,8 +131,8 @@ def clone_apex(kube, ns, context="apex-primary", replicas=None):
     dyn.resources.get(api_version="v1", kind="Namespace").create(
         body={"apiVersion": "v1", "kind": "Namespace",
               "metadata": {"name": ns, "labels": {"kubesim-test": "true"}}})
-    ca = dyn.resources.get(api_version="v1", kind="Secret").get(namespace="apex",
-                                                                 name="lab-ca-keypair")
+    secrets = dyn.resources.get(api_version="v1", kind="Secret")
+    ca = secrets.get(namespace="apex", name="lab-ca-keypair")
     objs = [o for o in seedmod.objects(False, os.environ)
             if o["metadata"].get("namespace") == "apex"]
     objs.append({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",

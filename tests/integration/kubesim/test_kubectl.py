@@ -2,10 +2,7 @@
 simulator, asserting the state after each. Runs in a scratch copy of the apex namespace."""
 import base64
 import json
-import subprocess
 import time
-
-import pytest
 
 CANARY = """apiVersion: apps/v1
 kind: Deployment
@@ -307,8 +304,8 @@ def test_annotate_and_certificate_reissue(kube, scratch):
 def test_create_secret_tls_apply(kube, scratch, tmp_path):
     from kubesim.pki import CA
     ca = CA.load_or_create(None, None, str(tmp_path / "ca"))
-    _, _, cert_pem, key_pem = ca.issue(["apex.lab.test", "localhost"], [], "apex.lab.test",
-                                       60 * 86400)
+    cert_pem, key_pem = ca.issue(["apex.lab.test", "localhost"], [], "apex.lab.test",
+                                 60 * 86400)[2:]
     (tmp_path / "c.pem").write_bytes(cert_pem)
     (tmp_path / "k.pem").write_bytes(key_pem)
     manifest = kube.kubectl("create", "secret", "tls", "apex-tls", "--cert", str(tmp_path / "c.pem"),

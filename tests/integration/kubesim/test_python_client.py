@@ -113,7 +113,7 @@ def test_crud_conflict_and_errors(api, ns):
     gen = core.create_namespaced_config_map(ns, {"metadata": {"generateName": "gen-"}})
     assert gen.metadata.name.startswith("gen-") and len(gen.metadata.name) > 4
     core.delete_collection_namespaced_config_map(ns)
-    assert not [c for c in core.list_namespaced_config_map(ns).items]
+    assert not core.list_namespaced_config_map(ns).items
 
 
 def test_patches(api, ns):

@@ -58,7 +58,7 @@ def set_image(cluster, image, name="apex-api"):
 
 
 def test_rollout_creates_new_rs_with_revision(env):
-    cluster, _ = env
+    cluster = env[0]
     wait(lambda: complete(cluster))
     set_image(cluster, "apex/api:1.1.0")
     wait(lambda: complete(cluster) and dep(cluster)["metadata"]["annotations"].get(
@@ -70,7 +70,7 @@ def test_rollout_creates_new_rs_with_revision(env):
 
 
 def test_hpa_keeps_replicas_within_bounds(env):
-    cluster, _ = env
+    cluster = env[0]
     wait(lambda: complete(cluster))
     cluster.mutate(("apps", "deployments"), "apex", "apex-api",
                    lambda o: o["spec"].update(replicas=25))
@@ -88,7 +88,7 @@ def test_hpa_keeps_replicas_within_bounds(env):
 
 
 def test_never_ready_image_exceeds_progress_deadline(env):
-    cluster, _ = env
+    cluster = env[0]
     wait(lambda: complete(cluster))
     cluster.mutate(("apps", "deployments"), "apex", "apex-api",
                    lambda o: o["spec"].update(progressDeadlineSeconds=1))
@@ -111,7 +111,7 @@ def _serial(cluster):
 
 
 def test_certificate_reissued_on_secret_delete_and_on_issuing(env):
-    cluster, _ = env
+    cluster = env[0]
     s1 = wait(lambda: _serial(cluster))
     cert = cluster.get(("cert-manager.io", "certificates"), "apex", "apex-tls")
     assert cert["status"]["notAfter"] and cert["status"]["renewalTime"]
@@ -134,7 +134,7 @@ def test_certificate_reissued_on_secret_delete_and_on_issuing(env):
 
 
 def test_issuer_not_ready_blocks_issuance(env):
-    cluster, _ = env
+    cluster = env[0]
     wait(lambda: _serial(cluster))
     cluster.mutate(("cert-manager.io", "issuers"), "apex", "lab-ca",
                    lambda o: o["metadata"].setdefault("annotations", {}).update(
@@ -155,7 +155,7 @@ def test_issuer_not_ready_blocks_issuance(env):
 
 
 def test_crashloop_restart_count_climbs(env):
-    cluster, _ = env
+    cluster = env[0]
     set_image(cluster, "apex/worker:1.0.0-crashloop", name="apex-worker")
 
     def climbing():

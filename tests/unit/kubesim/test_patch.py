@@ -5,8 +5,8 @@ from kubesim.patch import PatchError, json_patch, merge_patch, strategic_merge_p
 DEP = {"spec": {"replicas": 3, "strategy": {"type": "RollingUpdate",
                                             "rollingUpdate": {"maxSurge": 1}},
                 "template": {"spec": {"containers": [
-                    {"name": "api", "image": "a:1", "env": [{"name": "A", "value": "1"},
-                                                           {"name": "B", "value": "2"}],
+                    {"name": "api", "image": "a:1",
+                     "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
                      "ports": [{"containerPort": 8080, "name": "http"}]},
                     {"name": "side", "image": "s:1"}]}}}}
 
