@@ -238,7 +238,7 @@ def test_logs_and_top(kube, scratch):
     logs = kube.kubectl("logs", "deployment/apex-api", "-n", scratch, "--since=10m").stdout
     assert "listening" in logs and "circuit_breaker" in logs
     wlogs = kube.kubectl("logs", "deployment/apex-worker", "-n", scratch).stdout
-    assert "task completed" in wlogs
+    assert "apex-worker version=" in wlogs
     top = kube.kubectl("top", "pods", "-n", scratch).stdout.splitlines()
     assert top[0].split() == ["NAME", "CPU(cores)", "MEMORY(bytes)"]
     assert len(top) - 1 == len(kube.kj("get", "pods", "-n", scratch,

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-from .bridge import TwinBridge
+from .bridge import TwinBridge, TwinLogBridge
 from .cluster import Cluster
 from .controllers import Controllers
 from .pki import CA
@@ -111,6 +111,7 @@ class App:
         self.host = host
         self.tls = tls
         self.bridge = None
+        self.log_bridge = None
         self.twin_state = twin_state
         self.access_log = access_log
 
@@ -142,6 +143,7 @@ class App:
             if name == "primary" and self.twin_state:
                 self.bridge = TwinBridge(cluster, self.twin_state, self.lab_dir)
                 after = self.bridge.sync
+                self.log_bridge = TwinLogBridge(cluster, self.lab_dir)
             ctl = Controllers(cluster, self.config, after_pass=after, pki=self.pki)
             self.controllers[name] = ctl
             server = KubeServer((self.host, port), cluster, self.tokens[name], ctx,
@@ -156,6 +158,8 @@ class App:
                              daemon=True, name="http-" + server.cluster.name).start()
         for ctl in self.controllers.values():
             ctl.start()
+        if self.log_bridge is not None:
+            self.log_bridge.start()
         self._wait_settled(15.0)
         self.ready.set()
 
@@ -179,6 +183,8 @@ class App:
         return False
 
     def stop(self):
+        if self.log_bridge is not None:
+            self.log_bridge.stopped = True
         for ctl in self.controllers.values():
             ctl.stopped = True
         for server in self.servers:

@@ -171,3 +171,83 @@ class TwinBridge:
             json.dump(state, fh, indent=1, sort_keys=True)
         os.replace(tmp, self.path)
         self.last = state
+
+
+class TwinLogBridge:
+    """Tails the Apex twin's logs (``<lab>/twin/serve.log`` and ``worker.log``) and hands each
+    new line to a running pod of ``apex-api`` / ``apex-worker`` on the primary cluster (round
+    robin), so ``kubectl logs deployment/apex-worker | grep "task completed"`` or
+    ``... apex-api | grep circuit_breaker`` show what the twin really does."""
+
+    SOURCES = (("serve.log", "apex-api"), ("worker.log", "apex-worker"))
+
+    def __init__(self, cluster, lab_dir, interval=0.5):
+        self.c = cluster
+        self.dir = os.path.join(lab_dir, "twin")
+        self.interval = interval
+        self.offsets = {}
+        self.rr = {}
+        self.stopped = False
+        for name, _ in self.SOURCES:
+            path = os.path.join(self.dir, name)
+            try:
+                self.offsets[name] = os.path.getsize(path)  # only what happens from now on
+            except OSError:
+                self.offsets[name] = 0
+
+    def start(self):
+        import threading
+        threading.Thread(target=self.run, daemon=True, name="twin-log-bridge").start()
+
+    def run(self):
+        import time
+        while not self.stopped:
+            try:
+                self.poll()
+            except Exception:  # pragma: no cover - never let the tail kill the process
+                pass
+            time.sleep(self.interval)
+
+    def _pods(self, deployment):
+        dep = self.c.store.get(DEPLOY, "apex", deployment)
+        if dep is None:
+            return []
+        rs_uids = {rs["metadata"]["uid"] for rs in self.c.store.list(RS, "apex")
+                   if controller_uid(rs) == dep["metadata"]["uid"]}
+        pods = [p for p in self.c.store.list(("", "pods"), "apex")
+                if controller_uid(p) in rs_uids and (p.get("status") or {}).get("phase") ==
+                "Running"]
+        pods.sort(key=lambda p: p["metadata"]["name"])
+        return pods
+
+    def poll(self):
+        for name, deployment in self.SOURCES:
+            path = os.path.join(self.dir, name)
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                continue
+            off = self.offsets.get(name, 0)
+            if size < off:  # rotated
+                off = 0
+            if size == off:
+                continue
+            with open(path, "rb") as fh:
+                fh.seek(off)
+                data = fh.read(size - off)
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                continue
+            self.offsets[name] = off + cut + 1
+            lines = [l for l in data[:cut].decode("utf-8", "replace").splitlines() if l.strip()]
+            with self.c.lock:
+                pods = self._pods(deployment)
+                if not pods:
+                    continue
+                for line in lines:
+                    i = self.rr.get(name, 0) % len(pods)
+                    self.rr[name] = i + 1
+                    pod = pods[i]
+                    container = pod["spec"]["containers"][0]["name"]
+                    self.c.add_log("apex", pod["metadata"]["name"], container, line)
+                self.c.store.cond.notify_all()  # wake `kubectl logs -f` followers

@@ -434,7 +434,7 @@ class Controllers:
             lines += ["INFO apex-worker version=%s concurrency=%s" % (tag, next(
                 (e.get("value") for e in container.get("env") or []
                  if e.get("name") == "APEX__WORKER__CONCURRENCY"), "2")),
-                "INFO task completed id=warmup provider=openai"]
+                "INFO apex-worker consuming apex:tasks:queue"]
         elif "postgres" in image:
             lines += ["LOG:  database system is ready to accept connections"]
         elif "redis" in image:

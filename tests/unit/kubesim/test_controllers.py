@@ -165,3 +165,25 @@ def test_crashloop_restart_count_climbs(env):
                 return cs[0]
     cs = wait(climbing)
     assert cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+
+
+def test_twin_log_bridge_spreads_twin_lines_over_running_pods(env, tmp_path):
+    from kubesim.bridge import TwinLogBridge
+    cluster = env[0]
+    wait(lambda: complete(cluster, "apex-worker"))
+    (tmp_path / "twin").mkdir()
+    log = tmp_path / "twin" / "worker.log"
+    log.write_text('{"msg": "old line before start"}\n')
+    bridge = TwinLogBridge(cluster, str(tmp_path))
+    with log.open("a") as fh:
+        for i in range(10):
+            fh.write('{"msg": "task completed", "task_id": %d}\n' % i)
+        fh.write('{"msg": "partial')  # no newline yet: not delivered
+    bridge.poll()
+    lines = [l for (ns, pod, c), entries in cluster.logs.items()
+             if ns == "apex" and pod.startswith("apex-worker-") for _, l in entries]
+    assert sum("task completed" in l for l in lines) == 10
+    assert not any("old line" in l or "partial" in l for l in lines)
+    per_pod = [sum("task completed" in l for _, l in entries)
+               for (ns, pod, c), entries in cluster.logs.items() if pod.startswith("apex-worker-")]
+    assert max(per_pod) - min(per_pod) <= 1  # round robin over the 5 running pods
