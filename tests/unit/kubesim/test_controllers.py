@@ -187,3 +187,37 @@ def test_twin_log_bridge_spreads_twin_lines_over_running_pods(env, tmp_path):
     per_pod = [sum("task completed" in l for _, l in entries)
                for (ns, pod, c), entries in cluster.logs.items() if pod.startswith("apex-worker-")]
     assert max(per_pod) - min(per_pod) <= 1  # round robin over the 5 running pods
+
+
+def test_cron_schedule_parsing():
+    from kubesim.controllers import cron_latest
+    base = 1798761600  # 2027-01-01T00:00:00Z, a Friday
+    assert cron_latest("0 2 * * *", base, base + 86400, first=True) == base + 2 * 3600
+    assert cron_latest("*/15 * * * *", base, base + 3600) == base + 3600
+    assert cron_latest("30 1 * * 1", base, base + 8 * 86400, first=True) == \
+        base + 3 * 86400 + 5400  # Monday 01:30
+    assert cron_latest("@hourly", base, base + 7200, first=True) == base + 3600
+    assert cron_latest("0 2 * * *", base, base + 3600) is None
+    with pytest.raises(ValueError):
+        cron_latest("61 * * * *", base, base + 60)
+
+
+def test_cronjob_runs_on_schedule(env):
+    cluster = env[0]
+    cluster.mutate(("batch", "cronjobs"), "apex", "apex-db-backup",
+                   lambda o: o["spec"].update(schedule="* * * * *"))
+    # as if created two minutes ago: the latest missed minute is due now
+    def backdate(o):
+        o["status"] = {"lastScheduleTime": time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 120))}
+    cluster.mutate(("batch", "cronjobs"), "apex", "apex-db-backup", backdate, sub="status")
+
+    def done():
+        jobs = [j for j in cluster.list(("batch", "jobs"), "apex")
+                if j["metadata"]["name"].startswith("apex-db-backup-")]
+        return jobs and any(c["type"] == "Complete" for c in
+                            (jobs[0].get("status") or {}).get("conditions", [])) and jobs
+    jobs = wait(done, timeout=15)
+    assert len(jobs) == 1
+    cj = cluster.get(("batch", "cronjobs"), "apex", "apex-db-backup")
+    assert cj["status"]["lastSuccessfulTime"]
