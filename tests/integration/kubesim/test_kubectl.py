@@ -473,3 +473,28 @@ def test_create_generators_protobuf(kube, scratch):
         assert cj["status"].get("lastSuccessfulTime")
     finally:
         kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_statefulset_rollout_restart_undo_and_scale(kube, scratch):
+    kube.kubectl("set", "image", "statefulset/postgresql", "postgresql=postgres:15.9", "-n",
+                 scratch)
+    kube.kubectl("rollout", "status", "statefulset/postgresql", "-n", scratch, "--timeout=60s")
+    assert kube.kj("get", "pod", "postgresql-0", "-n", scratch)["spec"]["containers"][0][
+        "image"] == "postgres:15.9"
+    kube.kubectl("rollout", "undo", "statefulset/postgresql", "-n", scratch)
+    kube.kubectl("rollout", "status", "statefulset/postgresql", "-n", scratch, "--timeout=60s")
+    assert kube.kj("get", "pod", "postgresql-0", "-n", scratch)["spec"]["containers"][0][
+        "image"] == "postgres:15.8"
+    hist = kube.kubectl("rollout", "history", "statefulset/postgresql", "-n", scratch).stdout
+    assert [l.split()[0] for l in hist.splitlines()[2:] if l.strip()] == ["2", "3"]
+    uid = kube.kj("get", "pod", "postgresql-0", "-n", scratch)["metadata"]["uid"]
+    kube.kubectl("rollout", "restart", "statefulset/postgresql", "-n", scratch)
+    kube.kubectl("rollout", "status", "statefulset/postgresql", "-n", scratch, "--timeout=60s")
+    assert kube.kj("get", "pod", "postgresql-0", "-n", scratch)["metadata"]["uid"] != uid
+    # the runbook's restore procedure: scale the database to 0 and back
+    kube.kubectl("scale", "statefulset/postgresql", "--replicas=0", "-n", scratch)
+    kube.wait("postgresql-0 to go", lambda: kube.kubectl(
+        "get", "pod", "postgresql-0", "-n", scratch, check=False).returncode != 0)
+    kube.kubectl("scale", "statefulset/postgresql", "--replicas=1", "-n", scratch)
+    kube.kubectl("rollout", "status", "statefulset/postgresql", "-n", scratch, "--timeout=60s")
+    assert "1/1" in kube.kubectl("get", "statefulset", "postgresql", "-n", scratch).stdout

@@ -1056,8 +1056,15 @@ class Controllers:
             ns, name = meta["namespace"], meta["name"]
             h = template_hash(spec["template"])
             update_rev = "%s-%s" % (name, h)
-            if self.c.store.get(CREV, ns, update_rev) is None:
-                revs = [r for r in self.c.store.list(CREV, ns) if controller_uid(r) == meta["uid"]]
+            revs = [r for r in self.c.store.list(CREV, ns) if controller_uid(r) == meta["uid"]]
+            cur_crev = self.c.store.get(CREV, ns, update_rev)
+            top = max([r.get("revision", 0) for r in revs] + [0])
+            if cur_crev is not None and cur_crev.get("revision", 0) < top:
+                # rolled back to an older template: that revision becomes the newest
+                def bump(o, top=top):
+                    o["revision"] = top + 1
+                self.c.mutate(CREV, ns, update_rev, bump)
+            if cur_crev is None:
                 self.c.create(registry.lookup("apps", "v1", "controllerrevisions"), {
                     "apiVersion": "apps/v1", "kind": "ControllerRevision",
                     "metadata": {"name": update_rev, "namespace": ns,
