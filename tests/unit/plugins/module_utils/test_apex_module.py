@@ -57,6 +57,7 @@ def test_missing_dependency_names_the_package(capture):
 def test_fail_carries_exception_and_last_state(capture):
     set_module_args({})
     module = apex_module.ApexModule({})
+    error = None
     try:
         raise RuntimeError("boom")
     except RuntimeError as exc:
