@@ -4,6 +4,8 @@
 Backup methods (each dumps the same database in custom format, -Fc):
 
 1. ``bare``      ``pg_dump -Fc > /dev/null``: the physical limit on this machine (nothing stored);
+   ``bare_pipe`` ``pg_dump -Fc | cat > /dev/null``: the same through a pipe (pg_dump behaves differently
+                 when its output is seekable);
 2. ``apex``      apex.ops.apex_backup action=backup: pg_dump streamed into an S3 multipart upload;
 3. ``runbook``   the runbook's way: ``pg_dump -Fc -f file`` then boto3 ``upload_file`` (TransferManager);
 4. ``community`` community.postgresql.postgresql_db state=dump (target .pgc) then amazon.aws.s3_object
@@ -204,7 +206,7 @@ def main():
     parser.add_argument("--db", default="apex_bench")
     parser.add_argument("--size-mb", type=int, default=0, help="seed the database to this size first")
     parser.add_argument("--env", default=str(Path(os.environ.get("APEX_LAB_DIR", ROOT / ".lab")) / "env"))
-    parser.add_argument("--methods", default="bare,apex,runbook,community,apex_playbook")
+    parser.add_argument("--methods", default="bare,bare_pipe,apex,runbook,community,apex_playbook")
     parser.add_argument("--restore", default="restore_runbook,restore_apex,restore_apex_j2,restore_playbook",
                         help="restore methods ('' to skip)")
     parser.add_argument("--part-size-mb", type=int, default=16)
@@ -273,6 +275,8 @@ def main():
             key = "%s/%s/%s.dump" % (prefix, method, opts.db)
             if method == "bare":
                 argv = ["bash", "-c", 'exec "$0" -Fc "$1" > /dev/null', pg_dump, opts.db]
+            elif method == "bare_pipe":
+                argv = ["bash", "-c", '"$0" -Fc "$1" | cat > /dev/null', pg_dump, opts.db]
             elif method == "apex":
                 args = module_args_file(dict(action="backup", db=opts.db, s3_prefix=prefix,
                                              part_size_mb=opts.part_size_mb), work)

@@ -133,6 +133,15 @@ def exit_description(program, returncode):
     return "%s exited with status %d" % (program, returncode)
 
 
+def widen_pipe(pipe, size=MIB):
+    """Linux: a 1 MiB pipe instead of 64 KiB, so pg_dump rarely waits for the reader."""
+    try:
+        import fcntl
+        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except (ImportError, OSError, ValueError):
+        pass
+
+
 def stop_process(proc, grace=5.0):
     """Terminate, then kill, a child process; always reap it."""
     if proc is None or proc.poll() is not None:
@@ -354,6 +363,7 @@ def backup_postgres(params, store, prefix, db, tables=None, tags=(), part_size=1
         state["phase"] = "dump"
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=env, bufsize=MIB, close_fds=True)
+        widen_pipe(proc.stdout)
         stderr = TailReader(proc.stderr)
 
         # exact row counts in the exported snapshot, while pg_dump streams the same snapshot

@@ -323,16 +323,18 @@ def test_prune_check_mode_then_real(bk, helpers, scratch_name, prefix):
 
 
 def test_check_mode_backup_and_restore_change_nothing(bk, source_db, source_backup, helpers, prefix, scratch_name):
+    ok(bk(action="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level="checksum"))
     keys_before = set(helpers.keys(prefix))
     plan = ok(bk(check_mode=True, action="backup", db=source_db))
     assert plan["changed"] and plan["backup"]["tables"] and "would back up" in plan["msg"]
     target = scratch_name()
-    ok(bk(action="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level="checksum"))
     rplan = ok(bk(check_mode=True, action="restore", db=source_db, target_db=target, confirm=target))
     assert rplan["restore"]["target_exists"] is False and rplan["restore"]["mode"] == "create"
-    assert set(helpers.keys(prefix)) == keys_before - set() or set(helpers.keys(prefix)) >= keys_before
-    assert not [k for k in set(helpers.keys(prefix)) - keys_before if not k.endswith(".verify.json")]
+    vplan = ok(bk(check_mode=True, action="verify", db=source_db, verify_level="deep"))
+    assert vplan["verification"]["checks"] == ["checksum", "toc", "deep"]
+    assert set(helpers.keys(prefix)) == keys_before
     assert not helpers.db_exists(target)
+    assert helpers.uploads(prefix) == []
 
 
 def test_backup_of_the_lab_apex_database(bk, lab, helpers, prefix):
