@@ -128,8 +128,10 @@ def test_certificate_reissued_on_secret_delete_and_on_issuing(env):
     cluster.mutate(("cert-manager.io", "certificates"), "apex", "apex-tls", issuing, sub="status")
     s3 = wait(lambda: _serial(cluster) not in (None, s2) and _serial(cluster))
     assert len({s1, s2, s3}) == 3
-    cert = cluster.get(("cert-manager.io", "certificates"), "apex", "apex-tls")
-    assert cert["status"]["revision"] == 3
+    # the Secret is written just before the status (readers here do not take the lock)
+    cert = wait(lambda: cluster.get(("cert-manager.io", "certificates"), "apex", "apex-tls")
+                if cluster.get(("cert-manager.io", "certificates"), "apex",
+                               "apex-tls")["status"].get("revision") == 3 else None)
     assert [c["type"] for c in cert["status"]["conditions"]] == ["Ready"]
 
 
