@@ -125,8 +125,9 @@ def test_cancel_long_query(lab, run_module, observer):
     try:
         sleeper.start()
         wait_for(lambda: observer.execute(
-            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND state = 'active' AND query LIKE '%%pg_sleep%%'",
-            (sleeper.pid,)).fetchone(), what="pg_sleep(60) running")
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND state = 'active' AND query LIKE '%%pg_sleep%%'"
+            " AND clock_timestamp() - query_start > interval '0.5 seconds'",
+            (sleeper.pid,)).fetchone(), what="pg_sleep(60) running for longer than the filter's 0.2 s")
         started = time.monotonic()
         res = run_module("apex_db_maint", state="cancel",
                          filter=dict(application_name=app, running_longer_than="0.2s"))
