@@ -498,3 +498,11 @@ def test_statefulset_rollout_restart_undo_and_scale(kube, scratch):
     kube.kubectl("scale", "statefulset/postgresql", "--replicas=1", "-n", scratch)
     kube.kubectl("rollout", "status", "statefulset/postgresql", "-n", scratch, "--timeout=60s")
     assert "1/1" in kube.kubectl("get", "statefulset", "postgresql", "-n", scratch).stdout
+
+
+def test_auth_can_i_whoami_cluster_info(kube):
+    assert kube.kubectl("auth", "can-i", "patch", "deployments", "-n", "apex").stdout.strip() \
+        == "yes"
+    assert "kubesim-admin-primary" in kube.kubectl("auth", "whoami").stdout
+    assert "is running at https://127.0.0.1:" in kube.kubectl("cluster-info").stdout
+    assert "Server Version: v1.32.4" in kube.kubectl("version").stdout

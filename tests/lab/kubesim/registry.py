@@ -58,6 +58,12 @@ RESOURCES = [
     _r("events.k8s.io", "v1", "events", "Event", True, ["ev"], [], storage=("", "events")),
     _r("metrics.k8s.io", "v1beta1", "pods", "PodMetrics", True, [], [], verbs=RO_VERBS),
     _r("metrics.k8s.io", "v1beta1", "nodes", "NodeMetrics", False, [], [], verbs=RO_VERBS),
+    _r("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview",
+       False, [], [], verbs=["create"]),
+    _r("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview",
+       False, [], [], verbs=["create"]),
+    _r("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False, [], [],
+       verbs=["create"]),
     _r("cert-manager.io", "v1", "certificates", "Certificate", True, ["cert", "certs"],
        categories=["cert-manager"]),
     _r("cert-manager.io", "v1", "certificaterequests", "CertificateRequest", True, ["cr", "crs"],
@@ -86,6 +92,10 @@ for _res in RESOURCES:
     STORAGE_VERSION.setdefault(_res.storage, _res)
 
 COMPUTED = {("metrics.k8s.io", "pods"), ("metrics.k8s.io", "nodes")}
+# create-only review resources, answered and never stored (the token holder may do anything)
+REVIEWS = {("authorization.k8s.io", "selfsubjectaccessreviews"),
+           ("authorization.k8s.io", "selfsubjectrulesreviews"),
+           ("authentication.k8s.io", "selfsubjectreviews")}
 
 
 def lookup(group, version, plural):

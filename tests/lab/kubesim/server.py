@@ -291,6 +291,27 @@ class Handler(BaseHTTPRequestHandler):
         skey = (res.group, res.plural) if (res.group, res.plural) in registry.COMPUTED else \
             res.storage
         dry = self.query.get("dryRun") == "All"
+        if (res.group, res.plural) in registry.REVIEWS:
+            if method != "POST" or name is not None:
+                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method "
+                               "on the requested resource")
+            body = self.body_json()
+            body.setdefault("metadata", {})["creationTimestamp"] = now_iso()
+            if res.plural == "selfsubjectaccessreviews":
+                body["status"] = {"allowed": True, "reason": "kubesim: the lab token may do "
+                                  "anything"}
+            elif res.plural == "selfsubjectrulesreviews":
+                body["status"] = {"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"],
+                                                     "resources": ["*"]}],
+                                  "nonResourceRules": [{"verbs": ["*"],
+                                                        "nonResourceURLs": ["*"]}],
+                                  "incomplete": False}
+            else:
+                body["status"] = {"userInfo": {"username": "kubesim-admin-%s" % cluster.name,
+                                               "groups": ["system:masters",
+                                                          "system:authenticated"]}}
+            body["apiVersion"], body["kind"] = registry.api_version(res), res.kind
+            return self.send(201, body)
         if (res.group, res.plural) in registry.COMPUTED:
             if method != "GET":
                 raise ApiError(405, "MethodNotAllowed", "the server does not allow this method "
