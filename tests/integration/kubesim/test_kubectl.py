@@ -440,6 +440,23 @@ def test_secondary_is_warm_standby(kube):
     assert active["status"] == "False" and active["reason"] == "ScalingDisabled"
     sts = kube.kubectl("get", "sts", "-n", "apex", context="apex-secondary").stdout
     assert "postgresql   1/1" in sts
+    # the runbook's failover: scale the standby up; its HPA takes over from there
+    sec = {"context": "apex-secondary"}
+    kube.kubectl("scale", "deployment/apex-api", "--replicas=5", "-n", "apex", **sec)
+    try:
+        kube.kubectl("rollout", "status", "deployment/apex-api", "-n", "apex", "--timeout=60s",
+                     **sec)
+
+        def active():
+            h = kube.kj("get", "hpa", "apex-api", "-n", "apex", **sec)
+            c = {x["type"]: x for x in h["status"]["conditions"]}
+            return c["ScalingActive"]["status"] == "True" and h
+        hpa = kube.wait("the standby's HPA to become active", active)
+        assert hpa["status"]["currentReplicas"] == 5
+    finally:
+        kube.kubectl("scale", "deployment/apex-api", "--replicas=0", "-n", "apex", **sec)
+    kube.wait("the standby back at zero", lambda: not kube.kj(
+        "get", "pods", "-n", "apex", "-l", "app=apex-api", **sec)["items"])
 
 
 def test_create_generators_protobuf(kube, scratch):
