@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +62,7 @@ def main():
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         t0 = time.monotonic()
-        line = proc.stdout.readline().decode()
+        proc.stdout.readline()  # the "ready" line
         startup = time.monotonic() - t0
         tokens = json.load(open(os.path.join(lab, "kube", "tokens.json")))
         ca = os.path.join(lab, "kube", "ca.crt")

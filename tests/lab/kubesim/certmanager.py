@@ -142,7 +142,7 @@ def _certificate(ctl, cert):
     ips = list(spec.get("ipAddresses") or [])
     duration = parse_go_duration(spec.get("duration"), 90 * 86400)
     pk = spec.get("privateKey") or {}
-    crt_obj, key, cert_pem, key_pem = ctl.pki.issue(
+    _crt, key, cert_pem, key_pem = ctl.pki.issue(
         dns, ips, spec.get("commonName"), duration, pk.get("algorithm", "RSA"),
         pk.get("size") or (2048 if pk.get("algorithm", "RSA").upper() == "RSA" else 256),
         server=True, client="client auth" in (spec.get("usages") or []))

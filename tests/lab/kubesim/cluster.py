@@ -7,8 +7,6 @@ import itertools
 import json
 import random
 import re
-import string
-import threading
 import time
 
 from . import registry
@@ -538,7 +536,7 @@ class Cluster:
 
     def dependents(self, uid):
         out = []
-        for skey, obj in self.store.all_objects():
+        for _skey, obj in self.store.all_objects():
             for ref in obj["metadata"].get("ownerReferences") or ():
                 if ref.get("uid") == uid:
                     out.append(obj)

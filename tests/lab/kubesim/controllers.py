@@ -13,7 +13,7 @@ import time
 import traceback
 
 from . import metrics
-from .cluster import SKEY, rand_suffix
+from .cluster import SKEY
 from .selectors import match_labels, selector_to_reqs
 from .store import now_iso
 
@@ -542,9 +542,8 @@ class Controllers:
                 "restartCount": 0, "started": False,
                 "state": {"waiting": {"reason": "CreateContainerConfigError",
                                       "message": str(exc)}}} for c in containers]
+            self.wake_at(time.monotonic() + max(delay, 0.5))  # retry: the secret may appear
             return self._write_status(pod, st)
-            self.wake_at(time.monotonic() + max(delay, 0.5))
-            return
         if (uid, "started") not in self.pod_events:
             self.pod_events.add((uid, "started"))
             for c in containers:
@@ -557,7 +556,6 @@ class Controllers:
                 if not is_job:  # a Job's log is what its command prints
                     for line in self._start_lines(pod, c):
                         self.c.add_log(ns, name, c["name"], line)
-        started_iso = st.get("_started") or now_iso()
         ip_n = int(hashlib.md5(uid.encode()).hexdigest()[:4], 16)
         st["podIP"] = st.get("podIP") or "10.244.%d.%d" % (ip_n % 250, ip_n // 250 % 250 + 2)
         st["podIPs"] = [{"ip": st["podIP"]}]
@@ -635,7 +633,6 @@ class Controllers:
             set_condition(st["conditions"], "Ready", "False", "PodCompleted", "")
             set_condition(st["conditions"], "ContainersReady", "False", "PodCompleted", "")
             return self._write_status(pod, st)
-            return
         unready = [cs["name"] for cs in cstats if not cs["ready"]]
         if ready_all:
             set_condition(st["conditions"], "ContainersReady", "True", None, None)

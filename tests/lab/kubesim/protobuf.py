@@ -12,7 +12,6 @@ import base64
 import datetime
 import json
 import os
-import re
 import shutil
 import threading
 import zlib

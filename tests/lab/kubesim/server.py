@@ -6,7 +6,6 @@ import json
 import socket
 import ssl
 import sys
-import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -583,7 +582,6 @@ class Handler(BaseHTTPRequestHandler):
                     chunk(b"".join(out))
                 if bookmark_every and time.monotonic() >= next_bookmark:
                     next_bookmark = time.monotonic() + bookmark_every
-                    sres = registry.storage_res(skey)
                     chunk(dumps({"type": "BOOKMARK", "object": {
                         "kind": res.kind, "apiVersion": registry.api_version(res),
                         "metadata": {"resourceVersion": str(last)}}}) + b"\n")

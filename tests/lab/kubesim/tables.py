@@ -77,10 +77,6 @@ def pod_status_reason(pod):
             t = state["terminated"]
             reason = t.get("reason") or ("Signal:%s" % t.get("signal") if t.get("signal")
                                          else "ExitCode:%s" % t.get("exitCode"))
-    if reason == "Running" or st.get("phase") == "Running":
-        if reason == "Running" and not _cond(pod, "Ready") or \
-                (_cond(pod, "Ready") or {}).get("status") != "True":
-            pass
     if pod["metadata"].get("deletionTimestamp"):
         reason = "Terminating"
     return reason
@@ -160,7 +156,7 @@ def _hpa_targets(h):
     spec, st = h.get("spec") or {}, h.get("status") or {}
     parts = []
     current = st.get("currentMetrics") or []
-    for i, m in enumerate(spec.get("metrics") or []):
+    for m in spec.get("metrics") or []:
         if m.get("type") == "Resource":
             rname = m["resource"]["name"]
             tgt = m["resource"].get("target") or {}

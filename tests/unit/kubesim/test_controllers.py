@@ -223,3 +223,22 @@ def test_cronjob_runs_on_schedule(env):
     assert len(jobs) == 1
     cj = cluster.get(("batch", "cronjobs"), "apex", "apex-db-backup")
     assert cj["status"]["lastSuccessfulTime"]
+
+
+def test_missing_secret_blocks_container_until_it_exists(env):
+    cluster = env[0]
+    pods = registry.lookup("", "v1", "pods")
+    cluster.create(pods, {"metadata": {"name": "needs-secret", "namespace": "apex"},
+                          "spec": {"containers": [{"name": "c", "image": "x:1", "env": [
+                              {"name": "K", "valueFrom": {"secretKeyRef": {
+                                  "name": "later", "key": "k"}}}]}]}})
+
+    def waiting_reason():
+        p = cluster.get(("", "pods"), "apex", "needs-secret")
+        cs = (p.get("status") or {}).get("containerStatuses") or [{}]
+        return (cs[0].get("state") or {}).get("waiting", {}).get("reason")
+    wait(lambda: waiting_reason() == "CreateContainerConfigError")
+    cluster.create(registry.lookup("", "v1", "secrets"), {
+        "metadata": {"name": "later", "namespace": "apex"}, "data": {"k": "dg=="}})
+    wait(lambda: cluster.get(("", "pods"), "apex", "needs-secret")["status"]["phase"] ==
+         "Running")
