@@ -182,11 +182,11 @@ def test_twin_log_bridge_spreads_twin_lines_over_running_pods(env, tmp_path):
             fh.write('{"msg": "task completed", "task_id": %d}\n' % i)
         fh.write('{"msg": "partial')  # no newline yet: not delivered
     bridge.poll()
-    lines = [l for (ns, pod, c), entries in cluster.logs.items()
-             if ns == "apex" and pod.startswith("apex-worker-") for _, l in entries]
+    lines = [entry[1] for (ns, pod, c), entries in cluster.logs.items()
+             if ns == "apex" and pod.startswith("apex-worker-") for entry in entries]
     assert sum("task completed" in l for l in lines) == 10
     assert not any("old line" in l or "partial" in l for l in lines)
-    per_pod = [sum("task completed" in l for _, l in entries)
+    per_pod = [sum("task completed" in entry[1] for entry in entries)
                for (ns, pod, c), entries in cluster.logs.items() if pod.startswith("apex-worker-")]
     assert max(per_pod) - min(per_pod) <= 1  # round robin over the 5 running pods
 
@@ -208,6 +208,7 @@ def test_cronjob_runs_on_schedule(env):
     cluster = env[0]
     cluster.mutate(("batch", "cronjobs"), "apex", "apex-db-backup",
                    lambda o: o["spec"].update(schedule="* * * * *"))
+
     # as if created two minutes ago: the latest missed minute is due now
     def backdate(o):
         o["status"] = {"lastScheduleTime": time.strftime(
