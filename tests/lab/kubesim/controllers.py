@@ -258,6 +258,7 @@ class Controllers:
         self.hpa_last = {}        # hpa uid -> monotonic of last evaluation
         self.hpa_recs = {}        # hpa uid -> [(monotonic, recommendation)]
         self.cron_next = {}       # (cronjob uid, schedule, last schedule) -> next run (epoch)
+        self.errors_seen = set()
         self.jobs_running = {}    # pod uid -> thread
         self.job_results = {}     # pod uid -> (exit code, finished iso)
         self.timers = []
@@ -286,8 +287,10 @@ class Controllers:
             try:
                 self.reconcile()
                 self.passes += 1
-            except Exception:
-                traceback.print_exc(file=sys.stderr)
+            except Exception as exc:
+                if str(exc) not in self.errors_seen:
+                    self.errors_seen.add(str(exc))
+                    traceback.print_exc(file=sys.stderr)
                 time.sleep(0.2)
             if self.after_pass:
                 try:
@@ -296,21 +299,27 @@ class Controllers:
                     traceback.print_exc(file=sys.stderr)
 
     def reconcile(self):
+        steps = (self.gc, self.nodes, self.schedule_and_run_pods, self.deployments,
+                 self.replicasets, self.statefulsets, self.jobs, self.cronjobs, self.hpas,
+                 self.pdbs, self.endpoints)
+        failed = []
         with self.c.lock:
-            self.gc()
-            self.nodes()
-            self.schedule_and_run_pods()
-            self.deployments()
-            self.replicasets()
-            self.statefulsets()
-            self.jobs()
-            self.cronjobs()
-            self.hpas()
-            self.pdbs()
-            self.endpoints()
+            for step in steps:
+                try:  # one controller tripping over an odd object must not stop the others
+                    step()
+                except Exception:
+                    failed.append(step.__name__)
+                    text = traceback.format_exc()
+                    if text not in self.errors_seen:  # each distinct failure logged once
+                        if len(self.errors_seen) > 100:
+                            self.errors_seen.clear()
+                        self.errors_seen.add(text)
+                        sys.stderr.write(text)
         if self.pki is not None:
             from . import certmanager
             certmanager.reconcile(self)
+        if failed:
+            raise RuntimeError("controllers failed: %s" % ", ".join(failed))
 
     # -------------------------------------------------------------- garbage collector
     def gc(self):
