@@ -172,4 +172,112 @@ def test_restore_playbook_rescue_rolls_back_to_safety_backup(
     assert report["status"] == "failed" and report["phase"] == "restore" and report["rolled_back"] is True
     assert report["database_state"] == "rolled back to the safety backup %s" % report["safety_backup_id"]
     assert "rolled back to the safety backup" in proc.stdout
+    assert "Application: untouched" in " ".join(proc.stdout.split())
     assert helpers.fingerprint(target) == before
+
+
+# ------------------------------------------------------------------ with the Kubernetes simulator
+
+WORKLOADS = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: %(ns)s}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: bk-api, namespace: %(ns)s}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: bk-api}}
+  template:
+    metadata: {labels: {app: bk-api}}
+    spec: {containers: [{name: api, image: "apex/api:1.0.0"}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: bk-worker, namespace: %(ns)s}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: bk-worker}}
+  template:
+    metadata: {labels: {app: bk-worker}}
+    spec: {containers: [{name: worker, image: "apex/worker:1.0.0"}]}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: bk-api, namespace: %(ns)s}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: bk-api}
+  minReplicas: 2
+  maxReplicas: 6
+  metrics: [{type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 70}}}]
+"""
+
+
+@pytest.fixture()
+def workloads(lab_process_env, helpers):
+    """Our own namespace with an api (HPA 2-6, 3 replicas) and a worker (2 replicas) in the simulator:
+    the shared apex-api/apex-worker are never touched by these tests."""
+    import subprocess
+
+    ns = "apexbk-itest-%s" % helpers.token()
+    kubectl = ["kubectl", "--context", "apex-primary"]
+    subprocess.run(kubectl + ["apply", "-f", "-"], input=WORKLOADS % {"ns": ns}, text=True, check=True,
+                   env=lab_process_env, capture_output=True, timeout=60)
+
+    def replicas():
+        out = subprocess.run(kubectl + ["-n", ns, "get", "deploy,hpa", "-o", "json"], env=lab_process_env,
+                             capture_output=True, text=True, check=True, timeout=30)
+        items = json.loads(out.stdout)["items"]
+        return dict(("%s/%s" % (i["kind"], i["metadata"]["name"]),
+                     i["spec"].get("replicas", i["spec"].get("minReplicas"))) for i in items)
+
+    yield ns, replicas
+    subprocess.run(kubectl + ["delete", "namespace", ns, "--wait=false"], env=lab_process_env, capture_output=True,
+                   timeout=60)
+
+
+def managed_vars(prefix, report_dir, source_db, target, ns, **extra):
+    return restore_vars(prefix, report_dir, source_db, target, restore_manage_workloads=True, restore_namespace=ns,
+                        restore_kube_context="apex-primary", restore_workloads=["bk-api", "bk-worker"],
+                        restore_scale_wait_timeout=120, **extra)
+
+
+def test_restore_playbook_scales_down_and_back_to_recorded_counts(run_playbook, verified_backup, source_db, prefix,
+                                                                  report_dir, helpers, scratch_name, workloads):
+    ns, replicas = workloads
+    before = replicas()
+    assert before == {"Deployment/bk-api": 3, "Deployment/bk-worker": 2, "HorizontalPodAutoscaler/bk-api": 2}
+    target = scratch_name()
+    proc = run_playbook("playbooks/restore.yml", managed_vars(prefix, report_dir, source_db, target, ns))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    report = last_report(report_dir, "restore")
+    assert report["replicas_during"]["Deployment/bk-api"]["replicas"] == 0
+    assert report["replicas_during"]["Deployment/bk-worker"]["replicas"] == 0
+    assert report["replicas_before"]["Deployment/bk-api"]["replicas"] == 3
+    assert report["health"] == 200
+    assert replicas() == before  # back to the recorded counts, HPA bounds included
+    assert helpers.fingerprint(target) == helpers.fingerprint(source_db)
+
+
+def test_restore_playbook_rescue_brings_the_application_back(
+        run_playbook, bk, source_db, prefix, report_dir, helpers, scratch_name, s3, workloads):
+    ns, replicas = workloads
+    before = replicas()
+    m = bk(action="backup", db=source_db)["backup"]
+    assert not bk(action="verify", db=source_db, backup_id=m["backup_id"], verify_level="checksum").failed
+    doctored = dict(m, row_counts=dict(m["row_counts"], **{"public.agents": m["row_counts"]["public.agents"] + 1}))
+    s3.put_object(Bucket=helpers.bucket, Key=m["key"].replace(".dump", ".manifest.json"),
+                  Body=json.dumps(doctored).encode())
+    target = scratch_name()
+    helpers.create_db(target, tasks=5, events=5, agents=1)
+    db_before = helpers.fingerprint(target)
+    proc = run_playbook("playbooks/restore.yml", managed_vars(prefix, report_dir, source_db, target, ns,
+                                                              restore_backup_id=m["backup_id"]))
+    assert proc.returncode != 0
+    report = last_report(report_dir, "restore")
+    assert report["status"] == "failed" and report["rolled_back"] is True
+    assert report["workloads_scaled_back"] is True and report["health"] == 200
+    assert "Application: scaled back to the recorded replica counts" in " ".join(proc.stdout.split())
+    assert replicas() == before
+    assert helpers.fingerprint(target) == db_before
