@@ -82,6 +82,10 @@ def bgsave_and_wait(client, timeout=300.0, poll=0.05, clock=time.monotonic, slee
             if "already in progress" in message:
                 info = info_persistence(client)  # raced with another save: wait it out, retry
                 continue
+            if "another child process" in message:
+                # an AOF rewrite (or module fork) is running: let Redis start ours right after it
+                client.execute_command("BGSAVE", "SCHEDULE")
+                break
             raise RedisBackupError("BGSAVE refused: %s" % exc, last_state=_summary(info))
 
     saves_before = before.get("rdb_saves")

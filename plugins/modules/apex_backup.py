@@ -584,36 +584,14 @@ class Runner(object):
         return result
 
     def prune(self):
-        keep_last, max_age = self.p["keep_last"], catalog.parse_duration(self.p["max_age"])
-        grace = catalog.parse_duration(self.p["orphan_grace"])
-        entries, orphans, manifests, _records = self.catalog()
-        now = catalog.utcnow()
-        delete, keep = catalog.plan_retention(entries, now, keep_last, max_age, self.p["min_verify_level"])
-        stale_orphans = [o for o in orphans if o["age_seconds"] > grace]
-        uploads = []
-        for upload in self.store.list_multipart_uploads(catalog.kind_prefix(self.prefix, self.p["kind"], self.name())):
-            initiated = upload.get("Initiated")
-            if initiated is not None and (now - initiated).total_seconds() > grace:
-                uploads.append(upload)
-        keys = []
-        for item in delete:
-            k = catalog.backup_keys(self.prefix, self.p["kind"], self.name(), item["backup_id"])
-            item["keys"] = [k["data"], k["manifest"], k["verify"]]
-            item["size"] = manifests[item["backup_id"]].get("size")
-            keys.extend([k["manifest"], k["verify"], k["data"]])  # manifest first: never "complete" w/o data
-        before = sorted(e["backup_id"] for e in entries)
-        after = sorted(set(before) - set(d["backup_id"] for d in delete))
-        changed = bool(delete or stale_orphans or uploads)
-        result = dict(changed=changed, deleted=delete, kept=keep,
-                      orphans_removed=[o["key"] for o in stale_orphans],
-                      uploads_aborted=["%s (%s)" % (u["Key"], u["UploadId"]) for u in uploads],
-                      diff=dict(before={"backups": before}, after={"backups": after}))
-        if not self.check:
-            self.store.delete(keys + [o["key"] for o in stale_orphans])
-            for upload in uploads:
-                self.store.abort_upload(upload["Key"], upload["UploadId"])
+        result = s3_store.prune(
+            self.store, self.prefix, self.p["kind"], self.name(), keep_last=self.p["keep_last"],
+            max_age_seconds=catalog.parse_duration(self.p["max_age"]),
+            grace_seconds=catalog.parse_duration(self.p["orphan_grace"]), min_level=self.p["min_verify_level"],
+            check_mode=self.check)
         result["msg"] = "%s %d backup(s), kept %d, %d orphan(s), %d stale upload(s)" % (
-            "would delete" if self.check else "deleted", len(delete), len(keep), len(stale_orphans), len(uploads))
+            "would delete" if self.check else "deleted", len(result["deleted"]), len(result["kept"]),
+            len(result["orphans_removed"]), len(result["uploads_aborted"]))
         return result
 
     def restore(self):

@@ -116,10 +116,16 @@ def test_checksum_result_names_the_difference():
 class FakeRedis(object):
     """Scripted INFO persistence answers; BGSAVE may be refused while one is running."""
 
-    def __init__(self, infos, bgsave_errors=0):
+    def __init__(self, infos, bgsave_errors=0, error="Background save already in progress"):
         self.infos = list(infos)
         self.bgsaves = 0
         self.bgsave_errors = bgsave_errors
+        self.error = error
+        self.commands = []
+
+    def execute_command(self, *args):
+        self.commands.append(args)
+        return b"Background saving scheduled"
 
     def info(self, section):
         if len(self.infos) > 1:
@@ -131,7 +137,7 @@ class FakeRedis(object):
 
         if self.bgsave_errors:
             self.bgsave_errors -= 1
-            raise ResponseError("Background save already in progress")
+            raise ResponseError(self.error)
         self.bgsaves += 1
         return True
 
@@ -172,6 +178,14 @@ def test_bgsave_race_already_in_progress_is_retried():
     fake = FakeRedis([info(0, 5), info(1, 5), info(0, 6), info(0, 6), info(0, 7)], bgsave_errors=1)
     result = redis_backup.bgsave_and_wait(fake, timeout=10, clock=clock, sleep=clock.sleep)
     assert fake.bgsaves == 1 and result["after"]["rdb_saves"] == 7
+
+
+def test_bgsave_during_aof_rewrite_is_scheduled():
+    clock = Clock()
+    refused = "Another child process is active (AOF?): can't BGSAVE right now. Use BGSAVE SCHEDULE"
+    fake = FakeRedis([info(0, 5), info(0, 5), info(0, 5), info(1, 5), info(0, 6)], bgsave_errors=1, error=refused)
+    result = redis_backup.bgsave_and_wait(fake, timeout=10, clock=clock, sleep=clock.sleep)
+    assert fake.commands == [("BGSAVE", "SCHEDULE")] and result["after"]["rdb_saves"] == 6
 
 
 def test_bgsave_failure_status_fails():
