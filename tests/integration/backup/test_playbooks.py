@@ -234,7 +234,7 @@ def workloads(lab_process_env, helpers):
 
     yield ns, replicas
     subprocess.run(kubectl + ["delete", "namespace", ns, "--wait=false"], env=lab_process_env, capture_output=True,
-                   timeout=60)
+                   timeout=60, check=False)
 
 
 def managed_vars(prefix, report_dir, source_db, target, ns, **extra):
