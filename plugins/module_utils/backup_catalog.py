@@ -432,6 +432,36 @@ def plan_retention(entries, now, keep_last=None, max_age_seconds=None, protect_m
     return delete, keep
 
 
+# ---------------------------------------------------------------------------- restore guards
+
+def confirmation_refusal(target, confirm):
+    """The refusal message when ``confirm`` does not name ``target`` exactly, else None."""
+    if confirm != target:
+        return ("refusing to restore into %s: confirm must equal the target database name (%r given); "
+                "nothing was changed" % (target, confirm))
+    return None
+
+
+def verification_refusal(entry, min_level="checksum", force=False):
+    """The refusal message for restoring a backup that is not verified at ``min_level``, else None.
+
+    ``force`` allows it (the caller reports that it was forced); a backup with a problem
+    (data missing, size mismatch) is refused even then.
+    """
+    if entry.get("problem"):
+        return "refusing to restore backup %s: %s; nothing was changed" % (entry["backup_id"], entry["problem"])
+    if is_verified(entry, min_level) or force:
+        return None
+    if entry.get("verification") == "verified":
+        state = "verified only at %s" % entry.get("verified_level")
+    else:
+        state = entry.get("verification") or "unverified"
+        if entry.get("failed_check"):
+            state += " (check %s failed)" % entry["failed_check"]
+    return ("refusing to restore backup %s: it is %s (needs verification at level %s or deeper; run "
+            "action=verify, or set force=true); nothing was changed" % (entry["backup_id"], state, min_level))
+
+
 # ---------------------------------------------------------------------------- redaction
 
 def redact(text, secrets):

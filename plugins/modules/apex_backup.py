@@ -601,19 +601,17 @@ class Runner(object):
         if not target:
             raise catalog.CatalogError("restore needs target_db")
         catalog.check_db_name(target, "target_db")
-        if self.p["confirm"] != target:
-            raise Refused("refusing to restore into %s: confirm must equal the target database name (%r given); "
-                          "nothing was changed" % (target, self.p["confirm"]))
+        refusal = catalog.confirmation_refusal(target, self.p["confirm"])
+        if refusal:
+            raise Refused(refusal)
         if self.p["jobs"] < 1:
             raise catalog.CatalogError("jobs must be at least 1")
         self.p["kind"] = "postgres"
         entries, _orphans, manifests, _records = self.catalog()
         entry, manifest = self.resolve(entries, manifests, self.p["backup_id"], verified_only=not self.p["backup_id"])
-        if not catalog.is_verified(entry, self.p["min_verify_level"]) and not self.p["force"]:
-            raise Refused("refusing to restore backup %s: it is %s (needs verification at level %s or deeper; "
-                          "run action=verify, or set force=true); nothing was changed" % (
-                              entry["backup_id"], entry["verification"] if entry["verification"] != "verified"
-                              else "verified only at %s" % entry["verified_level"], self.p["min_verify_level"]))
+        refusal = catalog.verification_refusal(entry, self.p["min_verify_level"], self.p["force"])
+        if refusal:
+            raise Refused(refusal)
         exists = pg_backup.database_exists(self.p, target)
         plan = {"backup_id": entry["backup_id"], "source_db": self.db, "target_db": target, "target_exists": exists,
                 "verification": entry["verification"], "verified_level": entry["verified_level"],

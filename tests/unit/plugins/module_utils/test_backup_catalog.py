@@ -311,6 +311,29 @@ def test_retention_of_nothing():
     assert cat.plan_retention([], NOW, keep_last=3) == ([], [])
 
 
+# ------------------------------------------------------------------ restore guards
+
+def test_confirmation_must_name_the_target_exactly():
+    assert cat.confirmation_refusal("apex", "apex") is None
+    for wrong in (None, "", "APEX", "apex ", "apex_restore_test"):
+        assert "confirm must equal" in cat.confirmation_refusal("apex", wrong)
+
+
+def test_verification_refusal():
+    m = manifest(1)
+    entries, dummy = build([m])
+    unverified = entries[0]
+    assert "it is unverified" in cat.verification_refusal(unverified)
+    assert cat.verification_refusal(unverified, force=True) is None
+    entries, dummy = build([m], {m["backup_id"]: record(m["backup_id"], "checksum")})
+    assert cat.verification_refusal(entries[0]) is None
+    assert "verified only at checksum" in cat.verification_refusal(entries[0], "deep")
+    entries, dummy = build([m], {m["backup_id"]: record(m["backup_id"], "toc", ok=False)})
+    assert "failed (check toc failed)" in cat.verification_refusal(entries[0])
+    broken = dict(entries[0], problem="data object missing")
+    assert "data object missing" in cat.verification_refusal(broken, force=True)
+
+
 # ------------------------------------------------------------------ redaction
 
 def test_redact():
