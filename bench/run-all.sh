@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every benchmark, each against its baseline in the same run (ratios). Needs the lab (make lab-up).
+# Not part of `make test`: benchmarks are measurements, not timed tests.
+#   BENCH_BACKUP_MB=1024 bash bench/run-all.sh     (default 256 MB to keep a run short)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+set -a; . .lab/env; set +a
+out=${BENCH_OUT:-/tmp/apex-bench}
+mkdir -p "$out"
+echo "== Kubernetes simulator (watch latency, list 1,000 pods, 3-replica rollout)"
+python3 bench/kubesim_bench.py
+echo "== apex_scale vs kubernetes.core.k8s_scale vs kubectl scale + rollout status"
+python3 bench/scale_bench.py --rounds 3 --json "$out/scale.json"
+echo "== apex_info vs k8s_info per kind"
+python3 bench/scale_bench.py --info --rounds 3 --json "$out/info.json"
+echo "== apex_backup vs bare pg_dump, runbook, community.postgresql + amazon.aws"
+python3 bench/backup_bench.py --db apex_bench --size-mb "${BENCH_BACKUP_MB:-256}" --rounds 3 --json "$out/backup.json"
+echo "results in $out"
