@@ -49,21 +49,28 @@ class CatalogError(ValueError):
 # ---------------------------------------------------------------------------- time and ids
 
 def utcnow():
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    # milliseconds kept: two backups finishing in the same second must still order correctly
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def isoformat(moment):
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    moment = moment.astimezone(datetime.timezone.utc)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(text):
-    """Parse our ISO 8601 UTC timestamps (``2026-11-27T06:45:12Z``)."""
+    """Parse our ISO 8601 UTC timestamps (``2026-11-27T06:45:12Z``, ``2026-11-27T06:45:12.345Z``)."""
     if isinstance(text, datetime.datetime):
         return text if text.tzinfo else text.replace(tzinfo=datetime.timezone.utc)
-    try:
-        return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
-    except (TypeError, ValueError):
-        raise CatalogError("not a UTC timestamp: %r" % (text,))
+    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
+        try:
+            return datetime.datetime.strptime(text, fmt).replace(tzinfo=datetime.timezone.utc)
+        except (TypeError, ValueError):
+            continue
+    raise CatalogError("not a UTC timestamp: %r" % (text,))
 
 
 def parse_duration(value):
@@ -311,7 +318,7 @@ def build_catalog(prefix, objects, manifests, verify_records, now, kind=None, na
                                 "age_seconds": int((now - modified).total_seconds())})
             continue
         entries.append(catalog_entry(manifest, verify_records.get(backup_id), now, slot))
-    entries.sort(key=lambda e: (e["finished_at"], e["backup_id"]), reverse=True)
+    entries.sort(key=lambda e: (parse_time(e["finished_at"]), e["backup_id"]), reverse=True)
     orphans.sort(key=lambda o: o["backup_id"], reverse=True)
     return entries, orphans
 

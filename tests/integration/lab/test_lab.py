@@ -195,7 +195,7 @@ def test_wal_archive_receives_segments(lab, pg):
         # the segment just completed (pg_switch_wal returns its end + 1, which names it)
         walfile = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
 
-        assert _wait(lambda: (archive / walfile).exists(), 30), "%s never reached %s" % (walfile, archive)
+        assert _wait((archive / walfile).exists, 30), "%s never reached %s" % (walfile, archive)
         # cp creates the file a moment before the archiver records its success
         assert _wait(lambda: conn.execute("SELECT archived_count FROM pg_stat_archiver").fetchone()[0] > before, 30)
         failed = conn.execute("SELECT failed_count, last_failed_wal FROM pg_stat_archiver").fetchone()

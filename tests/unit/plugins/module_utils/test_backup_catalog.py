@@ -342,3 +342,23 @@ def test_redact():
     assert "hunter2x" not in out and "s3cretpw" not in out and "AKIAXYZ" not in out
     assert "host=db" in out
     assert cat.redact(None, ["x"]) is None
+
+
+def test_backups_finishing_in_the_same_second_order_by_milliseconds():
+    """Ids share the second and their random tokens sort backwards: time must decide."""
+    second = datetime.datetime(2026, 11, 27, 11, 0, 0, tzinfo=UTC)
+    early, late = second.replace(microsecond=100000), second.replace(microsecond=900000)
+    docs = []
+    for finished, token in ((early, "ffffffff"), (late, "00000001")):
+        backup_id = cat.new_backup_id(finished, token)
+        keys = cat.backup_keys("apex", "postgres", "apex", backup_id)
+        docs.append(cat.build_manifest("postgres", "apex", backup_id, keys, {"size": 1, "sha256": "a" * 64, "parts": 1},
+                                       second, finished))
+    assert docs[0]["finished_at"] == "2026-11-27T11:00:00.100Z"
+    entries, dummy = cat.build_catalog("apex", objects_for(docs), dict((m["backup_id"], m) for m in docs), {}, NOW)
+    assert [e["backup_id"] for e in entries] == [docs[1]["backup_id"], docs[0]["backup_id"]]
+
+
+def test_parse_time_reads_both_precisions():
+    assert cat.parse_time("2026-11-27T06:45:12Z") == datetime.datetime(2026, 11, 27, 6, 45, 12, tzinfo=UTC)
+    assert cat.parse_time("2026-11-27T06:45:12.345Z").microsecond == 345000
