@@ -17,10 +17,10 @@ lab-down:        ## stop the lab; leaves no process behind
 lab-status:
 	$(LAB) status
 
-demo: lab-up     ## a newcomer's first command: lab up, then the daily health check
+demo: deps lab-up     ## a newcomer's first command: lab up, then the daily health check
 	. .lab/env && ansible-playbook playbooks/health_check.yml
 
-test: lab-up     ## the whole suite, as CI runs it
+test: deps lab-up     ## the whole suite, as CI runs it
 	bash tests/run-all.sh
 
 test-unit:
