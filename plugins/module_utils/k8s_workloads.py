@@ -616,7 +616,9 @@ def gather(client, namespace, names=None, label_selector=None, sections=SECTIONS
 def summarize(info):
     """Counts a health check judges against thresholds."""
     pods = info.get("pods") or []
-    live = [p for p in pods if p.get("phase") != "Succeeded"]
+    # pods of Jobs run to completion: judged apart (a failed one is reported, not "not running")
+    job_pods = [p for p in pods if (p.get("owner") or "").startswith("Job/")]
+    live = [p for p in pods if p.get("phase") != "Succeeded" and p not in job_pods]
     not_running = [p["name"] for p in live if p.get("phase") != "Running" or not p.get("ready")]
     restarts = dict((p["name"], p["restarts"]) for p in pods if p.get("restarts"))
     workloads = (info.get("deployments") or []) + (info.get("statefulsets") or [])
@@ -624,6 +626,7 @@ def summarize(info):
         pods_total=len(pods),
         pods_not_running=not_running,
         pods_with_restarts=restarts,
+        job_pods_failed=[p["name"] for p in job_pods if p.get("phase") == "Failed"],
         max_restarts=max(restarts.values()) if restarts else 0,
         oom_killed=[p["name"] for p in pods if p.get("last_termination_reason") == "OOMKilled"],
         hpas_at_max=[h["name"] for h in info.get("hpas") or [] if h.get("at_max")],

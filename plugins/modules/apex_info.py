@@ -132,7 +132,8 @@ metrics:
   type: dict
 summary:
   description: >-
-    Counts for health checks - pods_total, pods_not_running, pods_with_restarts, max_restarts, oom_killed,
+    Counts for health checks - pods_total, pods_not_running (pods of Jobs excluded), pods_with_restarts, max_restarts,
+    job_pods_failed, oom_killed,
     hpas_at_max, nodes_not_ready, nodes_cordoned, workloads_not_ready, warning_events.
   returned: always
   type: dict

@@ -528,3 +528,14 @@ def test_wait_follows_the_hpa_instead_of_fighting_it():
     assert target["observed"] == {"desired": 7, "ready": 7, "rollout": "complete"}
     assert any("changed to 7 during the wait" in n for n in target["notes"])
     assert not [c for c in cluster.calls if c[0] == "PATCH" and c[2]["spec"].get("replicas") == 5][1:]
+
+
+def test_summary_judges_job_pods_apart():
+    info = {"pods": [
+        {"name": "apex-api-1", "phase": "Running", "ready": True, "restarts": 0, "owner": "ReplicaSet/apex-api-x"},
+        {"name": "backup-1", "phase": "Failed", "ready": False, "restarts": 0, "owner": "Job/backup"},
+        {"name": "migrate-1", "phase": "Succeeded", "ready": False, "restarts": 0, "owner": "Job/migrate"},
+        {"name": "apex-worker-1", "phase": "Pending", "ready": False, "restarts": 2, "owner": "ReplicaSet/w"}]}
+    summary = wl.summarize(info)
+    assert summary["pods_not_running"] == ["apex-worker-1"]
+    assert summary["job_pods_failed"] == ["backup-1"] and summary["max_restarts"] == 2
