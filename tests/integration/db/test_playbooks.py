@@ -105,7 +105,8 @@ def test_health_check_thresholds_overridable(run_playbook, rds, qkeys, tmp_path)
 def test_health_check_api_down_is_critical(run_playbook, tmp_path):
     proc = run_playbook("playbooks/health_check.yml", extra_vars={
         "apex_report_dir": str(tmp_path), "apex_api_url": "https://127.0.0.1:9", "health_check_api_timeout": 2,
-        "health_check_queue": False, "health_check_database": False})
+        "health_check_queue": False, "health_check_database": False,
+        "health_check_tls": False, "health_check_kubernetes": False})
     assert proc.returncode != 0
     report = load_report(tmp_path, "health_check")
     assert report["status"] == "critical"
@@ -208,7 +209,8 @@ def test_credentials_never_in_verbose_output(lab, run_playbook, tmp_path, playbo
 
 def test_health_check_services_down_still_reports(run_playbook, tmp_path):
     proc = run_playbook("playbooks/health_check.yml", extra_vars={
-        "apex_report_dir": str(tmp_path), "apex_redis_port": 1, "apex_pg_port": 1, "health_check_api": False})
+        "apex_report_dir": str(tmp_path), "apex_redis_port": 1, "apex_pg_port": 1, "health_check_api": False,
+        "health_check_tls": False, "health_check_kubernetes": False})
     assert proc.returncode != 0 and "Apex health is CRITICAL: redis, postgresql" in proc.stdout
     report = load_report(tmp_path, "health_check")
     assert report["status"] == "critical"
