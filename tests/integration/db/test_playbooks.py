@@ -7,7 +7,6 @@ import json
 import time
 
 import pytest
-import redis
 
 from dbq_helpers import admin_conn, backends, unique
 
@@ -20,14 +19,6 @@ def load_report(directory, prefix):
     files = reports(directory, prefix)
     assert files, "no %s report in %s" % (prefix, directory)
     return json.loads(files[-1].read_text())
-
-
-@pytest.fixture
-def rds(lab):
-    client = redis.Redis(host=lab["APEX_REDIS_HOST"], port=int(lab["APEX_REDIS_PORT"]),
-                         password=lab["APEX_REDIS_PASSWORD"], decode_responses=True)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -3,17 +3,8 @@ helpers share the real apex:tasks:* keys) and deletes them afterwards."""
 import json
 
 import pytest
-import redis
 
 from dbq_helpers import unique
-
-
-@pytest.fixture
-def rds(lab):
-    client = redis.Redis(host=lab["APEX_REDIS_HOST"], port=int(lab["APEX_REDIS_PORT"]),
-                         password=lab["APEX_REDIS_PASSWORD"], decode_responses=True)
-    yield client
-    client.close()
 
 
 @pytest.fixture
