@@ -26,13 +26,13 @@ import base64
 import time
 
 from ansible_collections.apex.ops.plugins.module_utils import tls
+from ansible_collections.apex.ops.plugins.module_utils.k8s import restart_patch
 
 GROUP = "cert-manager.io"
 VERSION = "v1"
 PLURAL = "certificates"
 MANUAL_REASON = "ManuallyTriggered"
 MANUAL_MESSAGE = "Certificate re-issuance manually triggered"
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 WATCH_WINDOW = 2  # seconds per watch call; the Secret is re-read between windows
 
 
@@ -343,8 +343,7 @@ class CertManager(object):
 
     def restart_deployment(self, namespace, name):
         """``kubectl rollout restart``: stamp the pod template; returns the timestamp."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+        stamp, body = restart_patch()
         self.apps.patch_namespaced_deployment(name, namespace, body)
         return stamp
 

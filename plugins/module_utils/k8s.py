@@ -500,3 +500,20 @@ class KubeClient(object):
 def connect(params, **kwargs):
     """A ``KubeClient`` for the module's K8S_ARGSPEC params (raises KubeConfigError)."""
     return KubeClient(params, **kwargs)
+
+
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+def restart_patch(now=None):
+    """The merge patch of ``kubectl rollout restart``: a ``restartedAt`` pod-template annotation.
+
+    The stamp carries microseconds. kubectl's whole-second stamp makes a second restart within the
+    same second a no-op (same template, no new ReplicaSet), so a caller waiting for "the" rollout
+    would see the previous one as complete and go on with pods that never restarted.
+    """
+    import datetime
+
+    moment = now or datetime.datetime.now(datetime.timezone.utc)
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return stamp, {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}

@@ -30,7 +30,7 @@ import re
 import time
 from datetime import datetime
 
-from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError
+from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, restart_patch
 from ansible_collections.apex.ops.plugins.module_utils.waiting import Deadline, StreamExpired, watch_until
 
 try:
@@ -911,9 +911,8 @@ class Scaler(object):
         if plan["set_replicas"] is not None:
             self._scale(plan, request, path)
         if plan.get("restart"):
-            stamp = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
-            self.client.merge_patch(path, {"spec": {"template": {"metadata": {"annotations": {
-                "kubectl.kubernetes.io/restartedAt": stamp}}}}})
+            dummy, patch = restart_patch()
+            self.client.merge_patch(path, patch)
         timings["apply_seconds"] = round(self.clock() - started, 3)
         outcome = dict(ok=True)
         if wait:

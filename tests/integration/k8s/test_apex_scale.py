@@ -220,3 +220,17 @@ def test_secondary_region_failover_scale_and_back_to_zero(run_module, kubeconfig
     finally:
         for name in ("apex-api", "apex-worker"):
             secondary.apps.patch_namespaced_deployment_scale(name, NS, {"spec": {"replicas": 0}})
+
+
+def test_two_restarts_within_one_second_both_roll(run_module, kube):
+    """kubectl's whole-second restartedAt stamp makes the second of two quick restarts a no-op;
+    apex_scale's stamp must not: each run leaves a new pod template (a new ReplicaSet revision)."""
+    revisions, stamps = [], []
+    for dummy in range(2):
+        result = run_module("apex_scale", names=["apex-worker"], restart=True, wait=False, **CTX)
+        assert not result.failed and result["changed"], result.get("msg")
+        dep = kube.deployment("apex-worker")
+        stamps.append(dep.spec.template.metadata.annotations["kubectl.kubernetes.io/restartedAt"])
+        revisions.append(dep.metadata.generation)
+    assert stamps[0] != stamps[1] and revisions[1] > revisions[0], (stamps, revisions)
+    kube.settle("apex-worker", kube.replicas("apex-worker"))

@@ -326,3 +326,16 @@ def test_exec_credential_plugin_is_run_by_the_official_loader(tmp_path):
     (tmp_path / "kubeconfig").write_text(yaml.safe_dump(doc))
     conn = k8s.load_connection({"kubeconfig": path, "context": "exec-ctx"})
     assert conn["token"] == "from-exec-plugin" and conn["server"] == "http://127.0.0.1:1"
+
+
+def test_restart_patch_stamps_differ_within_one_second():
+    import datetime
+
+    from ansible_collections.apex.ops.plugins.module_utils.k8s import RESTARTED_AT, restart_patch
+
+    t0 = datetime.datetime(2026, 11, 27, 3, 0, 0, 100, tzinfo=datetime.timezone.utc)
+    first = restart_patch(t0)
+    second = restart_patch(t0 + datetime.timedelta(microseconds=1))
+    assert first[0] == "2026-11-27T03:00:00.000100Z"
+    assert first[1]["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT] == first[0]
+    assert first[0] != second[0]
