@@ -26,7 +26,9 @@ import base64
 import time
 
 from ansible_collections.apex.ops.plugins.module_utils import tls
-from ansible_collections.apex.ops.plugins.module_utils.k8s import restart_patch
+from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, object_stream, restart_patch
+from ansible_collections.apex.ops.plugins.module_utils.k8s_workloads import rollout_state as workload_rollout_state
+from ansible_collections.apex.ops.plugins.module_utils.waiting import watch_until
 
 GROUP = "cert-manager.io"
 VERSION = "v1"
@@ -36,22 +38,25 @@ MANUAL_MESSAGE = "Certificate re-issuance manually triggered"
 WATCH_WINDOW = 2  # seconds per watch call; the Secret is re-read between windows
 
 
+def certificates_path(namespace, name=None, sub=None):
+    return "/".join(["/apis/%s/%s/namespaces/%s/%s" % (GROUP, VERSION, namespace, PLURAL)] +
+                    [part for part in (name, sub) if part])
+
+
+def secret_path(namespace, name=None):
+    return "/api/v1/namespaces/%s/secrets%s" % (namespace, "/" + name if name else "")
+
+
+def deployment_path(namespace, name=None):
+    return "/apis/apps/v1/namespaces/%s/deployments%s" % (namespace, "/" + name if name else "")
+
+
 class CertManagerError(Exception):
     """A failure with the last observed state attached (for ``ApexModule.fail``)."""
 
     def __init__(self, msg, last_state=None):
         super(CertManagerError, self).__init__(msg)
         self.last_state = last_state
-
-
-def _status_code(exc):
-    return getattr(exc, "status", None)
-
-
-def _api_exception():
-    from kubernetes.client.rest import ApiException
-
-    return ApiException
 
 
 def condition(obj, ctype):
@@ -116,16 +121,16 @@ def _b64(data, key):
 
 def secret_facts(secret, now=None, warning_days=tls.DEFAULT_WARNING_DAYS, critical_days=tls.DEFAULT_CRITICAL_DAYS,
                  hostname=None):
-    """Facts of the certificate in a TLS Secret (a V1Secret or None). No key material."""
+    """Facts of the certificate in a TLS Secret (the API's JSON object, or None). No key material."""
     if secret is None:
         return dict(present=False)
     now = now or tls.utcnow()
-    meta = secret.metadata
-    out = dict(present=True, name=meta.name, namespace=meta.namespace, type=secret.type,
-               resource_version=meta.resource_version,
-               annotations={k: v for k, v in (meta.annotations or {}).items() if k.startswith("cert-manager.io/")},
-               keys=sorted((secret.data or {}).keys()))
-    crt, key = _b64(secret.data, "tls.crt"), _b64(secret.data, "tls.key")
+    meta, data = secret.get("metadata") or {}, secret.get("data") or {}
+    out = dict(present=True, name=meta.get("name"), namespace=meta.get("namespace"), type=secret.get("type"),
+               resource_version=meta.get("resourceVersion"),
+               annotations={k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith("cert-manager.io/")},
+               keys=sorted(data.keys()))
+    crt, key = _b64(data, "tls.crt"), _b64(data, "tls.key")
     if not crt:
         out["error"] = "the Secret has no tls.crt"
         return out
@@ -169,58 +174,36 @@ def secret_summary(facts):
                 chain=[c["serial"] + " " + c["subject"] for c in facts.get("chain") or []])
 
 
-class Deadline(object):
-    """A monotonic deadline."""
-
-    def __init__(self, seconds):
-        self.seconds = seconds
-        self.start = time.monotonic()
-        self.end = self.start + seconds
-
-    def remaining(self):
-        return max(0.0, self.end - time.monotonic())
-
-    def expired(self):
-        return time.monotonic() >= self.end
-
-    def elapsed(self):
-        return round(time.monotonic() - self.start, 3)
-
-
 class CertManager(object):
-    def __init__(self, api_client):
-        from kubernetes import client
+    """Certificates, TLS Secrets and the ingress Deployment through the lean ``KubeClient``
+    (plain JSON: no typed models, so a task does not pay for importing the official client)."""
 
-        self.api_client = api_client
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
-        self.apps = client.AppsV1Api(api_client)
+    def __init__(self, client):
+        self.client = client
 
     # ------------------------------------------------------------------ reads
-    def get_certificate(self, namespace, name):
+    def _get_or_none(self, path):
         try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        except _api_exception() as exc:
-            if _status_code(exc) == 404:
+            return self.client.get(path)
+        except KubeApiError as exc:
+            if exc.status == 404:
                 return None
             raise
+
+    def get_certificate(self, namespace, name):
+        return self._get_or_none(certificates_path(namespace, name))
 
     def list_certificates(self, namespace):
         """All Certificates of a namespace; None when the cert-manager CRD is not installed."""
         try:
-            return self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL).get("items") or []
-        except _api_exception() as exc:
-            if _status_code(exc) == 404:
+            return self.client.list(certificates_path(namespace)).get("items") or []
+        except KubeApiError as exc:
+            if exc.status == 404:
                 return None
             raise
 
     def get_secret(self, namespace, name):
-        try:
-            return self.core.read_namespaced_secret(name, namespace)
-        except _api_exception() as exc:
-            if _status_code(exc) == 404:
-                return None
-            raise
+        return self._get_or_none(secret_path(namespace, name))
 
     def secret_fingerprint(self, namespace, name):
         facts = secret_facts(self.get_secret(namespace, name))
@@ -248,155 +231,108 @@ class CertManager(object):
             ))
             status["conditions"] = conditions
             try:
-                self.custom.replace_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, obj)
+                # PUT with the read resourceVersion: a concurrent status change gives 409, not a lost update
+                self.client.put(certificates_path(namespace, name, "status"), obj)
                 return True
-            except _api_exception() as exc:
-                if _status_code(exc) == 409:
+            except KubeApiError as exc:
+                if exc.status == 409:
                     continue
                 raise
         raise CertManagerError("could not update the status of Certificate %s/%s: kept conflicting" % (namespace, name))
 
     def delete_secret(self, namespace, name):
         try:
-            self.core.delete_namespaced_secret(name, namespace)
+            self.client.delete(secret_path(namespace, name))
             return True
-        except _api_exception() as exc:
-            if _status_code(exc) == 404:
+        except KubeApiError as exc:
+            if exc.status == 404:
                 return False
             raise
 
     def wait_for_issuance(self, namespace, name, secret_name, old_fingerprint, deadline):
         """Until the Secret holds a certificate other than ``old_fingerprint`` and the
-        Certificate is Ready=True and not Issuing. Returns (certificate obj, secret facts)."""
-        from kubernetes import watch
+        Certificate is Ready=True and not Issuing. Returns (certificate obj, secret facts).
 
-        last_obj, last_secret = None, None
-        while True:
-            last_obj = self.get_certificate(namespace, name)
-            fingerprint, last_secret = self.secret_fingerprint(namespace, secret_name)
-            if self._issued(last_obj, fingerprint, old_fingerprint):
-                return last_obj, last_secret
-            if deadline.expired():
-                break
-            # Watch the Certificate for a short window: any status change wakes us up.
-            window = max(1, int(min(WATCH_WINDOW, deadline.remaining()) + 0.999))
-            w = watch.Watch()
-            try:
-                kwargs = dict(field_selector="metadata.name=%s" % name, timeout_seconds=window,
-                              _request_timeout=window + 5)
-                rv = ((last_obj or {}).get("metadata") or {}).get("resourceVersion")
-                if rv:
-                    kwargs["resource_version"] = rv
-                for event in w.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace,
-                                      PLURAL, **kwargs):
-                    obj = event.get("object") or {}
-                    if event.get("type") in ("MODIFIED", "ADDED") and condition_true(obj, "Ready") \
-                            and not condition_true(obj, "Issuing"):
-                        break  # re-check the Secret now
-                    if deadline.expired():
-                        break
-            except Exception:  # 410 Gone / watch unsupported: the loop re-reads anyway
-                if deadline.remaining() > 0:
-                    time.sleep(min(0.5, deadline.remaining()))
-            finally:
-                w.stop()
+        Watches the Certificate; the Secret is read whenever its conditions say "issued", and at
+        least every WATCH_WINDOW seconds (each watch stream is that short)."""
+        seen = dict(secret=None)
+
+        def issued(obj):
+            if obj is None or not condition_true(obj, "Ready") or condition_true(obj, "Issuing"):
+                return False
+            fingerprint, seen["secret"] = self.secret_fingerprint(namespace, secret_name)
+            return fingerprint is not None and fingerprint != old_fingerprint
+
+        relist, watch = object_stream(self.client, certificates_path(namespace), name)
+        result = watch_until(relist, watch, issued, deadline, max_stream_seconds=WATCH_WINDOW)
+        if result.ok:
+            return result.last, seen["secret"]
+        last_obj = result.last
         facts = certificate_facts(last_obj) if last_obj else None
         raise CertManagerError(
             "timed out after %ss waiting for Certificate %s/%s to be reissued; last conditions: %s"
-            % (deadline.seconds, namespace, name, summarize_conditions(last_obj)),
-            last_state=dict(certificate=facts, secret=secret_summary(last_secret)),
+            % (deadline.timeout, namespace, name, summarize_conditions(last_obj)),
+            last_state=dict(certificate=facts, secret=secret_summary(seen["secret"])),
         )
-
-    @staticmethod
-    def _issued(obj, fingerprint, old_fingerprint):
-        return bool(obj) and fingerprint is not None and fingerprint != old_fingerprint \
-            and condition_true(obj, "Ready") and not condition_true(obj, "Issuing")
 
     # ------------------------------------------------------------------ install
     def put_tls_secret(self, namespace, name, cert_chain_pem, key_pem, existing=None):
-        """Create or replace a kubernetes.io/tls Secret (tls.crt = leaf + chain, tls.key)."""
-        from kubernetes import client
+        """Create or replace a kubernetes.io/tls Secret (tls.crt = leaf + chain, tls.key).
 
+        A replacement keeps the Secret's labels and annotations and carries the resourceVersion
+        read before validation: a concurrent writer makes it fail (409) instead of being overwritten."""
         data = {
             "tls.crt": base64.b64encode(cert_chain_pem).decode("ascii"),
             "tls.key": base64.b64encode(key_pem).decode("ascii"),
         }
+        body = dict(apiVersion="v1", kind="Secret", type="kubernetes.io/tls", data=data,
+                    metadata=dict(name=name, namespace=namespace))
         if existing is None:
-            body = client.V1Secret(metadata=client.V1ObjectMeta(name=name, namespace=namespace),
-                                   type="kubernetes.io/tls", data=data)
-            return self.core.create_namespaced_secret(namespace, body)
-        meta = existing.metadata
-        body = client.V1Secret(
-            metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=meta.labels,
-                                         annotations=meta.annotations, resource_version=meta.resource_version),
-            type=existing.type or "kubernetes.io/tls", data=data)
-        return self.core.replace_namespaced_secret(name, namespace, body)
+            return self.client.post(secret_path(namespace), body)
+        meta = existing.get("metadata") or {}
+        for key in ("labels", "annotations", "resourceVersion"):
+            if meta.get(key):
+                body["metadata"][key] = meta[key]
+        body["type"] = existing.get("type") or "kubernetes.io/tls"
+        return self.client.put(secret_path(namespace, name), body)
 
     # ------------------------------------------------------------------ ingress
     def get_deployment(self, namespace, name):
-        try:
-            return self.apps.read_namespaced_deployment(name, namespace)
-        except _api_exception() as exc:
-            if _status_code(exc) == 404:
-                return None
-            raise
+        return self._get_or_none(deployment_path(namespace, name))
 
     def restart_deployment(self, namespace, name):
-        """``kubectl rollout restart``: stamp the pod template; returns the timestamp."""
+        """``kubectl rollout restart``: stamp the pod template; returns the stamp."""
         stamp, body = restart_patch()
-        self.apps.patch_namespaced_deployment(name, namespace, body)
+        self.client.merge_patch(deployment_path(namespace, name), body)
         return stamp
 
     @staticmethod
     def rollout_state(dep):
-        spec, status, meta = dep.spec, dep.status, dep.metadata
-        want = spec.replicas if spec.replicas is not None else 1
-        state = dict(
-            generation=meta.generation, observed_generation=status.observed_generation,
-            replicas=status.replicas or 0, updated_replicas=status.updated_replicas or 0,
-            ready_replicas=status.ready_replicas or 0, available_replicas=status.available_replicas or 0,
-            desired_replicas=want,
+        spec, status, meta = dep.get("spec") or {}, dep.get("status") or {}, dep.get("metadata") or {}
+        want = spec.get("replicas")
+        state, message = workload_rollout_state(dep, "Deployment")
+        return dict(
+            generation=meta.get("generation"), observed_generation=status.get("observedGeneration"),
+            replicas=status.get("replicas") or 0, updated_replicas=status.get("updatedReplicas") or 0,
+            ready_replicas=status.get("readyReplicas") or 0, available_replicas=status.get("availableReplicas") or 0,
+            desired_replicas=1 if want is None else want,
+            state=state, message=message, complete=state == "complete",
         )
-        state["complete"] = bool(
-            (status.observed_generation or 0) >= (meta.generation or 0)
-            and state["updated_replicas"] >= want and state["replicas"] <= state["updated_replicas"]
-            and state["available_replicas"] >= want
-        )
-        return state
 
     def wait_rollout(self, namespace, name, deadline):
-        """Like ``kubectl rollout status``: watch the Deployment until the new ReplicaSet
-        is fully rolled out and available."""
-        from kubernetes import watch
-
-        state = None
-        while True:
-            dep = self.get_deployment(namespace, name)
-            if dep is None:
-                raise CertManagerError("Deployment %s/%s not found" % (namespace, name))
-            state = self.rollout_state(dep)
-            if state["complete"]:
-                return state
-            if deadline.expired():
-                break
-            window = max(1, int(min(WATCH_WINDOW * 5, deadline.remaining()) + 0.999))
-            w = watch.Watch()
-            try:
-                for event in w.stream(self.apps.list_namespaced_deployment, namespace,
-                                      field_selector="metadata.name=%s" % name, timeout_seconds=window,
-                                      resource_version=dep.metadata.resource_version, _request_timeout=window + 5):
-                    obj = event.get("object")
-                    if obj is not None and hasattr(obj, "status") and self.rollout_state(obj)["complete"]:
-                        break
-                    if deadline.expired():
-                        break
-            except Exception:
-                if deadline.remaining() > 0:
-                    time.sleep(min(0.5, deadline.remaining()))
-            finally:
-                w.stop()
-        raise CertManagerError("timed out after %ss waiting for the rollout of Deployment %s/%s" %
-                               (deadline.seconds, namespace, name), last_state=dict(rollout=state))
+        """Like ``kubectl rollout status``: watch the Deployment until the new ReplicaSet is fully
+        rolled out and available; a rollout past its progress deadline fails at once."""
+        relist, watch = object_stream(self.client, deployment_path(namespace), name)
+        result = watch_until(relist, watch, lambda dep: self.rollout_state(dep)["state"] in ("complete", "failed"),
+                             deadline)
+        state = self.rollout_state(result.last)
+        if state["complete"]:
+            return state
+        if result.ok:
+            raise CertManagerError("the rollout of Deployment %s/%s failed: %s" % (namespace, name, state["message"]),
+                                   last_state=dict(rollout=state))
+        raise CertManagerError("timed out after %ss waiting for the rollout of Deployment %s/%s (%s)" %
+                               (deadline.timeout, namespace, name, state["message"]), last_state=dict(rollout=state))
 
 
 def wait_for_endpoint(probe, fingerprint, deadline):
@@ -420,6 +356,6 @@ def wait_for_endpoint(probe, fingerprint, deadline):
     served = (last or {}).get("certificate") or {}
     raise CertManagerError(
         "timed out after %ss waiting for the endpoint to serve the new certificate (fingerprint %s); it serves %s%s"
-        % (deadline.seconds, fingerprint, served.get("serial") or "nothing",
+        % (deadline.timeout, fingerprint, served.get("serial") or "nothing",
            " (last error: %s)" % error if error else ""),
         last_state=dict(endpoint=last, error=error))

@@ -28,6 +28,7 @@ import os
 import threading
 
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import import_error_of
+from ansible_collections.apex.ops.plugins.module_utils.waiting import StreamExpired
 
 
 def _find_kubernetes():
@@ -517,3 +518,39 @@ def restart_patch(now=None):
     moment = now or datetime.datetime.now(datetime.timezone.utc)
     stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return stamp, {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+
+
+def object_stream(client, collection_path, name, deleted_error=None):
+    """``(relist, watch)`` for ``waiting.watch_until`` over one named object of a collection.
+
+    ``relist`` reads the object (a 404 raises ``KubeApiError``); ``watch`` follows it with a
+    field-selected watch from a resourceVersion, turns bookmarks into version-only events and
+    410 Gone into ``StreamExpired`` (relist). The object being deleted raises
+    ``deleted_error()`` (by default a 404 ``KubeApiError``).
+    """
+    selector = "metadata.name=%s" % name
+
+    def relist():
+        obj = client.get("%s/%s" % (collection_path, name))
+        return obj, (obj.get("metadata") or {}).get("resourceVersion")
+
+    def watch(version, seconds):
+        try:
+            for etype, obj in client.watch(collection_path, resource_version=version, timeout_seconds=seconds,
+                                           field_selector=selector):
+                version = (obj.get("metadata") or {}).get("resourceVersion")
+                if etype == "BOOKMARK":
+                    yield None, version
+                elif etype == "DELETED":
+                    if deleted_error is not None:
+                        raise deleted_error()
+                    raise KubeApiError(404, "NotFound", "%s was deleted while waiting for it" % name,
+                                       method="WATCH", path=collection_path)
+                else:
+                    yield obj, version
+        except KubeApiError as exc:
+            if exc.status == 410:
+                raise StreamExpired(str(exc))
+            raise
+
+    return relist, watch

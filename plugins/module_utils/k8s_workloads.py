@@ -30,8 +30,8 @@ import re
 import time
 from datetime import datetime
 
-from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, restart_patch
-from ansible_collections.apex.ops.plugins.module_utils.waiting import Deadline, StreamExpired, watch_until
+from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, object_stream, restart_patch
+from ansible_collections.apex.ops.plugins.module_utils.waiting import Deadline, watch_until
 
 try:
     from datetime import timezone
@@ -950,28 +950,9 @@ class Scaler(object):
         raise ScaleError("%s: the object kept changing under us (conflicts); try again" % plan["key"])
 
     def wait_settled(self, kind, name, expect, deadline):
-        path = workload_path(kind, self.namespace)
-        selector = "metadata.name=%s" % name
-
-        def relist():
-            obj = self.client.get("%s/%s" % (path, name))
-            return obj, obj["metadata"].get("resourceVersion")
-
-        def watch(version, seconds):
-            try:
-                for etype, obj in self.client.watch(path, resource_version=version, timeout_seconds=seconds,
-                                                    field_selector=selector):
-                    rv = (obj.get("metadata") or {}).get("resourceVersion")
-                    if etype == "BOOKMARK":
-                        yield None, rv
-                    elif etype == "DELETED":
-                        raise ScaleError("%s/%s was deleted while waiting for it" % (kind, name))
-                    else:
-                        yield obj, rv
-            except KubeApiError as exc:
-                if exc.status == 410:
-                    raise StreamExpired(str(exc))
-                raise
+        relist, watch = object_stream(
+            self.client, workload_path(kind, self.namespace), name,
+            deleted_error=lambda: ScaleError("%s/%s was deleted while waiting for it" % (kind, name)))
 
         # Never fight: once the expected count was seen, a later change of spec.replicas (the HPA
         # acting within its bounds, or someone else) is followed, and reported, not undone.

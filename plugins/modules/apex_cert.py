@@ -293,6 +293,7 @@ from ansible_collections.apex.ops.plugins.module_utils.apex_module import ApexMo
 from ansible_collections.apex.ops.plugins.module_utils.common_args import K8S_ARGSPEC
 from ansible_collections.apex.ops.plugins.module_utils import k8s, tls
 from ansible_collections.apex.ops.plugins.module_utils import cert_manager as cm
+from ansible_collections.apex.ops.plugins.module_utils.waiting import Deadline
 
 
 def argument_spec():
@@ -334,12 +335,12 @@ class CertRunner(object):
         self.ns = self.p["namespace"]
         self.warn_days, self.crit_days = self.p["warning_days"], self.p["critical_days"]
         self._cm = None
-        self.deadline = cm.Deadline(self.p["wait_timeout"])
+        self.deadline = Deadline(self.p["wait_timeout"])
 
     @property
     def cm(self):
         if self._cm is None:
-            self._cm = cm.CertManager(k8s.api_client(self.p))
+            self._cm = cm.CertManager(k8s.connect(self.p))
         return self._cm
 
     # ------------------------------------------------------------------ helpers
@@ -504,7 +505,7 @@ class CertRunner(object):
             self.after_change(result, after["certificate"]["fingerprint_sha256"])
         except cm.CertManagerError as exc:
             self.module.fail(str(exc), last_state=exc.last_state, renewed=True, changed=True, secret=after)
-        result["elapsed"] = self.deadline.elapsed()
+        result["elapsed"] = round(self.deadline.elapsed(), 3)
         return result
 
     # ------------------------------------------------------------------ reload
@@ -535,7 +536,7 @@ class CertRunner(object):
                                                       self.deadline)
             result["drift"] = dict(tls.compare_served(secret["certificate"], result["endpoint"]["certificate"]),
                                    secret_name=secret_name)
-        result["elapsed"] = self.deadline.elapsed()
+        result["elapsed"] = round(self.deadline.elapsed(), 3)
         return result
 
     # ------------------------------------------------------------------ install
@@ -618,7 +619,7 @@ class CertRunner(object):
             self.after_change(result, new_fps[0])
         except cm.CertManagerError as exc:
             self.module.fail(str(exc), last_state=exc.last_state, changed=True, secret=after)
-        result["elapsed"] = self.deadline.elapsed()
+        result["elapsed"] = round(self.deadline.elapsed(), 3)
         return result
 
 
@@ -711,6 +712,10 @@ def main():
         result = getattr(runner, p["state"])()
     except cm.CertManagerError as exc:
         module.fail(str(exc), last_state=exc.last_state)
+    except k8s.KubeConfigError as exc:
+        module.fail("Kubernetes connection is not configured: %s" % exc)
+    except k8s.KubeApiError as exc:
+        module.fail("apex_cert state=%s: Kubernetes API error: %s" % (p["state"], exc))
     except Exception as exc:  # API errors, connection errors: fail with the exception, no key material in it
         module.fail("apex_cert state=%s failed" % p["state"], exception=exc)
     if not module._diff:

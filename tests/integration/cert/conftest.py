@@ -27,7 +27,7 @@ def kube(lab):
     kubeconfig = lab.get("K8S_AUTH_KUBECONFIG") or lab.get("KUBECONFIG")
     if not kubeconfig or not Path(kubeconfig).exists():
         pytest.fail("the lab has no Kubernetes simulator kubeconfig (KUBECONFIG=%r)" % kubeconfig)
-    return CertManager(k8s.api_client(dict(kubeconfig=kubeconfig, context="apex-primary")))
+    return CertManager(k8s.connect(dict(kubeconfig=kubeconfig, context="apex-primary")))
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ def _secret_raw(kube, name=CERT):
     secret = kube.get_secret(NS, name)
     if secret is None:
         return None
-    return secret.metadata.resource_version, dict(secret.data or {})
+    return secret["metadata"]["resourceVersion"], dict(secret.get("data") or {})
 
 
 def _fp(info):
@@ -197,11 +197,11 @@ def test_key_never_in_output_at_vvv(run_playbook, issue, tmp_path, endpoint):
 
 def _set_issuer_ready(kube, ready):
     body = {"metadata": {"annotations": {"kubesim.apex.dev/ready": "true" if ready else "false"}}}
-    kube.custom.patch_namespaced_custom_object("cert-manager.io", "v1", NS, "issuers", "lab-ca", body)
+    kube.client.merge_patch("/apis/cert-manager.io/v1/namespaces/%s/issuers/lab-ca" % NS, body)
 
 
 def test_issuer_not_ready_times_out_with_conditions(run_module, kube, stored):
-    from ansible_collections.apex.ops.plugins.module_utils.cert_manager import Deadline
+    from ansible_collections.apex.ops.plugins.module_utils.waiting import Deadline
 
     before = stored()["certificate"]
     _set_issuer_ready(kube, False)
@@ -223,17 +223,19 @@ def test_issuer_not_ready_times_out_with_conditions(run_module, kube, stored):
 
 
 def _short_certificate(kube, name, duration):
+    from ansible_collections.apex.ops.plugins.module_utils.cert_manager import certificates_path
+
     body = {"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
             "metadata": {"name": name, "namespace": NS},
             "spec": {"secretName": name, "dnsNames": ["%s.apex.lab.test" % name], "duration": duration,
                      "renewBefore": "1h0m0s", "privateKey": {"algorithm": "ECDSA", "size": 256},
                      "issuerRef": {"name": "lab-ca", "kind": "Issuer", "group": "cert-manager.io"}}}
-    kube.custom.create_namespaced_custom_object("cert-manager.io", "v1", NS, "certificates", body)
+    kube.client.post(certificates_path(NS), body)
 
 
 @pytest.fixture()
 def short_certs(kube):
-    from ansible_collections.apex.ops.plugins.module_utils.cert_manager import Deadline
+    from ansible_collections.apex.ops.plugins.module_utils.waiting import Deadline
 
     names = {"apex-short-critical": "120h0m0s", "apex-short-warning": "480h0m0s"}
     for name, duration in names.items():
@@ -241,8 +243,10 @@ def short_certs(kube):
     for name in names:
         kube.wait_for_issuance(NS, name, name, None, Deadline(60))
     yield list(names)
+    from ansible_collections.apex.ops.plugins.module_utils.cert_manager import certificates_path
+
     for name in names:
-        kube.custom.delete_namespaced_custom_object("cert-manager.io", "v1", NS, "certificates", name)
+        kube.client.delete(certificates_path(NS, name))
         kube.delete_secret(NS, name)
 
 
@@ -308,18 +312,18 @@ def test_install_creates_unmanaged_secret_with_chain_and_encrypted_key(run_modul
         assert res["validation"]["anchored_to_ca"] is True
         assert "s3cret-pass" not in res["_stdout"]
         secret = kube.get_secret(NS, "apex-manual-tls")
-        assert secret.type == "kubernetes.io/tls"
-        crt = base64.b64decode(secret.data["tls.crt"])
+        assert secret["type"] == "kubernetes.io/tls"
+        crt = base64.b64decode(secret["data"]["tls.crt"])
         chain = tls.load_certificates(crt)
         assert [c.subject.rfc4514_string() for c in chain] == ["CN=manual.apex.lab.test", "CN=apex test intermediate"]
-        key = tls.load_private_key(base64.b64decode(secret.data["tls.key"]))  # stored unencrypted
+        key = tls.load_private_key(base64.b64decode(secret["data"]["tls.key"]))  # stored unencrypted
         assert tls.key_matches(chain[0], key)
         again = run_module("apex_cert", **args)
         assert not again.failed and again["changed"] is False
         # a wrong passphrase is refused with a clear message, nothing changed
-        rv = kube.get_secret(NS, "apex-manual-tls").metadata.resource_version
+        rv = kube.get_secret(NS, "apex-manual-tls")["metadata"]["resourceVersion"]
         bad = run_module("apex_cert", **dict(args, private_key_passphrase="not-the-pass-phrase"))
         assert bad.failed and "wrong passphrase" in bad["msg"] and "nothing was changed" in bad["msg"]
-        assert kube.get_secret(NS, "apex-manual-tls").metadata.resource_version == rv
+        assert kube.get_secret(NS, "apex-manual-tls")["metadata"]["resourceVersion"] == rv
     finally:
         kube.delete_secret(NS, "apex-manual-tls")

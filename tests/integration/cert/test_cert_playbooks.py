@@ -88,13 +88,13 @@ def test_cert_renew_install_mode_served_and_key_never_shown(run_playbook, tmp_pa
 
 def test_cert_renew_install_refuses_expired_and_reports(run_playbook, tmp_path, issue, kube):
     cert_pem, key_pem = issue(days=5, start_days=-10)
-    before = kube.get_secret(NS, CERT).metadata.resource_version
+    before = kube.get_secret(NS, CERT)["metadata"]["resourceVersion"]
     proc = run_playbook("playbooks/cert_renew.yml", extra_vars={
         "apex_report_dir": str(tmp_path), "cert_renew_mode": "install",
         "cert_renew_cert_pem": cert_pem, "cert_renew_key_pem": key_pem})
     assert proc.returncode != 0
     assert "has expired" in proc.stdout
-    assert kube.get_secret(NS, CERT).metadata.resource_version == before
+    assert kube.get_secret(NS, CERT)["metadata"]["resourceVersion"] == before
     report = json.loads(_reports(tmp_path, "cert_renew")[-1].read_text())
     assert report["outcome"] == "failed" and "has expired" in report["error"]
 
@@ -115,12 +115,12 @@ def test_cert_renew_heals_drift_then_is_idempotent(run_playbook, run_module, tmp
 
 
 def test_cert_renew_issuer_not_ready_fails_with_conditions_and_report(run_playbook, tmp_path, kube, stored, served):
-    from ansible_collections.apex.ops.plugins.module_utils.cert_manager import Deadline
+    from ansible_collections.apex.ops.plugins.module_utils.waiting import Deadline
 
     before, serving = stored()["certificate"], served()["fingerprint_sha256"]
 
     def issuer_ready(ready):
-        kube.custom.patch_namespaced_custom_object("cert-manager.io", "v1", NS, "issuers", "lab-ca", {
+        kube.client.merge_patch("/apis/cert-manager.io/v1/namespaces/%s/issuers/lab-ca" % NS, {
             "metadata": {"annotations": {"kubesim.apex.dev/ready": "true" if ready else "false"}}})
 
     issuer_ready(False)

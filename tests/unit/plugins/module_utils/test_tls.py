@@ -372,17 +372,17 @@ def test_probe_endpoint_refused():
 # ------------------------------------------------------------------ cert_manager facts (pure parts)
 
 def _secret(crt_pem, key_text):
+    """A Secret as the API returns it (JSON)."""
     import base64
-    from types import SimpleNamespace
 
     data = {}
     if crt_pem:
         data["tls.crt"] = base64.b64encode(crt_pem.encode()).decode()
     if key_text:
         data["tls.key"] = base64.b64encode(key_text.encode()).decode()
-    meta = SimpleNamespace(name="apex-tls", namespace="apex", resource_version="7",
-                           annotations={"cert-manager.io/issuer-name": "lab-ca", "other": "x"})
-    return SimpleNamespace(metadata=meta, type="kubernetes.io/tls", data=data)
+    meta = {"name": "apex-tls", "namespace": "apex", "resourceVersion": "7",
+            "annotations": {"cert-manager.io/issuer-name": "lab-ca", "other": "x"}}
+    return {"metadata": meta, "type": "kubernetes.io/tls", "data": data}
 
 
 def test_certificate_facts_and_conditions():
