@@ -200,9 +200,16 @@ def purge(client, dead_letter_key, confirm, check_mode, save_to=None, now=None):
                          % (dead_letter_key, PURGE_CONFIRMATION),
                          last_state=dict(dead_letter_depth=client.llen(dead_letter_key)))
 
+    written = []  # a retried attempt (the list changed under WATCH) may overwrite its own save file
+
     def attempt(pipe):
         raw = pipe.lrange(dead_letter_key, 0, -1)
         result = dict(purged=len(raw), saved_to=None, dead_letter_before=len(raw))
+        if save_to and raw and not written and os.path.exists(os.path.expanduser(save_to)):
+            pipe.reset()
+            raise QueueError("refusing to purge %s: save_to %s already exists (it may hold dead letters saved "
+                             "earlier); choose a new file; nothing was purged" % (dead_letter_key, save_to),
+                             last_state=dict(dead_letter_depth=len(raw)))
         if check_mode or not raw:
             pipe.reset()
             result["dead_letter_after"] = 0 if check_mode else len(raw)
@@ -213,6 +220,7 @@ def purge(client, dead_letter_key, confirm, check_mode, save_to=None, now=None):
             result["saved_to"] = _write_json(save_to, dict(
                 key=dead_letter_key, saved_at=now, count=len(raw),
                 items=[decode_item(r) for r in raw]))
+            written.append(result["saved_to"])
         pipe.multi()
         pipe.delete(dead_letter_key)
         pipe.llen(dead_letter_key)

@@ -77,6 +77,8 @@ options:
   save_to:
     description:
       - With O(state=purge), write every dead letter to this JSON file (mode 0600) before deleting them.
+      - The file must not exist yet (it may hold dead letters saved earlier); an existing file is refused
+        and nothing is purged.
     type: path
 notes:
   - Check mode is supported; it reports what would be requeued or purged.
@@ -98,7 +100,7 @@ EXAMPLES = r"""
   apex.ops.apex_queue:
     state: purge
     confirm: purge-dead-letter
-    save_to: /var/tmp/apex-dead-letter-{{ now(utc=true, fmt='%Y%m%dT%H%M%SZ') }}.json
+    save_to: /var/tmp/apex-dead-letter-{{ now(utc=true, fmt='%Y%m%dT%H%M%S%fZ') }}.json
 """
 
 RETURN = r"""

@@ -99,9 +99,11 @@ def issue(lab_ca):
     return _issue
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def restore_apex_tls(lab, run_module, endpoint):
-    """After the certificate tests: apex-tls valid, issued by cert-manager, and served."""
+    """Right after the certificate tests (package scope, not the session's end: later tests, e.g.
+    health_check's TLS part, must not meet the drift or short certificates they leave):
+    apex-tls valid, issued by cert-manager, and served."""
     yield
     result = run_module("apex_cert", state="renew", cert_name=CERT, method="issuing_condition", restart_ingress=True,
                         wait_for_endpoint=True, wait_timeout=120, context="apex-primary", **endpoint)

@@ -115,6 +115,18 @@ def test_purge_saves_then_deletes(run_module, rds, keys, tmp_path):
     assert again["changed"] is False
 
 
+def test_purge_never_overwrites_an_earlier_save_file(run_module, rds, keys, tmp_path):
+    target = tmp_path / "dead-letter.json"
+    target.write_text('{"items": ["saved earlier"]}')
+    rds.lpush(keys["dead_letter_key"], dead_letter("tsk_1"))
+    for check_mode in (True, False):
+        res = run_module("apex_queue", check_mode=check_mode, state="purge", confirm="purge-dead-letter",
+                         save_to=str(target), **args(keys))
+        assert res.failed and "already exists" in res["msg"] and "nothing was purged" in res["msg"]
+    assert rds.llen(keys["dead_letter_key"]) == 1
+    assert json.loads(target.read_text()) == {"items": ["saved earlier"]}
+
+
 def test_bad_input(run_module, keys):
     res = run_module("apex_queue", memory_limit="lots", **args(keys))
     assert res.failed and "memory_limit" in res["msg"]

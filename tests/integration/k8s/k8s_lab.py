@@ -58,7 +58,10 @@ class Kube(object):
         while time.monotonic() < deadline:
             d = self.deployment(name)
             st = d.status
-            if d.spec.replicas == replicas and (st.ready_replicas or 0) == replicas and (st.replicas or 0) == replicas \
+            # observedGeneration first: right after a template change the status still describes the
+            # previous, complete rollout
+            if (st.observed_generation or 0) >= (d.metadata.generation or 0) and d.spec.replicas == replicas \
+                    and (st.ready_replicas or 0) == replicas and (st.replicas or 0) == replicas \
                     and (st.updated_replicas or 0) == replicas:
                 return d
             time.sleep(0.1)
