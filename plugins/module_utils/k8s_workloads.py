@@ -917,7 +917,8 @@ class Scaler(object):
         outcome = dict(ok=True)
         if wait:
             wait_started = self.clock()
-            result = self.wait_settled(plan["kind"], plan["name"], plan["after"]["replicas"], deadline)
+            result = self.wait_settled(plan["kind"], plan["name"], plan["after"]["replicas"], deadline,
+                                       written=plan["set_replicas"] is not None)
             timings["wait_seconds"] = round(self.clock() - wait_started, 3)
             outcome = dict(ok=result.ok, last=result.last, observations=result.observations,
                            moved_to=result.moved_to)
@@ -949,23 +950,29 @@ class Scaler(object):
                                  "expected %d" % (plan["key"], now, request["current_replicas"]))
         raise ScaleError("%s: the object kept changing under us (conflicts); try again" % plan["key"])
 
-    def wait_settled(self, kind, name, expect, deadline):
+    def wait_settled(self, kind, name, expect, deadline, written=False):
+        """Until the target is rolled out and ready at ``expect`` replicas.
+
+        ``written``: this run set spec.replicas to ``expect`` itself (the API accepted it), so a
+        different count seen by the first read already means someone moved it afterwards."""
         relist, watch = object_stream(
             self.client, workload_path(kind, self.namespace), name,
             deleted_error=lambda: ScaleError("%s/%s was deleted while waiting for it" % (kind, name)))
 
-        # Never fight: once the expected count was seen, a later change of spec.replicas (the HPA
-        # acting within its bounds, or someone else) is followed, and reported, not undone.
-        state = dict(expect=expect, seen=False, moved_to=None)
+        # Never fight: once the expected count was in place, a later change of spec.replicas (the
+        # HPA acting within its bounds, or someone else) is followed, and reported, not undone.
+        # moved_to is the latest such count (None when the target is back at ``expect``).
+        state = dict(seen=written, moved_to=None)
 
         def done(obj):
             desired = (obj.get("spec") or {}).get("replicas", 1)
-            if state["expect"] is not None:
-                if desired == state["expect"]:
-                    state["seen"] = True
+            if expect is not None:
+                if desired == expect:
+                    state["seen"], state["moved_to"] = True, None
                 elif state["seen"]:
-                    state["moved_to"], state["expect"] = desired, None
-            return is_settled(obj, kind, state["expect"]) or rollout_state(obj, kind)[0] == "failed"
+                    state["moved_to"] = desired
+            want = expect if state["moved_to"] is None else None
+            return is_settled(obj, kind, want) or rollout_state(obj, kind)[0] == "failed"
 
         result = watch_until(relist, watch, done, deadline)
         if result.ok and rollout_state(result.last, kind)[0] == "failed":

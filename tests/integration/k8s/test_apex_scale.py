@@ -234,3 +234,54 @@ def test_two_restarts_within_one_second_both_roll(run_module, kube):
         revisions.append(dep.metadata.generation)
     assert stamps[0] != stamps[1] and revisions[1] > revisions[0], (stamps, revisions)
     kube.settle("apex-worker", kube.replicas("apex-worker"))
+
+
+def test_hpa_moving_replicas_during_the_wait_is_followed_not_fought(run_module, kube, scratch_deployment):
+    """A real HPA (the simulator's controller, 1 s sync) moves the replicas while apex_scale waits for
+    its own count: the module follows, reports the move, succeeds, and never writes its count again.
+
+    The new pods take 4 s to become Ready (readinessProbe.initialDelaySeconds); as soon as apex_scale
+    has written 3 replicas, the CPU load doubles and the HPA goes to 6 within its next sync."""
+    import threading
+    import time
+
+    name = "apex-ops-test-hpa-move"
+    scratch_deployment(name, "apex/api:1.0.0", replicas=1)
+    kube.apps.patch_namespaced_deployment(name, "apex", {"spec": {"template": {"spec": {"containers": [
+        {"name": "main", "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080},
+                                            "initialDelaySeconds": 4}}]}}}})
+    kube.settle(name, 1)
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+           "metadata": {"name": name, "namespace": "apex",
+                        "annotations": {"kubesim.apex.dev/cpu-utilization": "50"}},  # on target
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                    "minReplicas": 1, "maxReplicas": 6,
+                    "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                        "type": "Utilization", "averageUtilization": 50}}}]}}
+    kube.hpa_api.create_namespaced_horizontal_pod_autoscaler("apex", hpa)
+    raised = []
+
+    def load_doubles_once_scaled():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if kube.replicas(name) == 3:
+                kube.hpa_api.patch_namespaced_horizontal_pod_autoscaler(name, "apex", {"metadata": {
+                    "annotations": {"kubesim.apex.dev/cpu-utilization": "100"}}})
+                raised.append(time.monotonic())
+                return
+            time.sleep(0.05)
+
+    loader = threading.Thread(target=load_doubles_once_scaled, daemon=True)
+    loader.start()
+    try:
+        result = run_module("apex_scale", names=[name], replicas=3, wait_timeout=90, **CTX)
+        loader.join(5)
+        assert raised, "the test never saw 3 replicas written"
+        assert not result.failed, result.get("msg")
+        target = result["targets"][0]
+        assert target["after"]["replicas"] == 3 and target["observed"]["desired"] == 6, target
+        assert target["observed"]["ready"] == 6
+        assert any("changed to 6 during the wait" in note for note in target["notes"]), target["notes"]
+        assert kube.settle(name, 6).spec.replicas == 6
+    finally:
+        kube.hpa_api.delete_namespaced_horizontal_pod_autoscaler(name, "apex")

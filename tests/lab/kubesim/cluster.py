@@ -176,6 +176,11 @@ def apply_defaults(skey, obj):
             obj["metadata"]["name"]
     elif skey == ("autoscaling", "horizontalpodautoscalers") and isinstance(spec, dict):
         spec.setdefault("minReplicas", 1)
+        # desiredReplicas has no omitempty in the API types: a new HPA reads back with 0 (the typed
+        # Python client refuses a status without it)
+        if isinstance(obj.get("status"), dict) or obj.get("status") is None:
+            obj["status"] = obj.get("status") or {}
+            obj["status"].setdefault("desiredReplicas", 0)
     elif skey == ("", "serviceaccounts"):
         pass
 

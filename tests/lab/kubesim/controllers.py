@@ -510,6 +510,13 @@ class Controllers:
             lines += ["%s started" % name]
         return lines
 
+    def _probe_delay(self, container):
+        probe = container.get("readinessProbe") or {}
+        try:
+            return float(probe.get("initialDelaySeconds") or 0) * self.cfg.time_factor
+        except (TypeError, ValueError):
+            return 0.0
+
     def _kubelet(self, pod, elapsed, delay, t0):
         meta = pod["metadata"]
         uid = meta["uid"]
@@ -626,6 +633,10 @@ class Controllers:
                 else:
                     cs["lastState"]["terminated"]["finishedAt"] = \
                         old["lastState"]["terminated"]["finishedAt"]
+            elif self._probe_delay(c) > elapsed - delay:
+                # readinessProbe.initialDelaySeconds: running, not ready yet (as the kubelet does)
+                cs["ready"] = False
+                self.wake_at(t0 + delay + self._probe_delay(c))
             elif f["never_ready"]:
                 cs["ready"] = False
                 if (uid, "unhealthy") not in self.pod_events:

@@ -530,6 +530,28 @@ def test_wait_follows_the_hpa_instead_of_fighting_it():
     assert not [c for c in cluster.calls if c[0] == "PATCH" and c[2]["spec"].get("replicas") == 5][1:]
 
 
+def test_wait_follows_an_hpa_that_moved_before_the_first_read():
+    """The HPA acted between our scale write and the wait's first read: no timeout waiting for a count
+    that is gone, the move is followed and reported (the last count, not the first)."""
+    cluster = apex_cluster()
+    real_patch = cluster.merge_patch
+
+    def patch_then_hpa(path, body):
+        out = real_patch(path, body)
+        if path.endswith("/scale"):
+            obj = cluster.objects[("Deployment", "apex-api")]
+            obj["spec"]["replicas"] = 8
+            obj["status"].update(replicas=8, updatedReplicas=8, readyReplicas=8, availableReplicas=8)
+        return out
+
+    cluster.merge_patch = patch_then_hpa
+    result = wl.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=5, wait_timeout=2))
+    target = result["targets"][0]
+    assert "wait_failure" not in target, target
+    assert target["observed"]["desired"] == 8
+    assert any("changed to 8 during the wait" in n for n in target["notes"])
+
+
 def test_summary_judges_job_pods_apart():
     info = {"pods": [
         {"name": "apex-api-1", "phase": "Running", "ready": True, "restarts": 0, "owner": "ReplicaSet/apex-api-x"},
