@@ -386,8 +386,15 @@ class CertRunner(object):
     def after_change(self, result, new_fingerprint):
         """Optional ingress restart, then optional wait for the endpoint to serve the new cert."""
         if self.p["restart_ingress"]:
-            stamp = self.cm.restart_deployment(self.p["ingress_namespace"], self.p["ingress_deployment"])
-            state = self.cm.wait_rollout(self.p["ingress_namespace"], self.p["ingress_deployment"], self.deadline)
+            where = "%s/%s" % (self.p["ingress_namespace"], self.p["ingress_deployment"])
+            try:
+                stamp = self.cm.restart_deployment(self.p["ingress_namespace"], self.p["ingress_deployment"])
+                state = self.cm.wait_rollout(self.p["ingress_namespace"], self.p["ingress_deployment"], self.deadline)
+            except k8s.KubeApiError as exc:
+                # the certificate change has happened: report it with the failure (caller adds the state)
+                raise cm.CertManagerError(
+                    "the certificate was changed, but the rolling restart of the ingress Deployment %s failed: %s%s"
+                    % (where, exc, " (check ingress_namespace/ingress_deployment)" if exc.status == 404 else ""))
             result["ingress_restart"] = dict(namespace=self.p["ingress_namespace"],
                                              deployment=self.p["ingress_deployment"], restarted_at=stamp,
                                              rollout=state)
@@ -618,7 +625,8 @@ class CertRunner(object):
         try:
             self.after_change(result, new_fps[0])
         except cm.CertManagerError as exc:
-            self.module.fail(str(exc), last_state=exc.last_state, changed=True, secret=after)
+            self.module.fail(str(exc), last_state=exc.last_state, changed=True, secret=after,
+                             previous=result["previous"])
         result["elapsed"] = round(self.deadline.elapsed(), 3)
         return result
 

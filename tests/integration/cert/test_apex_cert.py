@@ -327,3 +327,26 @@ def test_install_creates_unmanaged_secret_with_chain_and_encrypted_key(run_modul
         assert kube.get_secret(NS, "apex-manual-tls")["metadata"]["resourceVersion"] == rv
     finally:
         kube.delete_secret(NS, "apex-manual-tls")
+
+
+def test_install_then_failed_ingress_restart_reports_new_and_previous(run_module, kube, issue, stored):
+    """The Secret is replaced, then the ingress restart fails (no such Deployment): the run fails with
+    changed=true, names the failure, and carries what is stored now and what was replaced."""
+    first, second = issue(), issue()
+    base = dict(state="install", secret_name="apex-manual-tls", hostname="localhost", **CTX)
+    kube.delete_secret(NS, "apex-manual-tls")
+    try:
+        ok = run_module("apex_cert", **dict(base, certificate=first[0], private_key=first[1]))
+        assert not ok.failed, ok.get("msg")
+        before = stored("apex-manual-tls")["certificate"]
+        res = run_module("apex_cert", **dict(base, certificate=second[0], private_key=second[1], restart_ingress=True,
+                                             ingress_deployment="apex-no-such-ingress", wait_timeout=10))
+        assert res.failed and res["changed"] is True
+        assert "the certificate was changed, but the rolling restart" in res["msg"]
+        assert "check ingress_namespace/ingress_deployment" in res["msg"]
+        now = stored("apex-manual-tls")["certificate"]
+        assert now["serial"] != before["serial"] and res["secret"]["certificate"]["serial"] == now["serial"]
+        assert res["previous"]["serial"] == before["serial"]
+        assert "PRIVATE KEY" not in res["_stdout"]
+    finally:
+        kube.delete_secret(NS, "apex-manual-tls")
