@@ -211,7 +211,8 @@ def test_certificate_hot_swap_via_state_file(fresh_twin, twin_base_env, tmp_path
 
 def test_slow_queries_fill_the_pool_and_ready_says_no_capacity(fresh_twin, scratch_db):
     import threading
-    fresh_twin.set_state(db_max_connections=1, db_latency_ms=800)
+    # the slow query must outlast the wait for it plus the /ready request on a loaded machine
+    fresh_twin.set_state(db_max_connections=1, db_latency_ms=3000)
     results = []
     thread = threading.Thread(target=lambda: results.append(
         fresh_twin.request("POST", "/api/v1/tasks", {"payload": {"slow": True}})[0]))

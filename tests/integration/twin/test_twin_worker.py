@@ -36,7 +36,9 @@ def test_submitted_task_is_completed_by_the_worker(fresh_twin, twin_redis, scrat
     assert attempts == 1 and error is None and completed_at is not None and provider == "anthropic"
     kinds = _event_kinds(scratch_db, task_id)
     assert kinds == ["queued", "started", "completed"]
-    assert twin_redis.llen(QUEUE) == 0 and twin_redis.llen("apex:tasks:processing:" + worker_id) == 0
+    assert twin_redis.llen(QUEUE) == 0
+    # the worker removes the task from its processing list just after the DB commit
+    wait_for(lambda: twin_redis.llen("apex:tasks:processing:" + worker_id) == 0, 5, what="processing list empty")
     status, dummy, body = fresh_twin.request("GET", "/api/v1/tasks/" + task_id)
     assert status == 200 and body["status"] == "completed" and body["result"]["provider"] == "anthropic"
     assert "apex_tasks_completed_total 1" in fresh_twin.request("GET", "/metrics")[2]
@@ -70,12 +72,14 @@ def test_processing_rate_follows_replicas_times_concurrency(fresh_twin, twin_red
     # 1 replica x 1 slot x 10 tasks/s: 15 tasks need >= ~1.3 s; 4 x 2 slots drain them quickly
     fresh_twin.set_state(worker_ready_replicas=0)
     ids = [_submit(fresh_twin, {"n": i}) for i in range(15)]
+    t0 = time.monotonic()  # before the write: the worker can start as soon as the file changes
     fresh_twin.set_state(worker_ready_replicas=1, worker_concurrency=1)
-    t0 = time.monotonic()
     time.sleep(0.7)
     done_early = scratch_db.execute("SELECT count(*) FROM tasks WHERE status = 'completed' AND task_id = ANY(%s)",
                                     (ids,)).fetchone()[0]
-    assert done_early <= 10, done_early
+    elapsed = time.monotonic() - t0
+    # bounded by the time that really passed (a starved test thread oversleeps), + 2 for the bucket's burst
+    assert done_early <= 2 + 10 * elapsed, (done_early, elapsed)
     fresh_twin.set_state(worker_ready_replicas=4, worker_concurrency=2)
     wait_for(lambda: scratch_db.execute("SELECT count(*) FROM tasks WHERE status = 'completed' AND "
                                         "task_id = ANY(%s)", (ids,)).fetchone()[0] == 15, 10, what="all done")
