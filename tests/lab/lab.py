@@ -228,6 +228,17 @@ def port_free(port):
         sock.close()
 
 
+def pick_port(taken=()):
+    """A random port in PORT_RANGE, not in ``taken``, free right now. Also used by test helpers
+    (``from lab import pick_port``) for the ports of processes they start."""
+    rng = random.SystemRandom()
+    for _ in range(2000):
+        port = rng.randrange(*PORT_RANGE)
+        if port not in taken and port_free(port):
+            return port
+    raise LabError("no free port found in %s-%s" % PORT_RANGE)
+
+
 def http_get(url_host, port, path, tls_ca=None, timeout=2.0, server_hostname=None):
     """Return (status, body) or raise OSError."""
     if tls_ca:
@@ -359,12 +370,7 @@ class Lab:
         return taken
 
     def _pick_port(self, taken):
-        rng = random.SystemRandom()
-        for _ in range(2000):
-            port = rng.randrange(*PORT_RANGE)
-            if port not in taken and port_free(port):
-                return port
-        raise LabError("no free port found in %s-%s" % PORT_RANGE)
+        return pick_port(taken)
 
     def assign_ports(self):
         """Give every service a port once; later runs reuse ports.json."""

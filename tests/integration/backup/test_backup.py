@@ -8,12 +8,19 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
+
+LAB_PY_DIR = Path(__file__).resolve().parents[3] / "tests" / "lab"
+if str(LAB_PY_DIR) not in sys.path:
+    sys.path.insert(0, str(LAB_PY_DIR))
+
+from lab import pick_port  # noqa: E402
 
 
 def ok(result):
@@ -264,11 +271,8 @@ def test_module_interrupted_by_sigterm(start_module, big_db, helpers, prefix):
 
 
 def _free_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+    # lab.py's range is below the ephemeral range: no client socket takes the port before use
+    return pick_port()
 
 
 def test_s3_unreachable_fails_fast_with_bounded_retries(bk, source_db, helpers, prefix):
@@ -367,12 +371,7 @@ def test_redis_backup_round_trip(bk, lab, helpers, session_token, prefix):
         fetched = ok(bk(action="fetch", kind="redis", redis_instance="itest", dest=os.path.join(workdir, "dump.rdb")))
         assert fetched["fetched"]["sha256"] == m["sha256"]
         # the documented restore: a stopped Redis gets the file, then starts on it
-        port = _free_port()
-        server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir,
-                                   "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        restored = redis.Redis(host="127.0.0.1", port=port)
-        _wait_for(lambda: _pings(restored), 20, "the restored redis-server")
+        server, restored = _start_restore_redis(redis, workdir)
         got = restored.mget(list(values))
         assert [v.decode() for v in got] == list(values.values())
         assert restored.lrange(marker + ":list", 0, -1) == [str(i).encode() for i in range(10)]
@@ -384,11 +383,29 @@ def test_redis_backup_round_trip(bk, lab, helpers, session_token, prefix):
         shared.delete(*(list(values) + [marker + ":list"]))
 
 
-def _pings(client):
+def _serves(client, pid):
+    """The Redis at client answers and is process pid (not another one holding the port)."""
     try:
-        return client.ping()
+        return client.info("server")["process_id"] == pid
     except Exception:
         return False
+
+
+def _start_restore_redis(redis, workdir, attempts=5):
+    """redis-server on the fetched dump.rdb; on a new port if the picked one was taken meanwhile."""
+    for dummy in range(attempts):
+        port = _free_port()
+        server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir,
+                                   "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # short timeouts, no retries: whoever else holds the port may accept and never answer
+        probe = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=2, socket_timeout=2, retry=None)
+        _wait_for(lambda: server.poll() is not None or _serves(probe, server.pid), 20, "the restored redis-server")
+        probe.close()
+        if server.poll() is None:
+            return server, redis.Redis(host="127.0.0.1", port=port)
+        # exited (it cannot bind a port another process took after the pick): try another port
+    raise AssertionError("redis-server exited %d times (exit status %s)" % (attempts, server.returncode))
 
 
 # ------------------------------------------------------------------ secrets

@@ -135,6 +135,8 @@ class Metrics:
 class TlsManager:
     """Serves the certificate named by the state (or the defaults); reloads on change."""
 
+    RETRY_FAILED_LOAD = 1.0  # seconds
+
     def __init__(self, watcher, default_cert, default_key, log):
         self.watcher = watcher
         self.default_cert = default_cert
@@ -142,6 +144,7 @@ class TlsManager:
         self.log = log
         self.lock = threading.Lock()
         self.sig = None
+        self.failed_at = None  # monotonic time of the last failed load of self.sig
         self.ctx = None
         self.context()
         if self.ctx is None and (default_cert, default_key) != self.paths():
@@ -166,24 +169,36 @@ class TlsManager:
         state = self.watcher.get()
         return (state["tls_cert_file"] or self.default_cert, state["tls_key_file"] or self.default_key)
 
+    @staticmethod
+    def _signature(cert, key):
+        try:
+            return (cert, key) + tuple((st.st_mtime_ns, st.st_size, st.st_ino)
+                                       for st in (os.stat(cert), os.stat(key)))
+        except (OSError, TypeError):
+            return (cert, key, None, None)
+
+    def _unchanged(self, sig):
+        # a failed load is retried after RETRY_FAILED_LOAD even with the same signature: it may
+        # have read a pair in mid-rewrite that stat cannot tell from the finished one (same
+        # mtime tick, size and inode); never on every connection
+        return sig == self.sig and (self.failed_at is None or
+                                    time.monotonic() - self.failed_at < self.RETRY_FAILED_LOAD)
+
     def context(self):
         cert, key = self.paths()
-        try:
-            sig = (cert, key, os.stat(cert).st_mtime_ns, os.stat(key).st_mtime_ns)
-        except (OSError, TypeError):
-            sig = (cert, key, None, None)
-        if sig == self.sig:
+        sig = self._signature(cert, key)
+        if self._unchanged(sig):
             return self.ctx
         with self.lock:
-            if sig == self.sig:
+            if self._unchanged(sig):
                 return self.ctx
             try:
                 ctx = self._build(cert, key)
             except (OSError, ssl.SSLError, TypeError) as exc:
                 self.log("tls_reload_failed", cert=cert, key=key, error=str(exc))
-                self.sig = sig  # do not retry on every connection; a new mtime retries
+                self.sig, self.failed_at = sig, time.monotonic()
                 return self.ctx
-            self.ctx, self.sig = ctx, sig
+            self.ctx, self.sig, self.failed_at = ctx, sig, None
             self.log("tls_loaded", cert=cert, key=key)
             return ctx
 

@@ -194,6 +194,13 @@ def load(path):
         return normalize({})
     with open(path, "r", encoding="utf-8") as handle:
         text = handle.read()
+    return parse(text)
+
+
+def parse(text):
+    """Normalize the state file's text (str or UTF-8 bytes); blank means all defaults."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
     raw = json.loads(text) if text.strip() else {}
     return normalize(raw)
 
@@ -232,10 +239,12 @@ def update_state(path, **changes):
 
 
 class StateWatcher:
-    """Caches the normalized state; re-reads the file when its (mtime, size, inode) changes.
+    """Caches the normalized state; re-parses the file when its content changes.
 
-    ``get()`` is cheap: it stats the file at most every ``interval`` seconds. A broken file
-    keeps the last good state (``last_error`` says why).
+    ``get()`` is cheap: it reads the (small) file at most every ``interval`` seconds and
+    compares the bytes with the last ones seen. Content, not stat: an atomic rewrite of the
+    same size within one kernel timestamp tick can reuse the freed inode, so (mtime, size,
+    inode) may not change. A broken file keeps the last good state (``last_error`` says why).
     """
 
     def __init__(self, path, interval=0.2, log=None):
@@ -243,47 +252,51 @@ class StateWatcher:
         self.interval = interval
         self.log = log
         self._lock = threading.Lock()
-        self._sig = object()
+        self._content = object()  # bytes last parsed (good or broken); None: no file
         self._state = normalize({})
         self._checked = 0.0
         self.last_error = None
         self.get()
 
-    def _signature(self):
-        try:
-            st = os.stat(self.path)
-        except (OSError, TypeError):
+    def _read(self):
+        """The file's bytes; None when there is no file (all defaults)."""
+        if not self.path:
             return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        try:
+            with open(self.path, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
 
     def get(self, fresh=False):
-        """The current state; ``fresh=True`` stats the file now (ignores ``interval``)."""
+        """The current state; ``fresh=True`` reads the file now (ignores ``interval``)."""
         if not fresh and time.monotonic() - self._checked < self.interval:
             return self._state
         with self._lock:
             # _checked moves only once _state is current: a reader inside the interval must
             # never get the previous state while another thread is still loading the new one
             started = time.monotonic()
-            sig = self._signature()
-            if sig == self._sig:
-                self._checked = started
-                return self._state
             try:
-                state = load(self.path) if sig is not None else normalize({})
+                content = self._read()
+                if content == self._content:
+                    self._checked = started
+                    return self._state
+                state = parse(content) if content is not None else normalize({})
             except (ValueError, OSError) as exc:
                 if self.last_error != str(exc) and self.log:
                     self.log("state_invalid", path=self.path, error=str(exc))
                 self.last_error = str(exc)
-                self._sig = sig
+                if isinstance(exc, ValueError):
+                    self._content = content  # do not re-parse the same broken bytes
                 self._checked = started
                 return self._state
             self.last_error = None
-            if self.log and sig is not None:
+            if self.log and content is not None:
                 self.log("state_loaded", path=self.path,
                          **{k: v for k, v in state.items() if k in ("version", "maintenance_mode",
                                                                    "api_ready_replicas",
                                                                    "worker_ready_replicas")})
-            self._sig = sig
+            self._content = content
             self._state = state
             self._checked = started
             return state

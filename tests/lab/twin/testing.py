@@ -4,8 +4,8 @@ Importable by any test once ``tests/lab`` is on ``sys.path``: ``from twin.testin
 """
 import http.client
 import json
+import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -17,10 +17,24 @@ from .state import write_state
 ROOT = Path(__file__).resolve().parents[3]
 
 
+def _lab_ports():
+    """Ports the shared lab has persisted: a service of it that is down comes back on them."""
+    taken = set()
+    for lab_dir in {Path(os.environ.get("APEX_LAB_DIR") or ROOT / ".lab"), ROOT / ".lab"}:
+        try:
+            data = json.loads((lab_dir / "ports.json").read_text())
+        except (OSError, ValueError):
+            continue
+        taken.update(v for v in data.values() if isinstance(v, int))
+    return taken
+
+
 def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free right now, for a process started later. From lab.py's range (below the
+    kernel's ephemeral range), so no client socket can take it before the process binds it,
+    as could happen to a port-0 pick; Twin.start still retries if the bind fails."""
+    from lab import pick_port  # tests/lab/lab.py: tests/lab is on sys.path, as for ``twin``
+    return pick_port(_lab_ports())
 
 
 def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
@@ -93,11 +107,23 @@ class Twin:
         self.proc = None
         self.settle = float(self.env.get("APEX_TWIN_STATE_INTERVAL", "0.2")) * 2 + 0.03
 
-    def start(self):
+    def start(self, attempts=5):
         write_state(self.state_path, {})
-        self.proc = Proc(["serve"], self.env, str(self.tmp / ("%s-serve.log" % self.name)))
-        wait_for(lambda: self._live(), 10, what="twin %s /live" % self.name)
-        return self
+        for attempt in range(attempts):
+            log = self.tmp / ("%s-serve%s.log" % (self.name, "-%d" % attempt if attempt else ""))
+            self.proc = Proc(["serve"], self.env, str(log))
+            # its own "listening" line first: /live alone could be answered by whoever holds the port
+            wait_for(lambda: not self.proc.alive() or ('"listening"' in self.proc.output() and self._live()),
+                     10, what="twin %s /live" % self.name)
+            if self.proc.alive():
+                return self
+            output = self.proc.output()
+            self.proc.stop()
+            if '"listen_failed"' not in output or attempt == attempts - 1:
+                raise AssertionError("twin serve exited:\n" + output)
+            # another process bound the port between free_port() and the twin: take a new one
+            self.port = free_port()
+            self.env["APEX_TWIN_PORT"] = str(self.port)
 
     def _live(self):
         if not self.proc.alive():
