@@ -264,9 +264,37 @@ def server_facts(cur):
     return {"server_version": version, "server_version_num": num}
 
 
+DEFAULT_MAINTENANCE_DB = "postgres"
+
+
+def maintenance_db(params):
+    """The database administrative statements (CREATE/DROP DATABASE, pg_stat_activity) run from.
+
+    Never ``login_db``: PostgreSQL refuses ``DROP DATABASE`` of the database the session is
+    connected to, and ``login_db`` is usually the production database a restore replaces.
+    """
+    return params.get("maintenance_db") or DEFAULT_MAINTENANCE_DB
+
+
+def admin_connect(params, target=None):
+    """A connection to the maintenance database, refusing when it is the database acted on."""
+    dbname = maintenance_db(params)
+    if target is not None and dbname == target:
+        raise BackupError("maintenance_db %s is the database to create/drop: set maintenance_db to another database "
+                          "(postgres or template1)" % dbname, maintenance_db=dbname)
+    return pg.connect(params, dbname=dbname)
+
+
 def database_exists(params, name):
-    with contextlib.closing(pg.connect(params)) as conn:
+    with contextlib.closing(admin_connect(params)) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def database_owner(params, name):
+    """The owner (``datdba``) of database ``name``, or None when it does not exist."""
+    with contextlib.closing(admin_connect(params)) as conn:
+        row = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row[0] if row else None
 
 
 def create_database(params, name, owner=None, template="template0"):
@@ -274,7 +302,7 @@ def create_database(params, name, owner=None, template="template0"):
     stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
     if owner:
         stmt = stmt + sql.SQL(" OWNER {}").format(sql.Identifier(owner))
-    with contextlib.closing(pg.connect(params)) as conn:
+    with contextlib.closing(admin_connect(params, name)) as conn:
         conn.execute(stmt)
 
 
@@ -283,12 +311,12 @@ def drop_database(params, name, force=False):
     stmt = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
     if force:
         stmt = stmt + sql.SQL(" WITH (FORCE)")
-    with contextlib.closing(pg.connect(params)) as conn:
+    with contextlib.closing(admin_connect(params, name)) as conn:
         conn.execute(stmt)
 
 
 def database_sessions(params, name):
-    with contextlib.closing(pg.connect(params)) as conn:
+    with contextlib.closing(admin_connect(params)) as conn:
         rows = conn.execute("""SELECT pid, usename, application_name, state FROM pg_stat_activity
                                 WHERE datname = %s AND pid <> pg_backend_pid()""", (name,)).fetchall()
     return [{"pid": r[0], "user": r[1], "application_name": r[2], "state": r[3]} for r in rows]
@@ -729,7 +757,7 @@ def drain_sessions(params, db, users=None, applications=None, grace=30.0, timeou
     applications = list(applications) if applications else None
     start = clock()
     terminated = []
-    with contextlib.closing(pg.connect(params)) as conn:
+    with contextlib.closing(admin_connect(params)) as conn:
         initial = _sessions(conn, db, users, applications)
         if check_mode or not initial:
             return {"initial": initial, "terminated": [], "waited_seconds": 0.0, "remaining": initial if check_mode else []}

@@ -52,6 +52,16 @@ options:
       - Database to back up (C(backup)) and whose backups to list, verify, prune, fetch or restore from.
       - Defaults to O(login_db).
     type: str
+  maintenance_db:
+    description:
+      - Database the module connects to for administrative statements (C(CREATE DATABASE), C(DROP DATABASE),
+        sessions in C(pg_stat_activity)) of C(restore), C(drain) and C(verify_level=deep).
+      - Never O(login_db) for this, because PostgreSQL refuses to drop the database a session is connected to,
+        and O(login_db) is usually the production database a restore replaces.
+      - Must exist and differ from O(target_db) and O(scratch_db); C(template1) is an alternative where C(postgres)
+        was removed. Falls back to E(APEX_PG_MAINTENANCE_DB).
+    type: str
+    default: postgres
   kind:
     description:
       - Which backups C(list), C(verify), C(prune) and C(fetch) work on.
@@ -406,6 +416,7 @@ ARGSPEC = dict(
     action=dict(type="str", required=True,
                 choices=["backup", "redis_backup", "list", "verify", "prune", "restore", "fetch", "drain"]),
     db=dict(type="str"),
+    maintenance_db=dict(type="str", fallback=(env_fallback, ["APEX_PG_MAINTENANCE_DB"]), default="postgres"),
     kind=dict(type="str", choices=list(catalog.KINDS), default="postgres"),
     redis_instance=dict(type="str", default="apex"),
     backup_id=dict(type="str"),

@@ -145,6 +145,31 @@ def test_recreate_mode(bk, source_db, source_backup, helpers, scratch_name, pg_a
         assert conn.execute("SELECT to_regclass('public.extra_local')").fetchone()[0] is None
 
 
+def test_recreate_over_the_login_db(bk, source_db, source_backup, helpers, scratch_name, pg_admin):
+    """Production case: the target is also login_db. DROP DATABASE runs from maintenance_db."""
+    target = scratch_name("apex_bk_login")
+    helpers.create_db(target, tasks=5, events=5, agents=1)
+    before = helpers.fingerprint(target)
+    result = ok(bk(action="restore", db=source_db, login_db=target, target_db=target, confirm=target,
+                   restore_mode="recreate", backup_id=source_backup["backup_id"], force=True))
+    assert result["restore"]["target_existed"] is True and result["safety_backup"]["database"] == target
+    assert helpers.fingerprint(target) == helpers.fingerprint(source_db) != before
+    # and back to the safety backup, again over the login_db (what the restore role's rescue does)
+    ok(bk(action="restore", db=target, login_db=target, target_db=target, confirm=target, restore_mode="recreate",
+          backup_id=result["safety_backup"]["backup_id"], force=True, safety_backup=False))
+    assert helpers.fingerprint(target) == before
+
+
+def test_maintenance_db_equal_to_target_is_refused(bk, source_db, source_backup, helpers, scratch_name):
+    target = scratch_name()
+    helpers.create_db(target, tasks=3, events=3, agents=1)
+    before = helpers.fingerprint(target)
+    result = bk(action="restore", db=source_db, maintenance_db=target, target_db=target, confirm=target,
+                restore_mode="recreate", safety_backup=False, backup_id=source_backup["backup_id"], force=True)
+    assert result.failed and "maintenance_db" in result["msg"]
+    assert helpers.fingerprint(target) == before
+
+
 # ------------------------------------------------------------------ refusals
 
 def test_wrong_confirmation_is_refused_and_nothing_changes(bk, source_db, source_backup, helpers, scratch_name):

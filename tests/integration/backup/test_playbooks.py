@@ -176,6 +176,30 @@ def test_restore_playbook_rescue_rolls_back_to_safety_backup(
     assert helpers.fingerprint(target) == before
 
 
+def test_restore_playbook_over_the_login_db_recreate_and_rescue_rollback(
+        run_playbook, bk, source_db, prefix, report_dir, helpers, scratch_name, s3):
+    """The production case: the target is also login_db (apex_pg_database). recreate mode drops it, the
+    row counts then differ (doctored manifest) and the rescue's rollback recreates it again from the
+    safety backup - every DROP/CREATE DATABASE runs from maintenance_db."""
+    m = bk(action="backup", db=source_db)["backup"]
+    assert not bk(action="verify", db=source_db, backup_id=m["backup_id"], verify_level="checksum").failed
+    doctored = dict(m, row_counts=dict(m["row_counts"], **{"public.events": m["row_counts"]["public.events"] + 3}))
+    s3.put_object(Bucket=helpers.bucket, Key=m["key"].replace(".dump", ".manifest.json"),
+                  Body=json.dumps(doctored).encode())
+    target = scratch_name("apex_bk_login")
+    helpers.create_db(target, tasks=7, events=7, agents=1)
+    before = helpers.fingerprint(target)
+    proc = run_playbook("playbooks/restore.yml", restore_vars(prefix, report_dir, source_db, target,
+                                                              apex_pg_database=target, restore_mode="recreate",
+                                                              restore_backup_id=m["backup_id"]))
+    assert proc.returncode != 0
+    report = last_report(report_dir, "restore")
+    assert report["phase"] == "restore" and report["rolled_back"] is True, report
+    assert "public.events" in report["error"]  # it failed at the row counts, after the recreate worked
+    assert report["database_state"] == "rolled back to the safety backup %s" % report["safety_backup_id"]
+    assert helpers.fingerprint(target) == before
+
+
 # ------------------------------------------------------------------ with the Kubernetes simulator
 
 WORKLOADS = """
