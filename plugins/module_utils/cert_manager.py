@@ -240,6 +240,23 @@ class CertManager(object):
                 raise
         raise CertManagerError("could not update the status of Certificate %s/%s: kept conflicting" % (namespace, name))
 
+    def issuer_ready(self, namespace, issuer_ref):
+        """``(ready, why)`` for a Certificate's issuerRef (Issuer in ``namespace`` or ClusterIssuer)."""
+        kind = issuer_ref.get("kind") or "Issuer"
+        name = issuer_ref.get("name")
+        if (issuer_ref.get("group") or GROUP) != GROUP:
+            return True, "external issuer %s/%s (readiness not judged)" % (issuer_ref.get("group"), name)
+        if kind == "ClusterIssuer":
+            path = "/apis/%s/%s/clusterissuers/%s" % (GROUP, VERSION, name)
+        else:
+            path = "/apis/%s/%s/namespaces/%s/issuers/%s" % (GROUP, VERSION, namespace, name)
+        obj = self._get_or_none(path)
+        if obj is None:
+            return False, "%s %s does not exist" % (kind, name)
+        if condition_true(obj, "Ready"):
+            return True, "%s %s is Ready" % (kind, name)
+        return False, "%s %s is not Ready (%s)" % (kind, name, summarize_conditions(obj))
+
     def delete_secret(self, namespace, name):
         try:
             self.client.delete(secret_path(namespace, name))

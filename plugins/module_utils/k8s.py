@@ -3,13 +3,11 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Kubernetes API access from K8S_ARGSPEC options.
 
-Two ways in:
-
-* ``api_client(params)``: the official client's ``ApiClient`` (typed APIs, DynamicClient).
-  Importing ``kubernetes.client`` costs about 0.25 s, so only modules that need typed models use it.
-* ``KubeClient(params)``: a lean JSON/REST client (urllib3 + the kubeconfig read with PyYAML,
-  about 0.05 s to import) with thread-safe connection pooling and the watch API. apex_info and
-  apex_scale use it: every module task pays its imports, and these two run often.
+Every Kubernetes module goes through ``KubeClient(params)``: a lean JSON/REST client (urllib3 and
+the kubeconfig read with PyYAML, about 0.05 s to import) with thread-safe connection pooling and
+the watch API. Importing the official ``kubernetes.client`` models alone costs about 0.25 s, which
+every task would pay; objects here are plain dicts as the API serves them. ``object_stream``
+turns a watch on one named object into the ``(relist, watch)`` pair ``waiting.watch_until`` follows.
 
 The kubeconfig reader handles what kubeconfigs carry in practice: token, tokenFile,
 client certificate/key (paths or inline data), basic auth, CA (path or data),
@@ -44,30 +42,6 @@ REQUIREMENT = ("kubernetes>=30,<37", KUBERNETES_IMPORT_ERROR)
 
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 IN_CLUSTER_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
-
-
-def api_client(params):
-    """An authenticated ``kubernetes.client.ApiClient`` for the configured cluster/context."""
-    from kubernetes import client, config  # lazy: ~0.25 s, paid only by modules that talk to Kubernetes
-
-    configuration = client.Configuration()
-    kubeconfig, context = params.get("kubeconfig"), params.get("context")
-    if kubeconfig or context or not params.get("host"):
-        try:
-            config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
-        except config.ConfigException:
-            if kubeconfig or context:
-                raise
-            config.load_incluster_config(client_configuration=configuration)
-    if params.get("host"):
-        configuration.host = params["host"]
-    if params.get("api_key"):
-        configuration.api_key = {"authorization": "Bearer " + params["api_key"]}
-    if params.get("ca_cert"):
-        configuration.ssl_ca_cert = params["ca_cert"]
-    if params.get("validate_certs") is not None:
-        configuration.verify_ssl = params["validate_certs"]
-    return client.ApiClient(configuration)
 
 
 # --------------------------------------------------------------------------- errors
@@ -549,8 +523,22 @@ def object_stream(client, collection_path, name, deleted_error=None):
                 else:
                     yield obj, version
         except KubeApiError as exc:
-            if exc.status == 410:
+            # 410 Gone: the version is too old; 0/429/5xx: the stream broke or the server is busy.
+            # Either way the wait lists again (a relist that fails too is a real failure).
+            if exc.status in (0, 410, 429) or exc.status >= 500:
                 raise StreamExpired(str(exc))
+            raise
+        except Exception as exc:
+            if _transport_error(exc):  # connection reset or read timeout in the middle of a stream
+                raise StreamExpired("%s: %s" % (type(exc).__name__, exc))
             raise
 
     return relist, watch
+
+
+def _transport_error(exc):
+    try:
+        from urllib3.exceptions import HTTPError
+    except ImportError:  # pragma: no cover - urllib3 comes with the kubernetes requirement
+        HTTPError = ()
+    return isinstance(exc, (HTTPError, OSError, ValueError)) and not isinstance(exc, KubeApiError)

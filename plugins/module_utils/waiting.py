@@ -125,6 +125,13 @@ def watch_until(relist, watch, done, deadline, max_stream_seconds=60, sleep=time
                 if done(value) or deadline.expired():
                     break
         except StreamExpired:
+            # the version is too old, or the stream broke: list again; back off a little when it
+            # keeps happening so a failing server is not hammered (never past the deadline)
+            quiet_streams += 1
+            if quiet_streams > 1:
+                remaining = deadline.remaining()
+                pause = min(1.0, 0.05 * quiet_streams)
+                sleep(pause if remaining is None else min(pause, remaining))
             value, version = relist()
             observations += 1
             continue

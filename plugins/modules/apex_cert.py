@@ -26,8 +26,10 @@ description:
   - O(state=install) validates a supplied certificate, key and chain (the key matches, the
     certificate is current, it covers the hostname, the chain is in order) and only then creates
     or replaces the C(kubernetes.io/tls) Secret. Invalid input changes nothing.
-  - O(state=reload) restarts the ingress controller only if the endpoint serves another certificate than the
-    Secret holds, and waits until the endpoint serves the Secret's certificate.
+  - O(state=reload) restarts the ingress controller only if the endpoint serves an older certificate than the
+    Secret holds, and waits until the endpoint serves the Secret's certificate. An endpoint that cannot be
+    probed fails the task without a restart; an endpoint serving a newer or unrelated certificate (a load
+    balancer or CDN terminating TLS itself) is reported with a warning and left alone.
   - Both O(state=renew) and O(state=install) can restart the ingress controller (a rolling
     restart, like C(kubectl rollout restart)) and wait until the endpoint serves the new certificate.
   - Private keys are never returned, logged or shown in a diff; diffs show serials and dates.
@@ -46,8 +48,9 @@ options:
   state:
     description:
       - V(facts) reports; V(renew) triggers a cert-manager reissue; V(install) writes a supplied certificate.
-      - V(reload) restarts the ingress controller only when O(endpoint) does not serve the certificate the
-        Secret holds (drift), then waits until it does (runbook "restart ingress controller to pick up new cert").
+      - V(reload) restarts the ingress controller only when O(endpoint) serves an older certificate than the
+        Secret holds (drift), then waits until it serves the Secret's (runbook "restart ingress controller to
+        pick up new cert").
     type: str
     choices: [facts, renew, install, reload]
     default: facts
@@ -107,7 +110,8 @@ options:
       - V(issuing_condition) sets the C(Issuing) condition True (reason C(ManuallyTriggered)) through
         the status subresource, like C(cmctl renew); the old certificate keeps being served meanwhile.
       - V(delete_secret) deletes the Secret; cert-manager issues a new one (the ingress falls back to
-        its default certificate until then).
+        its default certificate until then). Refused, with nothing changed, unless the Certificate's
+        Issuer (or ClusterIssuer) is Ready - otherwise the Secret would stay missing.
     type: str
     choices: [issuing_condition, delete_secret]
     default: issuing_condition
@@ -117,7 +121,10 @@ options:
         (or the Secret is missing or broken). Unset means renew unconditionally.
     type: float
   wait:
-    description: Wait until the new certificate is issued (renew) and, when asked, served.
+    description:
+      - Wait until the new certificate is issued (renew) and, when asked, served.
+      - With O(state=renew), V(false) cannot be combined with O(restart_ingress) or O(wait_for_endpoint)
+        (both need the new certificate first).
     type: bool
     default: true
   wait_timeout:
@@ -318,12 +325,12 @@ def argument_spec():
         restart_ingress=dict(type="bool", default=False),
         ingress_namespace=dict(type="str", default="ingress-nginx"),
         ingress_deployment=dict(type="str", default="ingress-nginx-controller"),
-        certificate=dict(type="str"),
+        certificate=dict(type="str", no_log=True),  # no_log: a pasted bundle may carry the key
         certificate_path=dict(type="path"),
         private_key=dict(type="str", no_log=True),
         private_key_path=dict(type="path"),
         private_key_passphrase=dict(type="str", no_log=True),
-        chain=dict(type="str"),
+        chain=dict(type="str", no_log=True),
         chain_path=dict(type="path"),
     )
 
@@ -484,6 +491,13 @@ class CertRunner(object):
         result["reason"] = "forced (no renew_threshold_days)" if threshold is None else (
             "due: %s" % ("%.1f days left < %s" % (before["days_left"], threshold) if before_cert and before.get("key_matches")
                          else "the Secret holds no usable certificate"))
+        if self.p["method"] == "delete_secret":
+            ready, why = self.cm.issuer_ready(self.ns, (obj.get("spec") or {}).get("issuerRef") or {})
+            if not ready:
+                self.module.fail("refusing to delete Secret %s/%s: %s, so cert-manager could not issue a new "
+                                 "certificate and the ingress would be left without one; nothing was changed "
+                                 "(fix the issuer, or use method=issuing_condition, which keeps the old certificate "
+                                 "served)" % (self.ns, secret_name, why), certificates=result["certificates"])
         result["changed"] = True
         result["diff"] = dict(before=cm.secret_summary(before),
                               after=dict(present=True, certificate="(a new certificate issued by %s)" % (
@@ -504,6 +518,9 @@ class CertRunner(object):
             obj, after = self.cm.wait_for_issuance(self.ns, name, secret_name, old_fp, self.deadline)
         except cm.CertManagerError as exc:
             self.module.fail(str(exc), last_state=exc.last_state, renewed=True, changed=True)
+        except k8s.KubeApiError as exc:  # the renewal was triggered: say so with the failure
+            self.module.fail("renewal of Certificate %s/%s triggered, then waiting for it failed: %s"
+                             % (self.ns, name, exc), renewed=True, changed=True)
         after["hostname"] = self.hostname()
         result["certificates"] = [self.cert_facts(obj)]
         result["secret"] = after
@@ -526,9 +543,18 @@ class CertRunner(object):
             self.module.fail("Secret %s/%s holds no certificate to serve" % (self.ns, secret_name),
                              last_state=dict(secret=secret))
         served = self.probe_safely()
+        if served.get("error"):
+            # a restart could not be verified, and an unreachable endpoint is rarely cured by one
+            self.module.fail("cannot probe %s (%s); not restarting the ingress controller: nothing was changed"
+                             % (self.p["endpoint"], served["error"]), secret=secret, endpoint=served)
         drift = tls.compare_served(secret["certificate"], served.get("certificate"))
         drift["secret_name"] = secret_name
-        result = dict(changed=bool(drift["drift"] or served.get("error")), secret_name=secret_name, secret=secret,
+        if drift["drift"] and not drift["secret_newer"]:
+            self.module.warn("%s serves certificate %s, not older than the Secret's %s: something other than this "
+                             "ingress may terminate TLS (load balancer, CDN), or the Secret was rolled back; a restart "
+                             "would not change what is served, so none was done"
+                             % (self.p["endpoint"], drift["served_serial"], drift["secret_serial"]))
+        result = dict(changed=bool(drift["drift"] and drift["secret_newer"]), secret_name=secret_name, secret=secret,
                       endpoint=served, drift=drift,
                       diff=dict(before=dict(served=cm.cert_summary(served.get("certificate"))),
                                 after=dict(served=cm.cert_summary(secret["certificate"]))))
@@ -550,14 +576,21 @@ class CertRunner(object):
     def _read(self, text_opt, path_opt, what, required):
         if self.p[text_opt] and self.p[path_opt]:
             self.module.fail("%s and %s are mutually exclusive" % (text_opt, path_opt))
+        data = None
         if self.p[text_opt]:
-            return self.p[text_opt].encode("utf-8")
-        if self.p[path_opt]:
+            data = self.p[text_opt].encode("utf-8")
+        elif self.p[path_opt]:
             try:
                 with open(self.p[path_opt], "rb") as handle:
-                    return handle.read()
+                    data = handle.read()
             except (IOError, OSError) as exc:
                 self.module.fail("cannot read %s %s: %s" % (what, self.p[path_opt], exc.strerror))
+        if data is not None:
+            if text_opt != "private_key" and b"PRIVATE KEY-----" in data:
+                # a combined bundle would put the key in the certificate's place (and its option into logs)
+                self.module.fail("%s contains a private key: pass the certificate and the key separately "
+                                 "(private_key is no_log; prefer private_key_path); nothing was changed" % what)
+            return data
         if required:
             self.module.fail("state=install needs %s or %s" % (text_opt, path_opt))
         return None
@@ -713,6 +746,9 @@ def main():
         module.fail("critical_days (%s) must not exceed warning_days (%s)" % (p["critical_days"], p["warning_days"]))
     if p["wait_for_endpoint"] and not p["endpoint"]:
         module.fail("wait_for_endpoint needs endpoint")
+    if p["state"] == "renew" and not p["wait"] and (p["restart_ingress"] or p["wait_for_endpoint"]):
+        module.fail("wait=false skips waiting for the new certificate, which restart_ingress and "
+                    "wait_for_endpoint need: set wait=true or drop them")
     if p["tls_ca_file"] and not os.path.isfile(p["tls_ca_file"]):
         module.fail("tls_ca_file %s does not exist" % p["tls_ca_file"])
     runner = CertRunner(module)

@@ -350,3 +350,68 @@ def test_install_then_failed_ingress_restart_reports_new_and_previous(run_module
         assert "PRIVATE KEY" not in res["_stdout"]
     finally:
         kube.delete_secret(NS, "apex-manual-tls")
+
+
+# ------------------------------------------------------------------ safety refusals
+
+def _ingress_generation(kube):
+    return kube.get_deployment("ingress-nginx", "ingress-nginx-controller")["metadata"]["generation"]
+
+
+def test_delete_secret_refused_while_the_issuer_is_not_ready(run_module, kube, served):
+    raw, serving = _secret_raw(kube), _fp(served())
+    _set_issuer_ready(kube, False)
+    try:
+        res = run_module("apex_cert", state="renew", cert_name=CERT, method="delete_secret", wait_timeout=10, **CTX)
+        assert res.failed and "refusing to delete Secret apex/apex-tls" in res["msg"]
+        assert "Issuer lab-ca is not Ready" in res["msg"] and "nothing was changed" in res["msg"]
+        assert _secret_raw(kube) == raw, "the Secret must be untouched"
+    finally:
+        _set_issuer_ready(kube, True)
+    assert _fp(served()) == serving
+
+
+def test_reload_does_not_restart_for_an_unreachable_endpoint(run_module, kube):
+    generation = _ingress_generation(kube)
+    res = run_module("apex_cert", state="reload", cert_name=CERT, endpoint="https://127.0.0.1:9",
+                     hostname="localhost", endpoint_timeout=2, **CTX)
+    assert res.failed and "cannot probe https://127.0.0.1:9" in res["msg"] and "nothing was changed" in res["msg"]
+    assert _ingress_generation(kube) == generation
+
+
+def test_reload_leaves_an_endpoint_serving_a_newer_certificate_alone(run_module, kube, issue, endpoint):
+    """The Secret holds an older certificate than the one served (another terminator, or a rolled-back
+    Secret): restarting the ingress would not change what is served, so nothing is restarted."""
+    old_cert, old_key = issue(start_days=-20, days=60)
+    kube.delete_secret(NS, "apex-manual-tls")
+    try:
+        res = run_module("apex_cert", state="install", secret_name="apex-manual-tls", certificate=old_cert,
+                         private_key=old_key, hostname="localhost", **CTX)
+        assert not res.failed, res.get("msg")
+        generation = _ingress_generation(kube)
+        res = run_module("apex_cert", state="reload", secret_name="apex-manual-tls", **endpoint, **CTX)
+        assert not res.failed, res.get("msg")
+        assert res["changed"] is False and "ingress_restart" not in res
+        assert res["drift"]["drift"] is True and res["drift"]["secret_newer"] is False
+        assert "a restart would not change what is served" in str(res.get("warnings"))  # 2.19: structured warnings
+        assert _ingress_generation(kube) == generation
+    finally:
+        kube.delete_secret(NS, "apex-manual-tls")
+
+
+def test_renew_without_wait_cannot_restart_or_wait_for_the_endpoint(run_module, kube, endpoint):
+    raw = _secret_raw(kube)
+    res = run_module("apex_cert", state="renew", cert_name=CERT, wait=False, restart_ingress=True, **endpoint, **CTX)
+    assert res.failed and "wait=false" in res["msg"]
+    assert _secret_raw(kube) == raw
+
+
+def test_certificate_bundle_with_a_key_is_refused_and_the_key_not_shown(run_module, kube, issue):
+    cert_pem, key_pem = issue()
+    raw = _secret_raw(kube)
+    res = run_module("apex_cert", state="install", cert_name=CERT, certificate=cert_pem + key_pem,
+                     private_key=key_pem, hostname="localhost", **CTX)
+    assert res.failed and "contains a private key" in res["msg"] and "nothing was changed" in res["msg"]
+    for line in key_pem.splitlines()[1:-1]:
+        assert line not in res["_stdout"]
+    assert _secret_raw(kube) == raw

@@ -60,3 +60,13 @@ def test_tls_unreachable_cluster_is_critical_not_a_crash(run_playbook, tmp_path)
     report = load_report(tmp_path)
     assert report["status"] == "critical"
     assert [c for c in report["checks"] if c["group"] == "tls"][0]["status"] == "critical"
+
+
+def test_tls_missing_certificate_is_critical(run_playbook, tmp_path):
+    """cert-manager is installed but the named Certificate does not exist: nothing renews the API's
+    certificate, which is critical (not a silently skipped check)."""
+    proc = run_playbook("playbooks/health_check.yml", extra_vars=only_tls(
+        tmp_path, health_check_tls_certificate="apex-no-such-cert", health_check_fail_on_critical=False))
+    assert proc.returncode == 0, proc.stdout
+    check = dict((c["name"], c) for c in load_report(tmp_path)["checks"])["tls certificate ready"]
+    assert check["status"] == "critical" and "apex-no-such-cert not found" in check["detail"]
