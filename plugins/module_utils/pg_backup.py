@@ -632,28 +632,43 @@ def verify_postgres(params, store, manifest, level="toc", pg_bin_dir=None, secre
 # ---------------------------------------------------------------------------- restore
 
 def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, mode="clean", owner=None,
-                     no_owner=False, analyze=True, pg_bin_dir=None, secrets=()):
+                     no_owner=False, analyze=True, pg_bin_dir=None, secrets=(), progress=None):
     """Restore a backup into ``target_db``; count rows afterwards and compare with the manifest.
 
     ``mode``: ``clean`` restores into the existing database with ``--clean --if-exists``
     (objects of the dump are dropped and recreated; with jobs=1 all in one transaction);
-    ``recreate`` drops and creates the database first. A missing target is created.
+    ``recreate`` drops and creates the database first (same owner as before unless ``owner``).
+    A missing target is created.
     Preconditions (confirmation, verification, safety backup) are the caller's.
+
+    ``progress`` (a dict, updated in place) tells the caller how far it got: ``stage``
+    (``restore`` then ``verify``) and ``restore_started`` (the target was touched: dropped,
+    created or fed to pg_restore). A failure's details say whether the target is unchanged
+    (``target_unchanged``: a rolled-back single transaction over the existing database).
     """
+    progress = progress if progress is not None else {}
+    progress.setdefault("restore_started", False)
+    progress["stage"] = "restore"
     catalog.check_db_name(target_db, "target_db")
     pg_restore = find_program("pg_restore", pg_bin_dir)
     result = {"target_db": target_db, "backup_id": manifest["backup_id"], "jobs": jobs, "mode": mode}
     existed = database_exists(params, target_db)
     result["target_existed"] = existed
     created = False
+    dropped = False
     if existed and mode == "recreate":
         sessions = database_sessions(params, target_db)
         if sessions:
-            raise BackupError("cannot recreate %s: %d session(s) still connected" % (target_db, len(sessions)),
-                              sessions=sessions)
+            raise BackupError("cannot recreate %s: %d session(s) still connected; %s unchanged" % (
+                target_db, len(sessions), target_db), sessions=sessions, target_unchanged=True)
+        owner = owner or database_owner(params, target_db)
+        result["owner"] = owner
+        progress["restore_started"] = True
         drop_database(params, target_db)
+        dropped = True
         existed = False
     if not existed:
+        progress["restore_started"] = True
         create_database(params, target_db, owner=owner)
         created = True
     result["created"] = created
@@ -675,23 +690,27 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
             result["temp_file"] = {"path": temp_path, "bytes": size}
             if not check["ok"]:
                 raise BackupError("downloaded backup does not match its manifest (%s); nothing restored"
-                                  % check["error"], checksum=check)
+                                  % check["error"], checksum=check, target_unchanged=not dropped)
+            progress["restore_started"] = True
             proc = subprocess.run(restore_argv(pg_restore, target_db, clean=existed, jobs=jobs, no_owner=no_owner,
                                                path=temp_path),
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   env=env, check=False)
             run = {"returncode": proc.returncode, "stderr": proc.stderr.decode("utf-8", "replace")[-STDERR_TAIL:]}
         else:
+            progress["restore_started"] = True
             sink = Sink("restore", restore_argv(pg_restore, target_db, clean=existed, single_transaction=True,
                                                 no_owner=no_owner), env)
+            state = ("%s unchanged" % target_db) if not dropped else (
+                "%s was dropped for the recreate and is gone" % target_db)
 
             def gate(size, sha256):
                 check = checksum_result(manifest, size, sha256)
                 if not check["ok"]:
                     sink.kill()  # before the last chunk: the single transaction never commits
                     raise BackupError("backup stream does not match its manifest (%s); pg_restore stopped before "
-                                      "the end, its transaction rolled back: %s unchanged" % (check["error"], target_db),
-                                      checksum=check)
+                                      "the end, its transaction rolled back: %s" % (check["error"], state),
+                                      checksum=check, target_unchanged=not dropped)
 
             try:
                 stream_through(store, manifest, [sink], hold_last=True, on_complete=gate)
@@ -704,18 +723,24 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
             raise BackupError("%s restoring into %s: %s" % (
                 exit_description("pg_restore", run["returncode"]), target_db,
                 catalog.redact(run["stderr"], secrets) or "(no output)"),
-                single_transaction=jobs <= 1)
-    except BaseException:
+                single_transaction=jobs <= 1, target_unchanged=jobs <= 1 and not dropped)
+    except BaseException as exc:
+        if isinstance(exc, BackupError):
+            exc.details.setdefault("target_unchanged", False)
+            exc.details["target_dropped"] = dropped
         if created:
             try:
                 drop_database(params, target_db, force=True)
                 result["dropped_created_target"] = True
+                if isinstance(exc, BackupError):
+                    exc.details["dropped_created_target"] = True
             except Exception:  # noqa: BLE001
                 pass
         raise
     finally:
         if temp_path and os.path.exists(temp_path):
             os.unlink(temp_path)
+    progress["stage"] = "verify"
     expected = manifest.get("row_counts") or {}
     actual = count_in_database(params, target_db, sorted(expected))
     diffs = catalog.compare_counts(expected, actual)
@@ -723,7 +748,7 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
     if diffs:
         raise BackupError("restored %s but row counts differ from the manifest in %d table(s): %s" % (
             target_db, len(diffs), ", ".join("%s %s != %s" % (d["table"], d["actual"], d["expected"]) for d in diffs[:5])),
-            restore=result)
+            restore=result, target_unchanged=False)
     if analyze:
         with contextlib.closing(pg.connect(params, dbname=target_db)) as conn:
             conn.execute("ANALYZE")

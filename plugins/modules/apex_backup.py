@@ -633,21 +633,39 @@ class Runner(object):
         if self.check:
             return dict(changed=True, restore=plan, safety_backup=None,
                         msg="would restore %s into %s" % (entry["backup_id"], target))
-        before_counts = None
-        if exists:
-            before_counts = pg_backup.count_in_database(self.p, target, sorted(manifest.get("row_counts") or {}))
+        # stage reached, carried in the failure details: the restore role's rescue decides from it
+        progress = {"stage": "preflight", "restore_started": False}
         safety = None
-        if plan["safety_backup"]:
-            safety = self.pg_backup(target, sorted(set(self.p["tags"]) | set(["safety"])))
         try:
+            before_counts = None
+            if exists:
+                before_counts = pg_backup.count_in_database(self.p, target, sorted(manifest.get("row_counts") or {}))
+            if plan["safety_backup"]:
+                progress["stage"] = "safety_backup"
+                safety = self.pg_backup(target, sorted(set(self.p["tags"]) | set(["safety"])))
+            progress["stage"] = "restore"
             outcome = pg_backup.restore_postgres(
                 self.p, self.store, manifest, target, jobs=self.p["jobs"], temp_dir=self.p["temp_dir"],
                 mode=self.p["restore_mode"], owner=self.p["target_owner"], no_owner=self.p["no_owner"],
-                analyze=self.p["analyze"], pg_bin_dir=self.p["pg_bin_dir"], secrets=self.secrets)
-        except pg_backup.BackupError as exc:
-            exc.details["safety_backup_id"] = safety["backup_id"] if safety else None
-            exc.details["plan"] = plan
-            raise
+                analyze=self.p["analyze"], pg_bin_dir=self.p["pg_bin_dir"], secrets=self.secrets,
+                progress=progress)
+        except Exception as exc:  # noqa: BLE001 - every failure carries the stage it happened in
+            if isinstance(exc, pg_backup.BackupError):
+                error = exc
+            elif isinstance(exc, (catalog.CatalogError, s3_store.S3StoreError, pg_backup.Interrupted)):
+                error = pg_backup.BackupError(str(exc))
+            else:
+                error = pg_backup.BackupError("restore failed: %s: %s" % (type(exc).__name__, exc))
+            if progress["stage"] == "safety_backup":
+                error.args = ("safety backup of %s failed, the restore did not start (%s unchanged): %s"
+                              % (target, target, error.args[0]),)
+            error.details.update(progress)
+            error.details.setdefault("target_unchanged", not progress["restore_started"])
+            error.details["safety_backup_id"] = safety["backup_id"] if safety else None
+            error.details["plan"] = plan
+            if error is exc:
+                raise
+            raise error
         plan.update(outcome)
         return dict(changed=True, restore=plan, safety_backup=safety,
                     diff=dict(before={"row_counts": before_counts}, after={"row_counts": outcome["row_counts"]}),

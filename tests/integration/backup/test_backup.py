@@ -170,6 +170,33 @@ def test_maintenance_db_equal_to_target_is_refused(bk, source_db, source_backup,
     assert helpers.fingerprint(target) == before
 
 
+def test_failure_details_carry_the_stage(bk, source_db, source_backup, helpers, scratch_name, tmp_path, lab,
+                                         pg_admin):
+    target = scratch_name()
+    helpers.create_db(target, tasks=4, events=4, agents=1)
+    before = helpers.fingerprint(target)
+    bindir = tmp_path / "pgbin"
+    bindir.mkdir()
+    (bindir / "pg_dump").write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 13.11'\n")
+    (bindir / "pg_dump").chmod(0o755)
+    os.symlink(os.path.join(lab["APEX_PG_BIN"], "pg_restore"), str(bindir / "pg_restore"))
+    failed = bk(action="restore", db=source_db, target_db=target, confirm=target, force=True,
+                backup_id=source_backup["backup_id"], pg_bin_dir=str(bindir))
+    assert failed.failed and "safety backup" in failed["msg"] and "older than the server" in failed["msg"]
+    details = failed["details"]
+    assert details["stage"] == "safety_backup" and details["restore_started"] is False
+    assert details["target_unchanged"] is True and details["safety_backup_id"] is None
+    assert helpers.fingerprint(target) == before
+    # recreate + a pg_restore failure: the single transaction does not make it "unchanged" (it was dropped)
+    with pg_admin(target) as conn:
+        conn.execute("CREATE TABLE blocker (x int)")
+    failed = bk(action="restore", db=source_db, target_db=target, confirm=target, force=True, restore_mode="recreate",
+                backup_id=source_backup["backup_id"], no_owner=True, target_owner="apex_bk_no_such_role")
+    assert failed.failed and failed["details"]["stage"] == "restore"
+    assert failed["details"]["restore_started"] is True and failed["details"]["target_unchanged"] is False
+    assert failed["details"]["safety_backup_id"]
+
+
 # ------------------------------------------------------------------ refusals
 
 def test_wrong_confirmation_is_refused_and_nothing_changes(bk, source_db, source_backup, helpers, scratch_name):

@@ -200,6 +200,36 @@ def test_restore_playbook_over_the_login_db_recreate_and_rescue_rollback(
     assert helpers.fingerprint(target) == before
 
 
+@pytest.fixture()
+def old_pg_dump_bin(tmp_path, lab):
+    """A pg_bin_dir whose pg_dump is a 13.x client (older than the 15 server: it refuses to dump) and whose
+    pg_restore is the real one: the safety backup fails, the restore itself could run."""
+    bindir = tmp_path / "pgbin"
+    bindir.mkdir()
+    fake = bindir / "pg_dump"
+    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 13.11'\n")
+    fake.chmod(0o755)
+    os.symlink(os.path.join(lab["APEX_PG_BIN"], "pg_restore"), str(bindir / "pg_restore"))
+    return str(bindir)
+
+
+def test_restore_playbook_failed_safety_backup_reports_unchanged(
+        run_playbook, verified_backup, source_db, prefix, report_dir, helpers, scratch_name, old_pg_dump_bin):
+    target = scratch_name()
+    helpers.create_db(target, tasks=9, events=9, agents=1)
+    before = helpers.fingerprint(target)
+    proc = run_playbook("playbooks/restore.yml", restore_vars(prefix, report_dir, source_db, target,
+                                                              apex_pg_bin_dir=old_pg_dump_bin))
+    assert proc.returncode != 0
+    report = last_report(report_dir, "restore")
+    assert report["status"] == "failed" and report["phase"] == "restore", report
+    assert report["module_stage"] == "safety_backup" and report["restore_started"] is False, report
+    assert report["database_state"] == "unchanged: the restore never started (failed during safety backup)"
+    assert report["rolled_back"] is False and report["safety_backup_id"] is None
+    assert "older than the server" in report["error"]
+    assert helpers.fingerprint(target) == before  # and it really is unchanged
+
+
 # ------------------------------------------------------------------ with the Kubernetes simulator
 
 WORKLOADS = """
