@@ -11,7 +11,7 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from . import convert, metrics, registry, tables
+from . import convert, metrics, registry, schema, tables
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .selectors import match_fields, match_labels, parse_field_selector, parse_label_selector
 from .store import ApiError, Gone, conflict, not_found, now_iso
@@ -332,6 +332,7 @@ class Handler(BaseHTTPRequestHandler):
             if method == "POST":
                 body = self.body_json()
                 self.check_kind(res, body)
+                self.validate_fields(res, body)
                 if res.namespaced:
                     meta = body.setdefault("metadata", {})
                     if meta.get("namespace") and ns and meta["namespace"] != ns:
@@ -359,6 +360,7 @@ class Handler(BaseHTTPRequestHandler):
         if method == "PUT":
             body = self.body_json()
             self.check_kind(res, body)
+            self.validate_fields(res, body)
             meta = body.setdefault("metadata", {})
             if meta.get("name") and meta["name"] != name:
                 raise ApiError(400, "BadRequest", "the name of the object (%s) does not match "
@@ -401,6 +403,42 @@ class Handler(BaseHTTPRequestHandler):
                                                "kind": res.plural,
                                                "uid": gone["metadata"].get("uid")}})
         raise ApiError(405, "MethodNotAllowed", "method not allowed")
+
+    def validate_fields(self, res, obj, patch=None, apply=False):
+        """Server-side field validation of a request object (``schema.py``): Strict refuses
+        unknown fields (create/update: 400, patch: 422), Warn (the default) and Ignore drop
+        them, Warn with a warning header. ``patch``: the patch body (for the message);
+        ``apply``: server-side apply, which refuses unknown fields whatever the directive.
+        Protobuf bodies cannot carry unknown fields and are not checked."""
+        if not isinstance(obj, dict) or "protobuf" in (self.headers.get("Content-Type") or ""):
+            return
+        model = schema.model_for(registry.api_version(res), res.kind)
+        if model is None:
+            return
+        paths = schema.unknown_fields(obj, model)
+        if not paths:
+            return
+        directive = self.query.get("fieldValidation") or "Warn"
+        if apply:
+            meta = obj.get("metadata") or {}
+            raise ApiError(500, "InternalError", "failed to create typed patch object (%s/%s; "
+                           "%s, Kind=%s): %s" % (
+                               meta.get("namespace", ""), meta.get("name", ""),
+                               registry.api_version(res), res.kind,
+                               "; ".join(".%s: field not declared in schema" % p
+                                         for p in paths)))
+        if directive == "Strict":
+            msg = schema.strict_message(paths)
+            if patch is None:
+                raise ApiError(400, "BadRequest", "%s in version \"%s\" cannot be handled as a "
+                               "%s: %s" % (res.kind, res.version, res.kind, msg))
+            raise ApiError(422, "Invalid", ' "" is invalid: patch: Invalid value: "%s": %s' % (
+                patch, msg), {"causes": [{"reason": "FieldValueInvalid",
+                                          "message": 'Invalid value: "%s": %s' % (patch, msg),
+                                          "field": "patch"}]})
+        if directive == "Warn":
+            self._warnings.extend('unknown field "%s"' % p for p in paths)
+        schema.prune(obj, paths)
 
     def check_kind(self, res, body):
         if not isinstance(body, dict):
@@ -606,6 +644,10 @@ class Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw or b"null")
             except ValueError as exc:
                 raise ApiError(400, "BadRequest", "error decoding patch: %s" % exc)
+        if ctype == "application/apply-patch+yaml" and isinstance(body, dict):
+            ident = {"name": name, "namespace": ns or ""}
+            self.validate_fields(res, dict(body, metadata=dict(body.get("metadata") or {},
+                                                                  **ident)), apply=True)
         with cluster.lock:
             old = cluster.get(res.storage, ns if res.namespaced else "", name)
             if old is None:
@@ -655,13 +697,13 @@ class Handler(BaseHTTPRequestHandler):
             want_rv = new["metadata"].get("resourceVersion")
             if want_rv and want_rv != old["metadata"]["resourceVersion"]:
                 raise conflict(res, name)
-            if res.plural == "horizontalpodautoscalers" and res.version == "v2" and \
-                    isinstance(body, dict) and "targetCPUUtilizationPercentage" in (
-                        body.get("spec") or {}):
-                # what kube-apiserver says for a field autoscaling/v2 does not have (the
-                # runbook's patch): accepted, dropped, with a warning
-                self._warnings.append('unknown field "spec.targetCPUUtilizationPercentage"')
-                new.get("spec", {}).pop("targetCPUUtilizationPercentage", None)
+            # e.g. the runbook's HPA patch of `spec.targetCPUUtilizationPercentage`, a field
+            # autoscaling/v2 does not have: accepted, dropped, with a warning (kubectl patch
+            # sends no fieldValidation: Warn); refused with Strict
+            if ctype != "application/apply-patch+yaml":
+                self.validate_fields(res, new, patch=(
+                    schema.go_format(body) if ctype == "application/strategic-merge-patch+json"
+                    else json.dumps(new, separators=(",", ":"), sort_keys=True)))
             new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
             obj = convert.to_storage(res, new, old)
             updated = cluster.update(res, obj, sub=sub, dry_run=dry)
