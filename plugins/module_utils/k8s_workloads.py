@@ -14,8 +14,9 @@ Decisions (see docs/scaling.md):
   could drop annotations). A record that was not restored yet is never overwritten unless asked.
 * HPA-aware: a replica count outside the governing HPA's [min, max] is refused, unless
   ``hpa_adjust`` moves the bound to the requested count. The HPA is patched before the workload
-  so the two never disagree. Replicas 0 is allowed with an HPA: Kubernetes does not autoscale a
-  workload scaled to zero (the HPA reports ScalingDisabled) until it is scaled up again.
+  so the two never disagree. Scaling an HPA-governed target to 0 is refused unless
+  ``allow_zero``: Kubernetes does not autoscale a workload at zero (the HPA reports
+  ScalingDisabled), so the service stays down until someone scales it up again.
 * Targets are scaled in parallel, one thread each: HPA patch, scale subresource, then a watch
   of that one object (fieldSelector metadata.name) until rolled out and ready == desired.
 """
@@ -644,8 +645,10 @@ def target_key(kind, name):
     return "%s/%s" % (kind, name)
 
 
-def plan_target(kind, obj, hpa, request, hpa_adjust=False):
+def plan_target(kind, obj, hpa, request, hpa_adjust=False, allow_zero=False):
     """What to do for one target. Pure: raises ScaleError on refusal, returns a plan dict.
+
+    ``allow_zero``: scaling an HPA-governed target from running to 0 is refused unless set.
 
     ``request`` keys (all optional): replicas, replicas_delta, current_replicas,
     hpa_min_replicas, hpa_max_replicas, hpa_target_cpu.
@@ -698,6 +701,13 @@ def plan_target(kind, obj, hpa, request, hpa_adjust=False):
                     hpa_after["max_replicas"] = replicas
                     notes.append("HPA %s maxReplicas %s -> %d (hpa_adjust)" % (hpa_name, high, replicas))
         elif replicas == 0:
+            # at 0 the HPA stops autoscaling (ScalingDisabled) and the service is down until someone
+            # scales it up again: too much for a typo or a delta, so it takes an explicit opt-in
+            if current > 0 and not allow_zero:
+                raise ScaleError(
+                    "%s: refusing to scale to 0 replicas: HorizontalPodAutoscaler %s governs it, and at 0 the HPA "
+                    "stops autoscaling (ScalingDisabled) and the service has no pods until it is scaled up by hand. "
+                    "Set allow_zero: true if taking it down is intended. Nothing was changed." % (key, hpa_name))
             notes.append("replicas 0: HPA %s does not autoscale a workload at zero until it is scaled up" % hpa_name)
         if hpa_after["min_replicas"] is not None and hpa_after["max_replicas"] is not None and \
                 hpa_after["min_replicas"] > hpa_after["max_replicas"]:
@@ -884,11 +894,11 @@ class Scaler(object):
             raise ScaleError("; ".join(errors) + ". Nothing was changed.")
         return resolved
 
-    def plan(self, resolved, hpa_adjust=False):
+    def plan(self, resolved, hpa_adjust=False, allow_zero=False):
         plans, errors = [], []
         for kind, obj, hpa, request in resolved:
             try:
-                plan = plan_target(kind, obj, hpa, request, hpa_adjust=hpa_adjust)
+                plan = plan_target(kind, obj, hpa, request, hpa_adjust=hpa_adjust, allow_zero=allow_zero)
             except ScaleError as exc:
                 errors.append(str(exc))
                 continue
@@ -1146,7 +1156,7 @@ def public_plan(plan):
 def run_scale(client, namespace, opts, check_mode=False, context=None, now=None):
     """The whole of one apex_scale call. Returns the result dict; raises ScaleError with last_state.
 
-    ``opts``: the module options (targets/names/label_selectors/kind, request keys, hpa_adjust,
+    ``opts``: the module options (targets/names/label_selectors/kind, request keys, hpa_adjust, allow_zero,
     wait, wait_timeout, save_state, restore_state, state_name, overwrite_saved,
     rollback_on_failure, state_configmap).
     """
@@ -1167,7 +1177,9 @@ def run_scale(client, namespace, opts, check_mode=False, context=None, now=None)
     if not specs:
         raise ScaleError("no targets: give names, label_selectors or targets")
     resolved = scaler.resolve(specs)
-    plans = scaler.plan(resolved, hpa_adjust=bool(opts.get("hpa_adjust")))
+    # a restore puts back what was recorded, 0 included (e.g. the secondary region's warm standby)
+    plans = scaler.plan(resolved, hpa_adjust=bool(opts.get("hpa_adjust")),
+                        allow_zero=bool(opts.get("allow_zero") or opts.get("restore_state")))
     requests = dict((p["key"], item[3]) for p, item in zip(plans, resolved))
 
     # save before anything changes
@@ -1249,10 +1261,19 @@ def rollback(scaler, plans):
                 patch = hpa_patch(current, plan["before"]["hpa"])
                 if patch:
                     scaler.client.merge_patch(ns_path(HPA_API, scaler.namespace, plan["hpa"]), patch)
+            undone = []
+            if plan["hpa_changed"]:
+                undone.append("HPA bounds as before")
             if plan["set_replicas"] is not None:
                 scaler.client.merge_patch(workload_path(plan["kind"], scaler.namespace, plan["name"], "scale"),
                                           {"spec": {"replicas": plan["before"]["replicas"]}})
-            done.append("%s -> %d replicas" % (plan["key"], plan["before"]["replicas"]))
+                undone.append("%d replicas" % plan["before"]["replicas"])
+            line = "%s -> %s" % (plan["key"], ", ".join(undone)) if undone else plan["key"]
+            if plan["restart"]:
+                # the old pods are gone once restartedAt changed: say so rather than claim a rollback
+                line += "%sthe rolling restart cannot be undone (its pods were already replaced)" % (
+                    "; " if undone else ": ")
+            done.append(line)
         except Exception as exc:  # report, keep undoing the others
             done.append("%s: rollback failed (%s)" % (plan["key"], exc))
     return done

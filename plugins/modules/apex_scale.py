@@ -20,6 +20,8 @@ description:
   - HPA-aware. When an HPA governs a target, a replica count outside its [min, max] is refused
     with an explanation (the HPA would undo it), unless O(hpa_adjust=true) moves the bound to the
     requested count too. The HPA is patched before the workload so they never disagree.
+    Scaling such a target to 0 (which disables the HPA and takes the service down) is refused
+    unless O(allow_zero=true).
   - Saves the current replicas and HPA bounds of the targets in the cluster (ConfigMap
     C(apex-ops-scale-state), one JSON record per O(state_name)) and restores exactly that later.
   - When a target does not get ready in time, or a write fails, the targets changed by this call
@@ -134,6 +136,16 @@ options:
         it (minReplicas down or maxReplicas up) instead of refusing.
     type: bool
     default: false
+  allow_zero:
+    description:
+      - Allow scaling a target governed by an HPA from a running count to V(0) (by O(replicas) or
+        O(replicas_delta)). Without it such a request is refused and nothing changes, because at
+        zero the HPA stops autoscaling (C(ScalingDisabled)) and the service has no pods until someone scales
+        it up again.
+      - A target already at 0, a target without an HPA, and O(restore_state) (which puts back what
+        was recorded) do not need it.
+    type: bool
+    default: false
   wait:
     description:
       - Wait until every target has rolled out and its ready replicas equal its desired count.
@@ -181,7 +193,7 @@ notes:
     (C(fieldSelector=metadata.name=...)); a rollout of several targets takes as long as the slowest.
   - Within the HPA's bounds a manual scale is a starting point, not a pin; the HPA keeps adjusting
     from metrics. To pin a count, move the bounds (O(hpa_min_replicas)/O(hpa_max_replicas)).
-  - Replicas 0 is allowed under an HPA; Kubernetes does not autoscale a workload at zero replicas.
+  - Replicas 0 under an HPA needs O(allow_zero=true); Kubernetes does not autoscale a workload at zero replicas.
 """
 
 EXAMPLES = r"""
@@ -211,6 +223,14 @@ EXAMPLES = r"""
   apex.ops.apex_scale:
     restore_state: true
     state_name: launch-2026
+
+- name: Take API and workers down for a database restore (their HPAs stop autoscaling at 0)
+  apex.ops.apex_scale:
+    names: [apex-api, apex-worker]
+    replicas: 0
+    allow_zero: true
+    save_state: true
+    state_name: restore
 
 - name: HPA target CPU on the secondary region
   apex.ops.apex_scale:
@@ -305,6 +325,7 @@ ARGUMENT_SPEC = dict(
     hpa_target_cpu=dict(type="int"),
     restart=dict(type="bool", default=False),
     hpa_adjust=dict(type="bool", default=False),
+    allow_zero=dict(type="bool", default=False),
     wait=dict(type="bool", default=True),
     wait_timeout=dict(type="int", default=300),
     rollback_on_failure=dict(type="bool", default=True),

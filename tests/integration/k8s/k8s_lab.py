@@ -49,9 +49,9 @@ class Kube(object):
                 cpu = metric.resource.target.average_utilization
         return spec.min_replicas, spec.max_replicas, cpu
 
-    def state(self):
-        """Replicas and HPA bounds of the shared Deployments."""
-        return dict((name, (self.replicas(name),) + self.hpa_bounds(name)[:2]) for name in SEEDED)
+    def state(self, with_cpu=False):
+        """Replicas and HPA bounds (min, max, and with ``with_cpu`` the target CPU) of the shared Deployments."""
+        return dict((name, (self.replicas(name),) + self.hpa_bounds(name)[:3 if with_cpu else 2]) for name in SEEDED)
 
     def settle(self, name, replicas, timeout=30):
         deadline = time.monotonic() + timeout

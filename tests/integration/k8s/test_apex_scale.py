@@ -133,18 +133,21 @@ def test_never_ready_target_times_out_with_reasons_and_is_rolled_back(run_module
     assert kube.state() == SEEDED
 
 
-def test_save_and_restore_exactly(run_module, kube):
-    saved_before = kube.state()
+def test_save_and_restore_exactly(run_module, kube, seeded_cpu):
+    saved_before = kube.state(with_cpu=True)
+    assert all(cpu is not None for cpu in seeded_cpu.values()), seeded_cpu
+    event_cpu = dict((name, cpu + 11) for name, cpu in seeded_cpu.items())
     start = run_module("apex_scale", save_state=True, state_name="it-event", hpa_adjust=True, targets=[
-        {"name": "apex-worker", "replicas": 20, "hpa_max_replicas": 100},
-        {"name": "apex-api", "hpa_max_replicas": 50}], wait_timeout=60, **CTX)
+        {"name": "apex-worker", "replicas": 20, "hpa_max_replicas": 100, "hpa_target_cpu": event_cpu["apex-worker"]},
+        {"name": "apex-api", "hpa_max_replicas": 50, "hpa_target_cpu": event_cpu["apex-api"]}], wait_timeout=60, **CTX)
     assert not start.failed, start.get("msg")
     assert start["state"]["action"] == "saved"
-    assert kube.replicas("apex-worker") == 20 and kube.hpa_bounds("apex-worker")[1] == 100
-    assert kube.hpa_bounds("apex-api")[1] == 50
+    assert kube.replicas("apex-worker") == 20 and kube.hpa_bounds("apex-worker")[1:] == (100, event_cpu["apex-worker"])
+    assert kube.hpa_bounds("apex-api")[1:] == (50, event_cpu["apex-api"])
     cm = kube.core.read_namespaced_config_map(STATE_CM, NS)
     record = json.loads(cm.data["it-event"])
     assert {t["name"]: t["replicas"] for t in record["targets"]} == {"apex-worker": 5, "apex-api": 3}
+    assert {t["name"]: t["hpa_bounds"]["target_cpu"] for t in record["targets"]} == seeded_cpu
     # a second start keeps the pre-event record
     again = run_module("apex_scale", save_state=True, state_name="it-event", hpa_adjust=True, targets=[
         {"name": "apex-worker", "replicas": 20, "hpa_max_replicas": 100},
@@ -154,7 +157,9 @@ def test_save_and_restore_exactly(run_module, kube):
     kube.apps.patch_namespaced_deployment_scale("apex-api", NS, {"spec": {"replicas": 6}})
     end = run_module("apex_scale", restore_state=True, state_name="it-event", wait_timeout=60, **CTX)
     assert not end.failed, end.get("msg")
-    assert kube.state() == saved_before == SEEDED
+    # replicas, min, max and the target CPU are all back
+    assert kube.state(with_cpu=True) == saved_before
+    assert kube.state() == SEEDED
     assert kube.deployment("apex-worker").status.ready_replicas == 5
     end2 = run_module("apex_scale", restore_state=True, state_name="it-event", **CTX)
     assert not end2.failed and not end2["changed"]
@@ -212,14 +217,42 @@ def test_secondary_region_failover_scale_and_back_to_zero(run_module, kubeconfig
         assert not up.failed, up.get("msg")
         assert secondary.deployment("apex-api").status.ready_replicas == 5
         assert secondary.deployment("apex-worker").status.ready_replicas == 10
+        # the HPAs govern them now: 0 would take the region down again, so it needs allow_zero
+        refused = run_module("apex_scale", context="apex-secondary", namespace=NS, names=["apex-api", "apex-worker"],
+                             replicas=0, wait_timeout=60)
+        assert refused.failed and "refusing to scale to 0 replicas" in refused["msg"] and "allow_zero" in refused["msg"]
+        assert secondary.replicas("apex-api") == 5 and secondary.replicas("apex-worker") == 10
         down = run_module("apex_scale", context="apex-secondary", namespace=NS, names=["apex-api", "apex-worker"],
-                          replicas=0, wait_timeout=60)
+                          replicas=0, allow_zero=True, wait_timeout=60)
         assert not down.failed, down.get("msg")
         assert any("does not autoscale a workload at zero" in n for n in down["targets"][0]["notes"])
         assert secondary.replicas("apex-api") == 0 and secondary.replicas("apex-worker") == 0
     finally:
         for name in ("apex-api", "apex-worker"):
             secondary.apps.patch_namespaced_deployment_scale(name, NS, {"spec": {"replicas": 0}})
+
+
+def test_zero_under_an_hpa_is_refused_without_allow_zero(run_module, kube):
+    for args in ({"replicas": 0}, {"replicas_delta": -3}, {"replicas": 0, "hpa_adjust": True}):
+        result = run_module("apex_scale", names=["apex-api"], **dict(CTX, **args))
+        assert result.failed, args
+        assert "refusing to scale to 0 replicas" in result["msg"] and "allow_zero: true" in result["msg"]
+        assert kube.state() == SEEDED
+        assert kube.deployment("apex-api").status.ready_replicas == 3
+
+
+def test_restart_rollback_says_the_restart_cannot_be_undone(run_module, kube, scratch_deployment):
+    scratch_deployment("apex-it-never-ready", "apex/api:never-ready", replicas=1)
+    kube.settle("apex-worker", 5)
+    result = run_module("apex_scale", wait_timeout=3, targets=[
+        {"name": "apex-it-never-ready", "replicas": 2}, {"name": "apex-worker", "restart": True}], **CTX)
+    assert result.failed
+    rolled_back = result["last_state"]["rolled_back"]
+    assert "Deployment/apex-it-never-ready -> 1 replicas" in rolled_back, rolled_back
+    assert "Deployment/apex-worker: the rolling restart cannot be undone (its pods were already replaced)" \
+        in rolled_back, rolled_back
+    assert kube.replicas("apex-it-never-ready") == 1 and kube.replicas("apex-worker") == 5
+    kube.settle("apex-worker", 5)
 
 
 def test_two_restarts_within_one_second_both_roll(run_module, kube):

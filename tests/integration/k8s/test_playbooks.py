@@ -1,6 +1,8 @@
 """The scaling playbooks against the lab: cluster state is asserted after each run."""
 import json
 
+import pytest
+
 from k8s_lab import NS, SEEDED, STATE_CM
 
 
@@ -126,3 +128,73 @@ def test_scale_playbook_bad_input_is_refused_by_the_argument_spec(run_playbook, 
     proc = run_playbook("playbooks/scale.yml", {"scale_component": "api"})
     assert proc.returncode != 0 and "Give scale_replicas" in proc.stdout
     assert kube.state() == SEEDED
+
+
+def test_scale_playbook_to_zero_needs_the_confirmation(run_playbook, kube, tmp_path):
+    proc = run_playbook("playbooks/scale.yml", {"scale_component": "worker", "scale_replicas": 0,
+                                                "scale_report_dir": str(tmp_path / "a")})
+    assert proc.returncode != 0 and "scale_confirm_zero=scale-to-zero" in proc.stdout, proc.stdout[-3000:]
+    assert kube.state() == SEEDED
+    report = json.loads(next((tmp_path / "a").glob("scale-*.json")).read_text())
+    assert report["status"] == "failed" and "Refusing to scale apex-worker to 0" in report["error"]
+    # a delta that lands on 0 is the same request
+    proc = run_playbook("playbooks/scale.yml", {"scale_component": "worker", "scale_replicas_delta": "-5",
+                                                "scale_report_dir": str(tmp_path / "b")})
+    assert proc.returncode != 0 and "scale_confirm_zero=scale-to-zero" in proc.stdout, proc.stdout[-3000:]
+    assert kube.state() == SEEDED
+    ok(run_playbook("playbooks/scale.yml", {"scale_component": "worker", "scale_replicas": 0,
+                                            "scale_confirm_zero": "scale-to-zero",
+                                            "scale_report_dir": str(tmp_path / "c")}))
+    d = kube.deployment("apex-worker")
+    assert d.spec.replicas == 0 and not d.status.ready_replicas
+    assert kube.hpa_bounds("apex-worker")[:2] == (5, 50)  # the HPA is left as it was
+
+
+def test_scale_playbook_missing_target_still_writes_the_report(run_playbook, kube, tmp_path):
+    proc = run_playbook("playbooks/scale.yml", {"scale_component": "api", "scale_replicas": 4,
+                                                "scale_deployments": {"api": "apex-nope", "worker": "apex-worker"},
+                                                "scale_report_dir": str(tmp_path)})
+    assert proc.returncode != 0
+    report = json.loads(next(tmp_path.glob("scale-*.json")).read_text())
+    assert report["status"] == "failed" and report["failed_task"] == "Pre-flight | The targets exist"
+    assert "apex-nope" in report["error"]
+    assert kube.state() == SEEDED
+
+
+@pytest.mark.parametrize("playbook, extra", [
+    ("alert_queue_backlog", {"alert_queue_backlog_worker_deployment": "apex-nope"}),
+    ("alert_resource_exhaustion", {"alert_resource_exhaustion_deployments": {"api": "apex-nope", "worker": "apex-nope"}}),
+])
+def test_failing_alert_run_still_writes_its_report(run_playbook, kube, tmp_path, playbook, extra):
+    proc = run_playbook("playbooks/%s.yml" % playbook, dict(extra, apex_report_dir=str(tmp_path)))
+    assert proc.returncode != 0
+    reports = list(tmp_path.glob("%s-*.json" % playbook))
+    assert len(reports) == 1, proc.stdout[-3000:]
+    report = json.loads(reports[0].read_text())
+    assert report["status"] == "failed" and report["failed_task"].startswith("Diagnose |")
+    assert "apex-nope" in report["error"]
+    assert kube.state() == SEEDED
+
+
+def test_alert_queue_backlog_db_password_never_in_verbose_output(run_playbook, lab, tmp_path):
+    """psql reads the password from a private file: not in -vvv output, not left on disk, and it works."""
+    password = lab["PGPASSWORD"]
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    # a wrong PGPASSWORD in the caller's environment: the stats only work if the file carried apex_pg_password
+    proc = run_playbook("playbooks/alert_queue_backlog.yml", {
+        "alert_queue_backlog_respond": False, "alert_queue_backlog_queue_key": "apex-ops-leaktest:none",
+        "apex_pg_password": password, "apex_report_dir": str(tmp_path)}, verbosity=3,
+        env={"PGPASSWORD": "not-the-password", "TMPDIR": str(tmpdir)})
+    ok(proc)
+    output = proc.stdout + proc.stderr
+    assert "<localhost> EXEC" in output or "ESTABLISH LOCAL CONNECTION" in output  # really verbose
+    assert password not in output
+    # the EXEC line carries the file's path (under our TMPDIR), not the password
+    assert "PGPASSFILE=%s/" % tmpdir in output
+    report_text = next(tmp_path.glob("alert_queue_backlog-*.json")).read_text()
+    assert password not in report_text
+    report = json.loads(report_text)
+    assert report["diagnosis"]["task_stats_error"] is None, report["diagnosis"]
+    assert report["diagnosis"]["task_status_last_hour"] is not None
+    assert not list(tmpdir.rglob("*.pgpass")), "the password file was left behind"

@@ -201,6 +201,44 @@ def test_plan_idempotent_and_hpa_only():
     assert any("HPA will move it" in n for n in plan["notes"])
 
 
+def test_plan_zero_under_hpa_needs_allow_zero():
+    api, api_hpa = deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10)
+    for request in ({"replicas": 0}, {"replicas_delta": -3}):
+        with pytest.raises(wl.ScaleError) as err:
+            wl.plan_target("Deployment", api, api_hpa, request)
+        text = str(err.value)
+        assert "refusing to scale to 0" in text and "allow_zero" in text and "Nothing was changed" in text
+        # hpa_adjust is about bounds, not about taking the service down
+        with pytest.raises(wl.ScaleError, match="allow_zero"):
+            wl.plan_target("Deployment", api, api_hpa, request, hpa_adjust=True)
+    plan = wl.plan_target("Deployment", api, api_hpa, {"replicas": 0}, allow_zero=True)
+    assert plan["set_replicas"] == 0 and any("does not autoscale" in n for n in plan["notes"])
+    # already at 0 (warm standby) and no HPA: nothing to protect
+    assert not wl.plan_target("Deployment", deployment("apex-api", 0), api_hpa, {"replicas": 0})["changed"]
+    assert wl.plan_target("Deployment", api, None, {"replicas": 0})["set_replicas"] == 0
+
+
+def test_restore_of_a_record_at_zero_needs_no_allow_zero():
+    cluster = apex_cluster()
+    cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] = 0
+    wl.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=4, save_state=True, state_name="standby"))
+    assert cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] == 4
+    wl.run_scale(cluster, "apex", opts(restore_state=True, state_name="standby"))
+    assert cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] == 0
+
+
+def test_rollback_says_a_restart_cannot_be_undone():
+    cluster = FakeCluster([deployment("apex-api", 3), deployment("apex-never", 1)],
+                          [hpa("apex-api", "apex-api", 3, 10)], fail_ready=["apex-never"])
+    with pytest.raises(wl.ScaleError) as err:
+        wl.run_scale(cluster, "apex", opts(wait_timeout=1, targets=[
+            {"name": "apex-never", "replicas": 2}, {"name": "apex-api", "restart": True}]))
+    rolled_back = err.value.last_state["rolled_back"]
+    assert "Deployment/apex-never -> 1 replicas" in rolled_back
+    assert "Deployment/apex-api: the rolling restart cannot be undone (its pods were already replaced)" in rolled_back
+    assert not any("apex-api -> " in line for line in rolled_back)
+
+
 def test_plan_hpa_validation():
     with pytest.raises(wl.ScaleError, match="no HorizontalPodAutoscaler"):
         wl.plan_target("Deployment", deployment("apex-api", 3), None, {"hpa_max_replicas": 5})
