@@ -133,8 +133,13 @@ def clone_apex(kube, ns, context="apex-primary", replicas=None):
               "metadata": {"name": ns, "labels": {"kubesim-test": "true"}}})
     secrets = dyn.resources.get(api_version="v1", kind="Secret")
     ca = secrets.get(namespace="apex", name="lab-ca-keypair")
+    # the live apex-secrets (its database-url is the lab's, whatever this process's env says)
+    live_secrets = secrets.get(namespace="apex", name="apex-secrets")
     objs = [o for o in seedmod.objects(False, os.environ)
             if o["metadata"].get("namespace") == "apex"]
+    for o in objs:
+        if o["kind"] == "Secret" and o["metadata"]["name"] == "apex-secrets":
+            o["data"] = dict(live_secrets.data)
     objs.append({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
                  "metadata": {"name": "lab-ca-keypair", "namespace": ns},
                  "data": dict(ca.data)})

@@ -32,6 +32,33 @@ EP = ("", "endpoints")
 HASH_LABEL = "pod-template-hash"
 REV_ANN = "deployment.kubernetes.io/revision"
 LAB_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/lab
+SHELL_SEPARATORS = ("&&", "||", ";", "|", "&")
+
+
+def migration_args(cmd):
+    """The arguments given to ``apex-migrate`` in a container's command + args, or None when
+    it does not run apex-migrate: ``["./apex-migrate", "up"]`` -> ``["up"]``,
+    ``command: [apex-migrate], args: [status]`` -> ``["status"]``, ``["sh", "-c",
+    "apex-migrate up --source /m && echo ok"]`` -> ``["up", "--source", "/m"]``."""
+    import shlex
+    tokens = []
+    for arg in cmd:
+        if "apex-migrate" in arg and any(ch.isspace() for ch in arg):
+            try:
+                tokens.extend(shlex.split(arg))
+            except ValueError:
+                tokens.extend(arg.split())
+        else:
+            tokens.append(arg)
+    for i, tok in enumerate(tokens):
+        if tok.rsplit("/", 1)[-1] == "apex-migrate":
+            rest = []
+            for t in tokens[i + 1:]:
+                if t in SHELL_SEPARATORS:
+                    break
+                rest.append(t)
+            return rest
+    return None
 _ALPHA = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -698,7 +725,11 @@ class Controllers:
             penv = dict(os.environ)
             penv.update(env)
             penv["PYTHONPATH"] = LAB_ROOT + os.pathsep + penv.get("PYTHONPATH", "")
-            argv = [sys.executable, "-m", "twin", "migrate", "up"]
+            # the container's own arguments (up, status, --source ...); DATABASE_URL from the
+            # container's env is the database, as for the real apex-migrate (sqlx)
+            argv = [sys.executable, "-m", "twin", "migrate"] + migrate_args
+            if env.get("DATABASE_URL") and not any(a.startswith("--dsn") for a in migrate_args):
+                argv += ["--dsn", env["DATABASE_URL"]]
             try:
                 proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         env=penv, cwd=LAB_ROOT)
@@ -721,7 +752,8 @@ class Controllers:
                 cluster.add_log(ns, name, cname, "%s: done" % " ".join(cmd) if cmd else "done")
                 finish(0)
 
-        is_migration = image.startswith("apex/api") and any("apex-migrate" in a for a in cmd)
+        migrate_args = migration_args(cmd) if image.startswith("apex/api") else None
+        is_migration = migrate_args is not None
         target = run_migration if is_migration else run_generic
         t = threading.Thread(target=target, daemon=True, name="job-" + name)
         self.jobs_running[uid] = t

@@ -1,6 +1,7 @@
 """The initial state of each cluster: Apex as the runbook describes it."""
 import base64
 import os
+from urllib.parse import quote
 
 from . import registry
 
@@ -137,8 +138,11 @@ def objects(secondary, env):
                     "spec": {"holderIdentity": "node-%d" % i, "leaseDurationSeconds": 40}})
     out.append(_svc("kubernetes", None, [("https", 443, 6443)], ns="default"))
     out[-1]["spec"].pop("selector")
-    db_url = "postgresql://apex@127.0.0.1:%s/apex" % env.get(
-        "PGPORT" if not secondary else "APEX_PG_STANDBY_PORT", "5432")
+    # a working URL of the lab database as role apex (what the migration Job connects with)
+    password = env.get("APEX_PG_APP_PASSWORD")
+    db_url = "postgresql://apex%s@127.0.0.1:%s/apex" % (
+        ":" + quote(password, safe="") if password else "",
+        env.get("PGPORT" if not secondary else "APEX_PG_STANDBY_PORT", "5432"))
     out.append({"apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "apex-secrets", "namespace": "apex",
                              "labels": {"app": "apex"}},

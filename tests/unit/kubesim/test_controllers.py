@@ -254,3 +254,14 @@ def test_missing_secret_blocks_container_until_it_exists(env):
         "metadata": {"name": "later", "namespace": "apex"}, "data": {"k": "dg=="}})
     wait(lambda: cluster.get(("", "pods"), "apex", "needs-secret")["status"]["phase"] ==
          "Running")
+
+
+def test_migration_args_from_command_and_args():
+    from kubesim.controllers import migration_args
+    assert migration_args(["./apex-migrate", "up"]) == ["up"]
+    assert migration_args(["apex-migrate", "status"]) == ["status"]
+    assert migration_args(["/usr/local/bin/apex-migrate"]) == []
+    assert migration_args(["sh", "-c", "apex-migrate up --source /m && echo done"]) == \
+        ["up", "--source", "/m"]
+    assert migration_args(["pg_dump", "-Fc", "apex"]) is None
+    assert migration_args([]) is None
