@@ -51,6 +51,10 @@ START_TIMEOUT = 60
 # command-line markers of the Python services lab.py spawns (precise: `pytest .../kubesim` must not match)
 MARK_MOTO = "-m moto.server "
 MARK_KUBESIM = "-m kubesim serve "
+# environment variable -> `kubesim serve` flag (docs/kubesim.md, docs/lab.md)
+KUBESIM_FLAGS = (("KUBESIM_POD_READY_DELAY", "--pod-ready-delay"), ("KUBESIM_TIME_FACTOR", "--time-factor"),
+                 ("KUBESIM_HPA_SYNC", "--hpa-sync"), ("KUBESIM_CRASH_INTERVAL", "--crash-interval"),
+                 ("KUBESIM_JOB_DURATION", "--job-duration"))
 MARK_TWIN = {"serve": "-m twin serve", "worker": "-m twin worker"}
 LOG_ROTATE_BYTES = 64 * 1024 * 1024
 PG_TEMPLATE_REVISION = 1  # bump when the template's contents (roles, databases, extensions) change
@@ -459,7 +463,8 @@ class Lab:
         configure a service behind the lab's back (`up` is often run from inside a test process
         with its own APEX_*/PG*/AWS_* overrides), plus the lab's."""
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("APEX_", "PG", "AWS_", "K8S_", "KUBE", "HELM_", "REDIS", "PYTHON"))}
+               if not k.startswith(("APEX_", "PG", "AWS_", "K8S_", "KUBE", "HELM_", "REDIS", "PYTHON"))
+               or k.startswith("KUBESIM_")}  # the simulator's timing knobs (docs/lab.md)
         env.update(self.lab_env())
         env["PYTHONPATH"] = str(LAB_PY_DIR)
         env["PYTHONUNBUFFERED"] = "1"
@@ -1179,8 +1184,14 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
             return False
         p1, p2 = self.claim_port("kube_primary"), self.claim_port("kube_secondary")
         self.write_env()
+        # timing knobs from the caller's KUBESIM_* (e.g. `KUBESIM_POD_READY_DELAY=5 make lab-up`),
+        # as explicit flags so `ps` shows them; the simulator reads the same variables itself
+        flags = []
+        for var, flag in KUBESIM_FLAGS:
+            if os.environ.get(var):
+                flags += [flag, os.environ[var]]
         self.spawn([sys.executable, "-m", "kubesim", "serve", "--lab-dir", str(self.dir),
-                    "--primary-port", str(p1), "--secondary-port", str(p2)],
+                    "--primary-port", str(p1), "--secondary-port", str(p2)] + flags,
                    self.kube_dir / "kubesim.pid", self.kube_dir / "kubesim.log", self.child_env(), ROOT)
         self._record_code("kubesim")
         return True
