@@ -11,9 +11,20 @@ is a changed ``rdb_last_save_time`` or an observed in-progress -> done transitio
 already running when we arrive is waited out first (it may predate the request), then ours
 starts.
 
-The RDB is read from ``CONFIG GET dir`` + ``dbfilename`` (or ``rdb_path``): the module must run
-where that file is readable. Restore is an offline procedure (see docs/backup.md): stop Redis,
-put the file in place (``action: fetch`` downloads and checks it), start Redis.
+Two ways to get the snapshot (``source``):
+
+* ``network`` (default when no local RDB file is configured/readable): the replication protocol,
+  as ``redis-cli --rdb`` does. A raw connection sends ``SYNC``; Redis forks a snapshot for this
+  "replica", sends newline keep-alives while it prepares it, then ``$<length>\r\n`` and exactly
+  ``<length>`` bytes of RDB, which are streamed into the S3 multipart upload (sha256 on the way,
+  nothing on local disk). Works wherever the Redis port is reachable (Redis in Kubernetes,
+  Ansible on a control host). Managed services that disable ``SYNC`` need the file mode or their
+  own snapshots.
+* ``file``: BGSAVE, wait for *that* save (below), read ``CONFIG GET dir`` + ``dbfilename`` (or
+  ``rdb_path``): the module must run where that file is readable.
+
+Restore is an offline procedure (see docs/backup.md): stop Redis, put the file in place
+(``action: fetch`` downloads and checks it), start Redis.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -21,6 +32,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import socket
 import time
 
 from ansible_collections.apex.ops.plugins.module_utils import backup_catalog as catalog
@@ -129,9 +141,143 @@ def check_rdb_header(header):
     return _text(header[5:9])
 
 
+SOURCES = ("auto", "network", "file")
+
+
+def choose_source(client, source="auto", rdb_path=None):
+    """``(source, path)``: ``file`` when asked, or (auto) when the RDB file is readable here; else ``network``."""
+    if source == "network":
+        return "network", None
+    if source == "file":
+        return "file", rdb_location(client, rdb_path)
+    try:
+        path = rdb_location(client, rdb_path)
+    except RedisBackupError:
+        return "network", None  # CONFIG disabled (managed Redis) and no rdb_path
+    if os.path.isfile(path) and os.access(path, os.R_OK):
+        return "file", path
+    return "network", None
+
+
+# ---------------------------------------------------------------------------- network (SYNC)
+
+def _resp(*parts):
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        if not isinstance(part, bytes):
+            part = str(part).encode("utf-8")
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+def _line(reader):
+    line = reader.readline(65536)
+    if not line:
+        raise RedisBackupError("Redis closed the connection")
+    return line.rstrip(b"\r\n")
+
+
+class SyncSnapshot(object):
+    """A file-like ``read()`` over exactly ``length`` RDB bytes of a ``SYNC`` reply.
+
+    A short stream (connection closed early) raises instead of returning EOF, so the upload is
+    aborted rather than completed with a truncated snapshot.
+    """
+
+    def __init__(self, reader, length):
+        self.reader = reader
+        self.length = length
+        self.remaining = length
+        self.header = b""
+
+    def read(self, size=-1):
+        if self.remaining <= 0:
+            return b""
+        if size is None or size < 0 or size > self.remaining:
+            size = self.remaining
+        try:
+            chunk = self.reader.read1(min(size, 1024 * 1024)) if hasattr(self.reader, "read1") else self.reader.read(size)
+        except (socket.timeout, OSError) as exc:
+            raise RedisBackupError("reading the snapshot from Redis failed after %d of %d bytes: %s" % (
+                self.length - self.remaining, self.length, exc))
+        if not chunk:
+            raise RedisBackupError("Redis closed the connection after %d of %d snapshot bytes" % (
+                self.length - self.remaining, self.length))
+        if len(self.header) < 9:
+            self.header += chunk[:9 - len(self.header)]
+            if len(self.header) >= 9 or self.remaining == len(chunk):
+                check_rdb_header(self.header)
+        self.remaining -= len(chunk)
+        return chunk
+
+
+def read_sync_header(reader, deadline, clock=time.monotonic):
+    """Skip the newline keep-alives and return the payload length of ``$<length>``.
+
+    Redis sends ``\n`` about once a second while it forks and writes the snapshot for a new
+    replica; the payload header follows. ``-ERR ...`` (SYNC disabled or not permitted) fails.
+    """
+    while True:
+        if clock() > deadline:
+            raise RedisBackupError("timed out waiting for Redis to start sending the snapshot after SYNC")
+        try:
+            first = reader.read(1)
+        except (socket.timeout, OSError) as exc:
+            # Redis sends a keep-alive about every second while it prepares the snapshot
+            raise RedisBackupError("no reply or keep-alive from Redis after SYNC (%s)" % exc)
+        if not first:
+            raise RedisBackupError("Redis closed the connection after SYNC (replication disabled for this user?)")
+        if first in (b"\n", b"\r"):
+            continue
+        line = (first + _line(reader)).decode("utf-8", "replace")
+        if line.startswith("-"):
+            raise RedisBackupError("Redis refused SYNC: %s. Managed Redis services that disable SYNC need "
+                                   "rdb_source=file (where the RDB file is readable) or their own snapshots" % line[1:])
+        if line.startswith("$EOF:"):
+            raise RedisBackupError("Redis answered SYNC with a diskless (EOF-marked) payload, which this module "
+                                   "did not ask for")
+        if not line.startswith("$"):
+            raise RedisBackupError("unexpected reply to SYNC: %r" % line[:80])
+        try:
+            length = int(line[1:])
+        except ValueError:
+            raise RedisBackupError("unexpected reply to SYNC: %r" % line[:80])
+        if length < 9:
+            raise RedisBackupError("snapshot of %d bytes is too short to be an RDB file" % length)
+        return length
+
+
+def open_sync(params, timeout=300.0):
+    """Connect (TLS, AUTH), send SYNC, read the header. Returns ``(sock, reader, length, seconds)``."""
+    import ssl
+
+    start = time.monotonic()
+    host, port = params["redis_host"], params["redis_port"]
+    sock_timeout = params.get("redis_timeout") or 10.0
+    sock = socket.create_connection((host, port), timeout=sock_timeout)
+    try:
+        if params.get("redis_tls"):
+            context = ssl.create_default_context(cafile=params.get("redis_ca_file") or None)
+            sock = context.wrap_socket(sock, server_hostname=host)
+        reader = sock.makefile("rb")
+        if params.get("redis_password"):
+            sock.sendall(_resp("AUTH", params["redis_password"]))
+            reply = _line(reader)
+            if not reply.startswith(b"+"):
+                raise RedisBackupError("AUTH for SYNC failed: %s" % reply.decode("utf-8", "replace")[:200])
+        sock.sendall(_resp("SYNC"))
+        length = read_sync_header(reader, start + timeout)
+        return sock, reader, length, round(time.monotonic() - start, 3)
+    except BaseException:
+        sock.close()
+        raise
+
+
+# ---------------------------------------------------------------------------- backup
+
 def backup_redis(client, store, prefix, instance, timeout=300.0, part_size=16 * MIB, concurrency=2, tags=(),
-                 rdb_path=None):
-    """BGSAVE, wait, then stream the RDB file into S3 and write the manifest last."""
+                 rdb_path=None, source="file", params=None):
+    """Snapshot Redis into S3 (``source``: ``file`` or ``network``) and write the manifest last."""
     catalog.check_segment("redis_instance", instance)
     started = catalog.utcnow()
     clock_start = time.monotonic()
@@ -140,26 +286,40 @@ def backup_redis(client, store, prefix, instance, timeout=300.0, part_size=16 * 
     store.check_bucket()
     server = dict((_text(k), _text(v)) for k, v in client.info("server").items())
     keys_count = client.dbsize()
-    save = bgsave_and_wait(client, timeout=timeout)
-    path = rdb_location(client, rdb_path)
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise RedisBackupError("cannot read the RDB file %s (%s): run the module where Redis' data directory "
-                               "is readable, or set rdb_path" % (path, exc.strerror), last_state=save["after"])
-    with handle:
-        rdb_version = check_rdb_header(handle.read(9))
-        handle.seek(0)
-        writer = store.writer(keys["data"], part_size=part_size, concurrency=concurrency,
-                              metadata={"apex-backup-id": backup_id, "apex-kind": "redis"})
-        upload = writer.upload_stream(handle)
+    writer = store.writer(keys["data"], part_size=part_size, concurrency=concurrency,
+                          metadata={"apex-backup-id": backup_id, "apex-kind": "redis"})
+    if source == "network":
+        sock, reader, length, waited = open_sync(params, timeout=timeout)
+        try:
+            stream = SyncSnapshot(reader, length)
+            upload = writer.upload_stream(stream)
+        finally:
+            sock.close()
+        if upload["size"] != length:
+            raise RedisBackupError("uploaded %d bytes, Redis announced %d" % (upload["size"], length))
+        rdb_version = check_rdb_header(stream.header)
+        extra = dict(source="network", rdb_path=None, sync_length=length, sync_waited_seconds=waited)
+    else:
+        save = bgsave_and_wait(client, timeout=timeout)
+        path = rdb_location(client, rdb_path)
+        try:
+            handle = open(path, "rb")
+        except OSError as exc:
+            raise RedisBackupError("cannot read the RDB file %s (%s): run the module where Redis' data directory "
+                                   "is readable, set rdb_path, or use rdb_source=network" % (path, exc.strerror),
+                                   last_state=save["after"])
+        with handle:
+            rdb_version = check_rdb_header(handle.read(9))
+            handle.seek(0)
+            upload = writer.upload_stream(handle)
+        extra = dict(source="file", rdb_path=path, rdb_saves=save["after"].get("rdb_saves"),
+                     rdb_last_save_time=save["after"].get("rdb_last_save_time"),
+                     bgsave_waited_seconds=save["waited_seconds"])
     finished = catalog.utcnow()
     manifest = catalog.build_manifest(
         "redis", instance, backup_id, keys, upload, started, finished, tags=tags,
-        format="rdb", rdb_version=rdb_version, rdb_path=path, redis_version=server.get("redis_version"),
-        keys_at_start=keys_count, rdb_saves=save["after"].get("rdb_saves"),
-        rdb_last_save_time=save["after"].get("rdb_last_save_time"), bgsave_waited_seconds=save["waited_seconds"],
-        duration_seconds=round(time.monotonic() - clock_start, 3),
+        format="rdb", rdb_version=rdb_version, redis_version=server.get("redis_version"),
+        keys_at_start=keys_count, duration_seconds=round(time.monotonic() - clock_start, 3), **extra
     )
     try:
         store.put_json(keys["manifest"], manifest)

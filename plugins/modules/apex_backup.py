@@ -17,8 +17,9 @@ description:
     memory bounded by a few parts, sha256 computed on the way). Per-table row counts come from the
     same exported snapshot the dump uses. A manifest is written last; a failed or interrupted backup
     aborts its upload and leaves no manifest.
-  - C(action=redis_backup) runs BGSAVE, waits for that save to finish (watching C(INFO persistence)),
-    and uploads the RDB file with its checksum and a manifest.
+  - C(action=redis_backup) streams a fresh snapshot over the replication protocol (C(SYNC)) into S3, or
+    (O(rdb_source=file)) runs BGSAVE, waits for that save to finish (watching C(INFO persistence)) and uploads
+    the RDB file; either way with its checksum and a manifest.
   - C(action=list) reads the catalog (manifests and verification records) with age, size and
     verification state, the latest verified backup, and a freshness gate (O(max_age)).
   - C(action=verify) re-reads a backup once and checks it up to O(verify_level) (C(checksum), C(toc) with
@@ -232,11 +233,26 @@ options:
     type: path
   rdb_path:
     description:
-      - With C(redis_backup), the RDB file to upload. Default from C(CONFIG GET dir) and C(dbfilename).
+      - With C(redis_backup) and the C(file) source, the RDB file to upload. Default from C(CONFIG GET dir) and
+        C(dbfilename).
     type: path
+  rdb_source:
+    description:
+      - How C(redis_backup) gets the snapshot.
+      - C(network) streams a fresh snapshot over the Redis replication protocol (C(SYNC), as C(redis-cli --rdb)
+        does) straight into S3; it only needs the Redis port (Redis in Kubernetes, Ansible on a control host).
+        Managed Redis services that disable C(SYNC) need C(file) or their own snapshots.
+      - C(file) runs C(BGSAVE), waits for it, and uploads the RDB file at O(rdb_path); the module must run where
+        that file is readable.
+      - C(auto) uses C(file) when O(rdb_path) (or the C(CONFIG GET dir)/C(dbfilename) location) is a readable
+        file here, otherwise C(network).
+    type: str
+    choices: [auto, network, file]
+    default: auto
   bgsave_timeout:
     description:
-      - Seconds to wait for BGSAVE to finish.
+      - Seconds to wait for BGSAVE to finish (C(file) source) or for Redis to start sending the snapshot after C(SYNC)
+        (C(network) source).
     type: float
     default: 300
   drain_users:
@@ -449,6 +465,7 @@ ARGSPEC = dict(
     analyze=dict(type="bool", default=True),
     dest=dict(type="path"),
     rdb_path=dict(type="path"),
+    rdb_source=dict(type="str", choices=["auto", "network", "file"], default="auto"),
     bgsave_timeout=dict(type="float", default=300),
     drain_users=dict(type="list", elements="str"),
     drain_applications=dict(type="list", elements="str"),
@@ -533,16 +550,20 @@ class Runner(object):
 
         client = redis_client.connect(self.p)
         instance = self.p["redis_instance"]
+        source, path = redis_backup.choose_source(client, self.p["rdb_source"], self.p["rdb_path"])
         if self.check:
-            path = redis_backup.rdb_location(client, self.p["rdb_path"])
             self.store.check_bucket()
-            return dict(changed=True, backup={"rdb_path": path, "readable": _readable(path), "instance": instance},
-                        msg="would BGSAVE and upload %s" % path)
+            plan = {"source": source, "rdb_path": path, "instance": instance}
+            if source == "file":
+                plan["readable"] = _readable(path)
+            return dict(changed=True, backup=plan, msg="would %s and upload it" % (
+                "BGSAVE %s" % path if source == "file" else "stream a snapshot over SYNC"))
         manifest = redis_backup.backup_redis(
             client, self.store, self.prefix, instance, timeout=self.p["bgsave_timeout"], part_size=self.part_size,
-            concurrency=self.p["upload_concurrency"], tags=self.p["tags"], rdb_path=self.p["rdb_path"])
-        return dict(changed=True, backup=manifest, msg="redis backup %s: %d bytes" % (
-            manifest["backup_id"], manifest["size"]))
+            concurrency=self.p["upload_concurrency"], tags=self.p["tags"], rdb_path=path, source=source,
+            params=self.p)
+        return dict(changed=True, backup=manifest, msg="redis backup %s (%s): %d bytes" % (
+            manifest["backup_id"], source, manifest["size"]))
 
     def list(self):
         entries, orphans, _manifests, _records = self.catalog()

@@ -435,6 +435,50 @@ def test_redis_backup_round_trip(bk, lab, helpers, session_token, prefix):
         shared.delete(*(list(values) + [marker + ":list"]))
 
 
+@pytest.mark.parametrize("how", [dict(rdb_source="network"), dict(rdb_path="/nonexistent/dump.rdb")],
+                         ids=["network", "auto-without-readable-file"])
+def test_redis_network_snapshot_round_trip(bk, lab, helpers, session_token, prefix, how):
+    """SYNC over the network (no access to Redis' files) -> S3 -> download -> a fresh redis-server -> same keys."""
+    import redis
+
+    shared = redis.Redis.from_url(lab["APEX_REDIS_URL"])
+    marker = "apexbk:itest:net:%s:%s" % (session_token, helpers.token())
+    values = dict(("%s:%d" % (marker, i), "net-%d-%s" % (i, os.urandom(8).hex())) for i in range(200))
+    shared.mset(values)
+    shared.hset(marker + ":hash", mapping={"a": "1", "b": "2"})
+    server = None
+    workdir = tempfile.mkdtemp(prefix="apex-bk-redis-net-")
+    instance = "itest-net"
+    try:
+        m = ok(bk(action="redis_backup", redis_instance=instance, **how))["backup"]
+        assert m["source"] == "network" and m["rdb_path"] is None
+        assert m["size"] == m["sync_length"] and m["rdb_version"]
+        data = helpers.keys("%s/redis/%s/" % (prefix, instance))
+        assert m["key"] in data and m["key"].replace(".rdb", ".manifest.json") in data
+        fetched = ok(bk(action="fetch", kind="redis", redis_instance=instance, backup_id=m["backup_id"],
+                        dest=os.path.join(workdir, "dump.rdb")))
+        assert fetched["fetched"]["sha256"] == m["sha256"]
+        server, restored = _start_restore_redis(redis, workdir)
+        assert restored.mget(list(values)) == [v.encode() for v in values.values()]
+        assert restored.hgetall(marker + ":hash") == {b"a": b"1", b"b": b"2"}
+        # everything the shared Redis held at the snapshot (our keys were written before it)
+        ours = sorted(k for k in restored.scan_iter(match=marker + "*"))
+        assert ours == sorted([k.encode() for k in values] + [(marker + ":hash").encode()])
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=20)
+        shutil.rmtree(workdir, ignore_errors=True)
+        shared.delete(*(list(values) + [marker + ":hash"]))
+
+
+def test_redis_check_mode_reports_the_source(bk):
+    assert ok(bk(check_mode=True, action="redis_backup", rdb_source="network"))["backup"]["source"] == "network"
+    assert ok(bk(check_mode=True, action="redis_backup"))["backup"]["source"] == "file"  # the lab's RDB is readable
+    plan = ok(bk(check_mode=True, action="redis_backup", rdb_path="/nonexistent/dump.rdb"))["backup"]
+    assert plan["source"] == "network"
+
+
 def _serves(client, pid):
     """The Redis at client answers and is process pid (not another one holding the port)."""
     try:

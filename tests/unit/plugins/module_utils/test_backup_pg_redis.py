@@ -217,3 +217,49 @@ def test_rdb_header():
     assert redis_backup.check_rdb_header(b"REDIS0010") == "0010"
     with pytest.raises(redis_backup.RedisBackupError):
         redis_backup.check_rdb_header(b"PGDMP\x01")
+
+
+# ---------------------------------------------------------------------------- SYNC (network snapshot)
+
+def _reader(data):
+    import io
+    return io.BufferedReader(io.BytesIO(data))
+
+
+def test_sync_header_skips_keepalives():
+    reader = _reader(b"\n\n\n$12\r\nREDIS0010abc+PING\r\n")
+    assert redis_backup.read_sync_header(reader, deadline=float("inf")) == 12
+    snap = redis_backup.SyncSnapshot(reader, 12)
+    body = b""
+    while True:
+        chunk = snap.read(5)
+        if not chunk:
+            break
+        body += chunk
+    assert body == b"REDIS0010abc"  # exactly <length> bytes, never the replication stream after it
+    assert snap.header == b"REDIS0010"
+
+
+@pytest.mark.parametrize("reply, message", [
+    (b"-ERR unknown command 'SYNC'\r\n", "refused SYNC"),
+    (b"-NOPERM this user has no permissions\r\n", "rdb_source=file"),
+    (b"$EOF:" + b"x" * 40 + b"\r\n", "diskless"),
+    (b"+OK\r\n", "unexpected reply"),
+    (b"\n\n", "closed the connection"),
+])
+def test_sync_header_failures(reply, message):
+    with pytest.raises(redis_backup.RedisBackupError, match=message):
+        redis_backup.read_sync_header(_reader(reply), deadline=float("inf"))
+
+
+def test_sync_snapshot_short_stream_raises_instead_of_eof():
+    snap = redis_backup.SyncSnapshot(_reader(b"REDIS0010ab"), 100)
+    assert snap.read(11) == b"REDIS0010ab"
+    with pytest.raises(redis_backup.RedisBackupError, match="after 11 of 100"):
+        snap.read(10)
+
+
+def test_sync_snapshot_checks_the_rdb_header():
+    snap = redis_backup.SyncSnapshot(_reader(b"PGDMP-not-an-rdb"), 16)
+    with pytest.raises(redis_backup.RedisBackupError, match="not an RDB"):
+        snap.read(16)
