@@ -1,4 +1,7 @@
 """apex_info against the lab simulator, compared with what the official client reads."""
+import json
+import time
+
 from k8s_lab import NS
 
 CTX = dict(context="apex-primary", namespace=NS)
@@ -71,3 +74,73 @@ def test_secondary_context(run_module, kube):
 def test_bad_token(run_module):
     info = run_module("apex_info", api_key="bogus-token-value", **CTX)
     assert info.failed and "401" in info["msg"] and "bogus-token-value" not in info["_stdout"]
+
+
+def _wait_for(read, predicate, timeout=20, step=0.3):
+    """Poll ``read()`` until ``predicate(value)``; returns the last value (the caller asserts on it)."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while not predicate(value) and time.monotonic() < deadline:
+        time.sleep(step)
+        value = read()
+    return value
+
+
+def test_faulty_pods_hpa_cpu_and_warning_events(run_module, kube, scratch_deployment):
+    """The simulator's image-tag faults (docs/kubesim.md): what apex_info says, checked against the cluster."""
+    scratch_deployment("apex-it-info-oom", "apex/worker:oom")
+    scratch_deployment("apex-it-info-never", "apex/api:never-ready")
+    names = ["apex-it-info-oom", "apex-it-info-never", "apex-api"]
+
+    def gather():
+        return run_module("apex_info", names=names, gather=["workloads", "pods", "hpas", "events"], **CTX)
+
+    def pod(info, prefix):
+        found = [p for p in info.get("pods") or [] if p["name"].startswith(prefix + "-")]
+        return found[0] if found else {}
+
+    def events_for(info, prefix, reason):
+        return [e for e in info.get("events") or [] if e["object"].startswith("Pod/" + prefix + "-")
+                and e["reason"] == reason]
+
+    def settled(info):
+        return (pod(info, "apex-it-info-oom").get("last_termination_reason")
+                and pod(info, "apex-it-info-never").get("not_ready_reason")
+                and events_for(info, "apex-it-info-oom", "BackOff") and events_for(info, "apex-it-info-never", "Unhealthy"))
+
+    info = _wait_for(gather, settled)
+    assert not info.failed, info.get("msg")
+
+    # oom: restarts that climb, OOMKilled as the last termination, as the cluster says
+    oom = pod(info, "apex-it-info-oom")
+    status = kube.core.read_namespaced_pod(oom["name"], NS).status.container_statuses[0]
+    assert oom["restarts"] >= 1 and status.restart_count >= oom["restarts"]
+    assert oom["last_termination_reason"] == "OOMKilled" == status.last_state.terminated.reason
+    assert oom["ready"] is False and "CrashLoopBackOff" in oom["not_ready_reason"]
+    assert oom["name"] in info["summary"]["oom_killed"] and info["summary"]["pods_with_restarts"][oom["name"]] >= 1
+
+    # never-ready: running, not ready, and why
+    never = pod(info, "apex-it-info-never")
+    assert never["phase"] == "Running" and never["ready"] is False and never["restarts"] == 0
+    assert never["not_ready_reason"] == "ContainersNotReady containers with unready status: [main]"
+    assert never["name"] in info["summary"]["pods_not_running"]
+    deployments = dict((d["name"], d) for d in info["deployments"])
+    assert not deployments["apex-it-info-never"]["ready_ok"] and deployments["apex-it-info-never"]["ready"] == 0
+
+    # HPA: target and current CPU as the HPA's status reports them
+    hpa = dict((h["name"], h) for h in info["hpas"])["apex-api"]
+    cluster_hpa = kube.hpa("apex-api")
+    current = [m.resource.current.average_utilization for m in cluster_hpa.status.current_metrics or []
+               if m.type == "Resource" and m.resource.name == "cpu"]
+    assert current and isinstance(hpa["cpu_current"], int) and abs(hpa["cpu_current"] - current[0]) <= 5
+    assert hpa["cpu_target"] == kube.hpa_bounds("apex-api")[2]
+
+    # Warning events: only Warnings, with their content, and each one exists in the cluster
+    assert info["events"] and all(e["type"] == "Warning" for e in info["events"])
+    backoff = events_for(info, "apex-it-info-oom", "BackOff")[0]
+    assert backoff["message"].startswith("Back-off restarting failed container main") and backoff["count"] >= 1
+    unhealthy = events_for(info, "apex-it-info-never", "Unhealthy")[0]
+    assert unhealthy["message"].startswith("Readiness probe failed") and unhealthy["age_seconds"] >= 0
+    cluster = set((e.reason, "%s/%s" % (e.involved_object.kind, e.involved_object.name))
+                  for e in kube.core.list_namespaced_event(NS, field_selector="type=Warning").items)
+    assert ("BackOff", backoff["object"]) in cluster and ("Unhealthy", unhealthy["object"]) in cluster
