@@ -6,14 +6,18 @@
 Prints: watch event latency (write sent -> event received), LIST of N pods (HTTPS request to
 parsed JSON; also kubectl's Table request and the typed Python client), and the time a
 3-replica Deployment takes to roll out a new image with a 0.2 s pod-ready delay.
-Targets (issue 3): watch < 50 ms, list 1,000 pods < 200 ms, rollout ~ 1 s.
+Targets (issue 3), enforced — the exit status is 1 when one is missed (or a wait times out):
+
+* watch event latency: p95 of the samples < 50 ms;
+* LIST of 1,000 pods (only checked with --pods >= 1000): median of 10 LISTs < 200 ms;
+* 3-replica image rollout with a 0.2 s pod-ready delay, "about a second": each of the three
+  rollouts <= 2.0 s (the ideal is three surge steps of 0.2 s plus controller passes).
 """
 import argparse
 import http.client
 import json
 import os
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
@@ -25,10 +29,31 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAB = os.path.join(ROOT, "tests", "lab")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+WATCH_P95_MS = 50.0
+LIST_1000_MEDIAN_MS = 200.0
+ROLLOUT_MAX_S = 2.0
+WAIT_TIMEOUT_S = 30.0
+
+
+def free_port(taken=()):
+    """A port from lab.py's range (below the ephemeral range)."""
+    if LAB not in sys.path:
+        sys.path.insert(0, LAB)
+    from lab import pick_port
+    return pick_port(taken)
+
+
+class Timeout(Exception):
+    pass
+
+
+def wait_until(pred, timeout, what, interval=0.01):
+    """Poll ``pred`` until true; a monotonic deadline, Timeout after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise Timeout("timed out after %.0f s waiting for %s" % (timeout, what))
+        time.sleep(interval)
 
 
 class Conn:
@@ -54,7 +79,9 @@ def main():
     ap.add_argument("--samples", type=int, default=50)
     args = ap.parse_args()
     lab = tempfile.mkdtemp(prefix="kubesim-bench-")
-    p1, p2 = free_port(), free_port()
+    p1 = free_port()
+    p2 = free_port({p1})
+    misses = []
     proc = subprocess.Popen([sys.executable, "-m", "kubesim", "serve", "--lab-dir", lab,
                              "--primary-port", str(p1), "--secondary-port", str(p2),
                              "--pod-ready-delay", "0.2"],
@@ -91,9 +118,11 @@ def main():
                 ev = json.loads(wresp.readline())
             lat.append((time.perf_counter() - t) * 1000)
         lat.sort()
+        p95 = lat[max(0, int(len(lat) * 0.95) - 1)]
         print("watch latency (PATCH sent -> event received, %d samples): median %.1f ms, "
-              "p95 %.1f ms, max %.1f ms" % (len(lat), statistics.median(lat),
-                                           lat[int(len(lat) * 0.95) - 1], lat[-1]))
+              "p95 %.1f ms, max %.1f ms" % (len(lat), statistics.median(lat), p95, lat[-1]))
+        if p95 >= WATCH_P95_MS:
+            misses.append("watch latency p95 %.1f ms >= %.0f ms" % (p95, WATCH_P95_MS))
 
         # ---- list N pods
         t = time.perf_counter()
@@ -107,9 +136,7 @@ def main():
             items = api.req("GET", "/api/v1/namespaces/bench-list/pods?fieldSelector="
                                    "status.phase%3DRunning")["items"]
             return len(items) == args.pods
-        deadline = time.monotonic() + 120
-        while not all_running() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(all_running, 120, "%d pods Running" % args.pods, interval=0.2)
         settle_s = time.perf_counter() - t
         times = []
         for _ in range(10):
@@ -123,6 +150,9 @@ def main():
             args.pods, create_s, create_s * 1000 / args.pods, settle_s))
         print("LIST %d pods (%.1f MB JSON, HTTPS, parsed): median %.0f ms, min %.0f ms, max %.0f ms"
               % (args.pods, size / 1e6, statistics.median(times), times[0], times[-1]))
+        if args.pods >= 1000 and statistics.median(times) >= LIST_1000_MEDIAN_MS:
+            misses.append("LIST %d pods median %.0f ms >= %.0f ms" % (
+                args.pods, statistics.median(times), LIST_1000_MEDIAN_MS))
         t = time.perf_counter()
         api.req("GET", "/api/v1/namespaces/bench-list/pods",
                 accept="application/json;as=Table;v=v1;g=meta.k8s.io")
@@ -161,8 +191,7 @@ def main():
                 s.get("replicas") == 3
         t = time.perf_counter()
         api.req("POST", "/apis/apps/v1/namespaces/bench-roll/deployments", dep)
-        while not complete(1):
-            time.sleep(0.01)
+        wait_until(lambda: complete(1), WAIT_TIMEOUT_S, "the new Deployment to be available")
         create_roll = time.perf_counter() - t
         results = []
         for i, tag in enumerate(("1.1.0", "1.2.0", "1.3.0")):
@@ -171,17 +200,28 @@ def main():
                     {"spec": {"template": {"spec": {"containers": [
                         {"name": "c", "image": "apex/api:" + tag}]}}}},
                     ctype="application/strategic-merge-patch+json")
-            while not complete(i + 2):
-                time.sleep(0.01)
+            wait_until(lambda: complete(i + 2), WAIT_TIMEOUT_S, "rollout of " + tag)
             results.append(time.perf_counter() - t)
         print("3-replica Deployment, pod-ready delay 0.2 s: create -> available %.2f s; "
               "image rollout (maxSurge 1, maxUnavailable 0) %s s"
               % (create_roll, " / ".join("%.2f" % r for r in results)))
+        slow = [r for r in results if r > ROLLOUT_MAX_S]
+        if slow:
+            misses.append("rollout %s s > %.1f s" % (
+                " / ".join("%.2f" % r for r in slow), ROLLOUT_MAX_S))
+    except Timeout as exc:
+        misses.append(str(exc))
     finally:
         proc.terminate()
         proc.wait(10)
         shutil.rmtree(lab, ignore_errors=True)
+    if misses:
+        print("TARGETS MISSED: " + "; ".join(misses))
+        return 1
+    print("targets met: watch p95 < %.0f ms, LIST 1,000 pods median < %.0f ms, rollout <= %.1f s"
+          % (WATCH_P95_MS, LIST_1000_MEDIAN_MS, ROLLOUT_MAX_S))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

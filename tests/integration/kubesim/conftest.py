@@ -12,7 +12,6 @@ import copy
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,10 +38,12 @@ def _read_env(path):
     return env
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_port(taken=()):
+    """A free port from lab.py's range (below the kernel's ephemeral range, so no client
+    socket takes it before the simulator binds it), never one the shared lab has persisted."""
+    from lab import pick_port
+    from twin.testing import _lab_ports
+    return pick_port(set(taken) | _lab_ports())
 
 
 class Kube:
@@ -96,7 +97,8 @@ class Kube:
 def kube(request):
     if os.environ.get("KUBESIM_PRIVATE") == "1":
         lab_dir = tempfile.mkdtemp(prefix="kubesim-private-")
-        p1, p2 = _free_port(), _free_port()
+        p1 = _free_port()
+        p2 = _free_port({p1})
         env = dict(os.environ, PYTHONPATH=str(LAB_PY))
         lab_env = ROOT / ".lab" / "env"
         if lab_env.exists():  # PG DSN etc. for the migration Job
