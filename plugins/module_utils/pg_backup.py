@@ -121,6 +121,19 @@ class TailReader(threading.Thread):
         return self.data.decode("utf-8", "replace").strip()
 
 
+_STDERR_ERROR_RE = re.compile(r"^(?:pg_dump|pg_restore)(?:\[[^\]]*\])?: (?:error|fatal): ", re.IGNORECASE)
+
+
+def stderr_errors(text):
+    """The ``pg_dump: error: ...`` (or ``fatal:``) lines of a program's stderr.
+
+    pg_dump reports every failure this way; an exit status 0 with such a line is a dump that
+    cannot be trusted (a wrapper or a future version swallowing the status), so the backup fails.
+    ``warning:`` lines are kept in the manifest, not fatal.
+    """
+    return [line.strip() for line in (text or "").splitlines() if _STDERR_ERROR_RE.match(line.strip())]
+
+
 def exit_description(program, returncode):
     if returncode is None:
         return "%s did not exit" % program
@@ -415,6 +428,11 @@ def backup_postgres(params, store, prefix, db, tables=None, tags=(), part_size=1
                     exit_description("pg_dump", proc.returncode),
                     catalog.redact(stderr.text(), secrets) or "(nothing)"),
                     pg_dump_returncode=proc.returncode)
+            errors = stderr_errors(stderr.text())
+            if errors:
+                raise BackupError("pg_dump exited 0 but reported %d error(s); upload aborted, no manifest written. "
+                                  "pg_dump said: %s" % (len(errors), catalog.redact("; ".join(errors[:5]), secrets)),
+                                  pg_dump_returncode=0, pg_dump_errors=len(errors))
             count_thread.join()
             if "error" in counter:
                 raise BackupError("counting rows in the snapshot failed: %s" % counter["error"])

@@ -327,6 +327,23 @@ def _free_port():
     return pick_port()
 
 
+def test_pg_dump_exit_0_with_error_lines_fails(bk, source_db, helpers, prefix, lab, tmp_path):
+    """A pg_dump that exits 0 but printed 'pg_dump: error:' (e.g. a wrapper swallowing the status) is no backup."""
+    bindir = tmp_path / "pgbin"
+    bindir.mkdir()
+    wrapper = bindir / "pg_dump"
+    wrapper.write_text('#!/bin/sh\n"%s/pg_dump" "$@"\necho "pg_dump: error: query failed: ERROR:  simulated" >&2\n'
+                       'exit 0\n' % lab["APEX_PG_BIN"])
+    wrapper.chmod(0o755)
+    before = set(manifest_keys(helpers, "%s/postgres/%s/" % (prefix, source_db)))
+    result = bk(action="backup", db=source_db, pg_bin_dir=str(bindir))
+    assert result.failed and "exited 0 but reported 1 error" in result["msg"] and "simulated" in result["msg"]
+    assert result["last_state"]["upload_aborted"] is True
+    assert set(manifest_keys(helpers, "%s/postgres/%s/" % (prefix, source_db))) == before
+    assert not [u for u in helpers.uploads(prefix) if result["last_state"]["backup_id"] in u["Key"]]
+    assert result["last_state"]["key"] not in helpers.keys(prefix)
+
+
 def test_s3_unreachable_fails_fast_with_bounded_retries(bk, source_db, helpers, prefix):
     started = time.monotonic()
     result = bk(action="backup", db=source_db, endpoint_url="http://127.0.0.1:%d" % _free_port(), s3_max_attempts=3)

@@ -263,3 +263,19 @@ def test_sync_snapshot_checks_the_rdb_header():
     snap = redis_backup.SyncSnapshot(_reader(b"PGDMP-not-an-rdb"), 16)
     with pytest.raises(redis_backup.RedisBackupError, match="not an RDB"):
         snap.read(16)
+
+
+# ---------------------------------------------------------------------------- pg_dump stderr
+
+def test_stderr_errors_finds_error_lines_only():
+    text = ("pg_dump: warning: there are circular foreign-key constraints on this table:\n"
+            "pg_dump: detail: events\n"
+            "pg_dump: error: query failed: ERROR:  permission denied for table secrets\n"
+            "pg_dump: fatal: could not write to output file\n"
+            "some other line with error: inside\n")
+    assert pg_backup.stderr_errors(text) == [
+        "pg_dump: error: query failed: ERROR:  permission denied for table secrets",
+        "pg_dump: fatal: could not write to output file"]
+    assert pg_backup.stderr_errors("pg_dump: warning: x\n") == []
+    assert pg_backup.stderr_errors("") == [] and pg_backup.stderr_errors(None) == []
+    assert pg_backup.stderr_errors("pg_restore: error: could not execute query") != []
