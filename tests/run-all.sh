@@ -3,7 +3,7 @@
 # Every stage runs; the script exits non-zero if any stage failed, naming which.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+cd "$root" || exit 1
 failed=()
 stage() { local name=$1; shift; echo; echo "===== $name: $*"; local t0=$SECONDS
   if "$@"; then echo "===== $name: ok ($((SECONDS - t0)) s)"; else echo "===== $name: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi; }
