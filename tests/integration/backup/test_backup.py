@@ -197,6 +197,53 @@ def test_failure_details_carry_the_stage(bk, source_db, source_backup, helpers, 
     assert failed["details"]["safety_backup_id"]
 
 
+def test_row_counts_come_from_the_dump_snapshot_under_concurrent_inserts(bk, helpers, scratch_name, lab):
+    """Rows are inserted (and committed) continuously while the backup runs: the manifest's counts must be
+    those of the dump's own snapshot, so a deep verify (restore + count) finds no difference."""
+    import threading
+
+    import psycopg
+
+    db = scratch_name("apex_bk_busy")
+    helpers.create_db(db, tasks=30000, events=150000, agents=20)
+    stop = threading.Event()
+    inserted = {"n": 0, "error": None}
+
+    def writer():
+        try:
+            with psycopg.connect(lab["APEX_PG_ADMIN_DSN"], dbname=db, autocommit=True) as conn:
+                while not stop.is_set():
+                    with conn.transaction():
+                        task = conn.execute("INSERT INTO tasks(status) VALUES ('queued') RETURNING id").fetchone()[0]
+                        conn.execute("INSERT INTO events(task_id, kind, body) SELECT %s, 'log', 'x' "
+                                     "FROM generate_series(1, 5)", (task,))
+                    inserted["n"] += 1
+        except Exception as exc:  # noqa: BLE001
+            inserted["error"] = exc
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while inserted["n"] < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        at_start = inserted["n"]
+        m = ok(bk(action="backup", db=db, compress=9, part_size_mb=5))["backup"]
+        during = inserted["n"] - at_start
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert inserted["error"] is None, inserted["error"]
+    assert during > 0, "no rows were inserted while the backup ran"
+    final = actual_counts(helpers, db)
+    assert m["row_counts"]["public.tasks"] < final["public.tasks"]  # the snapshot predates the later inserts
+    assert m["row_counts"]["public.tasks"] >= 30000 + at_start
+    record = ok(bk(action="verify", db=db, backup_id=m["backup_id"], verify_level="deep"))["verification"]
+    deep = record["checks"]["deep"]
+    assert record["ok"] and deep["differences"] == [] and deep["scratch_dropped"] is True
+    assert deep["rows"] == sum(m["row_counts"].values())
+
+
 # ------------------------------------------------------------------ refusals
 
 def test_wrong_confirmation_is_refused_and_nothing_changes(bk, source_db, source_backup, helpers, scratch_name):
