@@ -1,10 +1,19 @@
-"""The twin bridge: the primary cluster's apex namespace drives $APEX_TWIN_STATE.
+"""The twin bridge: the primary cluster's apex namespace drives $APEX_TWIN_STATE, and so the
+Apex twin's real HTTPS answers.
 
-These tests act on the shared ``apex`` namespace and restore what they change."""
+These tests act on the shared ``apex`` namespace and restore what they change (in ``finally``),
+then wait for the twin to be healthy again. Against a private simulator
+(``KUBESIM_PRIVATE=1``) a private twin ``serve`` reads the private state file."""
 import base64
+import contextlib
+import http.client
 import json
+import os
+import ssl
+import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,6 +31,109 @@ def state(kube):
 
 def _wait_state(kube, state, what, pred, timeout=20):
     return kube.wait(what, lambda: pred(state()) and state(), timeout=timeout)
+
+
+class TwinClient:
+    """GET on the Apex twin over HTTPS, verified against the lab CA."""
+
+    def __init__(self, host, port, ca_file):
+        self.host, self.port = host, port
+        self.ctx = ssl.create_default_context(cafile=ca_file)
+
+    def get(self, path):
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=10)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            raw = resp.read()
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                doc = raw.decode("utf-8", "replace")
+            return resp.status, doc
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def twin(kube):
+    env = kube.lab_env
+    if not env.get("APEX_API_URL") or not env.get("APEX_CA_FILE"):
+        pytest.fail("no APEX_API_URL / APEX_CA_FILE in the lab env: run `make lab-up`")
+    if not kube.private:
+        url = urlsplit(env["APEX_API_URL"])
+        client = TwinClient(url.hostname, url.port, env["APEX_CA_FILE"])
+        yield client
+        return
+    from twin.testing import Twin  # a twin of our own, reading the private state file
+    tmp = Path(tempfile.mkdtemp(prefix="kubesim-bridge-twin-"))
+    proc_env = dict(os.environ, **env)
+    proc_env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "lab")
+    proc_env["APEX_TWIN_STATE_INTERVAL"] = "0.05"
+    t = Twin(proc_env, tmp, "bridge", env["APEX_CA_FILE"])
+    t.state_path = str(tmp / "unused-desired.json")  # Twin.start() writes {} there, not ours
+    t.env["APEX_TWIN_STATE"] = kube.twin_state
+    t.start()
+    try:
+        yield TwinClient("localhost", t.port, env["APEX_CA_FILE"])
+    finally:
+        t.stop()
+
+
+def _wait_twin(kube, twin, what, path, pred, timeout=20):
+    last = {}
+
+    def check():
+        try:
+            last["answer"] = twin.get(path)
+        except OSError as exc:
+            last["answer"] = exc
+            return False
+        return pred(*last["answer"]) and last["answer"]
+    try:
+        return kube.wait(what, check, timeout=timeout)
+    except AssertionError:
+        raise AssertionError("timed out waiting for the twin: %s (last %s: %r)"
+                             % (what, path, last.get("answer")))
+
+
+def _healthy(kube, twin):
+    """The twin serves again: /ready 200 (routed, so not in maintenance, replicas ready)."""
+    _wait_twin(kube, twin, "the twin to be ready again", "/ready",
+               lambda st, doc: st == 200 and isinstance(doc, dict) and doc.get("ready") is True,
+               timeout=30)
+
+
+def _deployment(kube, name):
+    return kube.kj("get", "deployment", name, "-n", "apex")
+
+
+def _env_value(kube, deploy, var):
+    c0 = _deployment(kube, deploy)["spec"]["template"]["spec"]["containers"][0]
+    for e in c0.get("env") or []:
+        if e["name"] == var:
+            return e.get("value")
+    return None
+
+
+def _rollout(kube, deploy):
+    kube.kubectl("rollout", "status", "deployment/" + deploy, "-n", "apex", "--timeout=60s",
+                 timeout=90)
+
+
+@contextlib.contextmanager
+def _env_set(kube, deploy, var, value):
+    """``kubectl set env`` on a Deployment of apex; restores the previous value (or removes
+    the variable) on exit, whatever happened, and waits for that rollout."""
+    before = _env_value(kube, deploy, var)
+    kube.kubectl("set", "env", "deployment/" + deploy, "-n", "apex", "%s=%s" % (var, value))
+    try:
+        _rollout(kube, deploy)
+        yield before
+    finally:
+        kube.kubectl("set", "env", "deployment/" + deploy, "-n", "apex",
+                     "%s=%s" % (var, before) if before is not None else var + "-")
+        _rollout(kube, deploy)
 
 
 def test_state_mirrors_apex(kube, state):
@@ -114,3 +226,108 @@ def test_tls_follows_secret_only_after_ingress_restart(kube, state):
         base64.b64decode(current["data"]["tls.crt"])).serial_number or \
         served.serial_number == serial
     assert Path(st["tls_key_file"]).exists()
+
+
+def test_maintenance_mode_makes_the_twin_answer_503(kube, state, twin):
+    _healthy(kube, twin)
+    with _env_set(kube, "apex-api", "APEX__MAINTENANCE_MODE", "true") as before:
+        _wait_state(kube, state, "maintenance_mode true", lambda s: s.get("maintenance_mode")
+                    is True)
+        _wait_twin(kube, twin, "/ready 503 in maintenance", "/ready",
+                   lambda st, doc: st == 503 and "maintenance" in json.dumps(doc))
+        status, doc = twin.get("/api/v1/tasks/no-such-task")  # routed: 503, not 404
+        assert status == 503, (status, doc)
+        status, doc = twin.get("/health")  # /health stays 200 and says so
+        assert status == 200 and doc["maintenance_mode"] is True, (status, doc)
+    _wait_state(kube, state, "maintenance mode restored", lambda s: s.get(
+        "maintenance_mode", False) == ((before or "false").lower() in ("true", "1", "yes")))
+    _healthy(kube, twin)
+    assert twin.get("/api/v1/tasks/no-such-task")[0] == 404
+
+
+def test_api_scaled_to_zero_makes_the_twin_answer_503(kube, state, twin):
+    _healthy(kube, twin)
+    replicas = _deployment(kube, "apex-api")["spec"]["replicas"]
+    assert replicas > 0
+    kube.kubectl("scale", "deployment/apex-api", "-n", "apex", "--replicas=0")
+    try:
+        _wait_state(kube, state, "api_ready_replicas 0", lambda s: s.get("api_ready_replicas")
+                    == 0)
+        _wait_twin(kube, twin, "503 no ready replicas", "/health",
+                   lambda st, doc: st == 503 and isinstance(doc, dict) and
+                   doc.get("error") == "no ready replicas")
+        assert twin.get("/ready")[0] == 503
+        assert twin.get("/live")[0] == 200  # the process is still up
+    finally:
+        kube.kubectl("scale", "deployment/apex-api", "-n", "apex", "--replicas=%d" % replicas)
+        _rollout(kube, "apex-api")
+    _wait_state(kube, state, "api replicas back", lambda s: s.get("api_ready_replicas")
+                == replicas)
+    _healthy(kube, twin)
+    status, doc = twin.get("/health")
+    assert status == 200 and doc["status"] in ("healthy", "degraded"), (status, doc)
+
+
+def test_worker_concurrency_from_the_worker(kube, state, twin):
+    _healthy(kube, twin)
+    with _env_set(kube, "apex-worker", "APEX__WORKER__CONCURRENCY", "7") as before:
+        _wait_state(kube, state, "worker_concurrency 7",
+                    lambda s: s.get("worker_concurrency") == 7)
+        _wait_twin(kube, twin, "/health worker.concurrency 7", "/health",
+                   lambda st, doc: isinstance(doc, dict) and
+                   (doc.get("worker") or {}).get("concurrency") == 7)
+    assert before is not None
+    _wait_state(kube, state, "worker_concurrency restored",
+                lambda s: s.get("worker_concurrency") == int(before))
+    _healthy(kube, twin)
+
+
+def test_force_provider_from_the_worker(kube, state, twin):
+    _healthy(kube, twin)
+    with _env_set(kube, "apex-worker", "APEX__ROUTING__FORCE_PROVIDER", "anthropic") as before:
+        _wait_state(kube, state, "force_provider anthropic",
+                    lambda s: s.get("force_provider") == "anthropic")
+        _wait_twin(kube, twin, "/health force_provider anthropic", "/health",
+                   lambda st, doc: isinstance(doc, dict) and
+                   doc.get("force_provider") == "anthropic")
+    _wait_state(kube, state, "force_provider restored",
+                lambda s: s.get("force_provider") == (before or None))
+    _healthy(kube, twin)
+
+
+def test_db_max_connections_from_the_api(kube, state, twin):
+    _healthy(kube, twin)
+    with _env_set(kube, "apex-api", "APEX__DATABASE__MAX_CONNECTIONS", "17") as before:
+        _wait_state(kube, state, "db_max_connections 17",
+                    lambda s: s.get("db_max_connections") == 17)
+        _wait_twin(kube, twin, "apex_db_pool_max_connections 17", "/metrics",
+                   lambda st, doc: st == 200 and isinstance(doc, str) and
+                   "\napex_db_pool_max_connections 17" in "\n" + doc)
+    assert before is not None
+    _wait_state(kube, state, "db_max_connections restored",
+                lambda s: s.get("db_max_connections") == int(before))
+    _healthy(kube, twin)
+
+
+def test_fault_image_tags(kube, state, twin):
+    _healthy(kube, twin)
+    image = _deployment(kube, "apex-api")["spec"]["template"]["spec"]["containers"][0]["image"]
+    repo, tag = image.rsplit(":", 1)
+    try:
+        for suffix, key, value in (("errors", "failure_rate", 0.5), ("slow", "latency_ms", 800)):
+            kube.kubectl("set", "image", "deployment/apex-api", "-n", "apex",
+                         "api=%s:%s-%s" % (repo, tag, suffix))
+            _rollout(kube, "apex-api")
+            st = _wait_state(kube, state, "%s from the %s tag" % (key, suffix),
+                             lambda s: s.get("version") == "%s-%s" % (tag, suffix))
+            assert st[key] == value
+            assert st["failure_rate" if key == "latency_ms" else "latency_ms"] == 0
+            _wait_twin(kube, twin, "/health version %s-%s" % (tag, suffix), "/health",
+                       lambda st_, doc: isinstance(doc, dict) and
+                       doc.get("version") == "%s-%s" % (tag, suffix))
+    finally:
+        kube.kubectl("set", "image", "deployment/apex-api", "-n", "apex", "api=" + image)
+        _rollout(kube, "apex-api")
+    _wait_state(kube, state, "the stable image again", lambda s: s.get("version") == tag and
+                s.get("failure_rate") == 0.0 and s.get("latency_ms") == 0)
+    _healthy(kube, twin)
