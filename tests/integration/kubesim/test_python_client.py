@@ -289,3 +289,64 @@ def test_metrics_api(api):
     assert pm["items"] and pm["items"][0]["containers"][0]["usage"]["cpu"]
     nm = custom.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes")
     assert len(nm["items"]) == 3
+
+
+def test_statefulset_ordered_scale_up_and_down(api, ns):
+    """OrderedReady: ordinal n is created only once n-1 is Ready; scale-down removes the
+    highest ordinal first. Judged on the order of the watch events."""
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    apps.create_namespaced_stateful_set(ns, {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "ordered"},
+        "spec": {"replicas": 0, "serviceName": "ordered",
+                 "selector": {"matchLabels": {"app": "ordered"}},
+                 "template": {"metadata": {"labels": {"app": "ordered"}},
+                              "spec": {"containers": [{"name": "db",
+                                                       "image": "postgres:15"}]}}}})
+    events = []
+    started, stopping = threading.Event(), threading.Event()
+    w = watch.Watch()
+
+    def collect():
+        try:
+            for ev in w.stream(core.list_namespaced_pod, ns, label_selector="app=ordered",
+                               timeout_seconds=60, allow_watch_bookmarks=False):
+                pod = ev["object"]
+                ready = any(c.type == "Ready" and c.status == "True"
+                            for c in (pod.status.conditions or []) if pod.status)
+                events.append((ev["type"], pod.metadata.name, ready))
+        except Exception as exc:  # reported below, not lost in the thread
+            if not stopping.is_set():  # closing the stream at stop() may end it abruptly
+                events.append(("ERROR", repr(exc), False))
+    rv = core.list_namespaced_pod(ns, label_selector="app=ordered").metadata.resource_version
+    t = threading.Thread(target=lambda: (started.set(), collect()), daemon=True)
+    w.resource_version = rv
+    t.start()
+    started.wait(5)
+    time.sleep(0.2)  # the watch request is open before the first write
+    try:
+        apps.patch_namespaced_stateful_set_scale("ordered", ns, {"spec": {"replicas": 3}})
+        _wait(lambda: apps.read_namespaced_stateful_set("ordered", ns).status.ready_replicas
+              == 3, "3 ready replicas")
+        apps.patch_namespaced_stateful_set_scale("ordered", ns, {"spec": {"replicas": 1}})
+        _wait(lambda: sum(1 for e in events if e[0] == "DELETED") == 2, "two DELETED events")
+        time.sleep(0.3)  # no further deletion may follow
+    finally:
+        stopping.set()
+        w.stop()  # the stream ends at its next event: the deletion of what is left
+        apps.delete_namespaced_stateful_set("ordered", ns)
+        t.join(10)
+    pods = core.list_namespaced_pod(ns, label_selector="app=ordered").items
+    events = events[:next((i for i, e in enumerate(events) if e == ("DELETED", "ordered-0",
+                                                                      e[2])), len(events))]
+    assert not [e for e in events if e[0] == "ERROR"], events
+
+    def first(pred):
+        return next(i for i, e in enumerate(events) if pred(e))
+    for n in (1, 2):
+        added = first(lambda e: e[0] == "ADDED" and e[1] == "ordered-%d" % n)
+        prev_ready = first(lambda e: e[1] == "ordered-%d" % (n - 1) and e[2])
+        assert prev_ready < added, "ordered-%d created before ordered-%d was Ready: %r" % (
+            n, n - 1, events)
+    deleted = [e[1] for e in events if e[0] == "DELETED"]
+    assert deleted == ["ordered-2", "ordered-1"], events
+    assert not t.is_alive()

@@ -183,6 +183,14 @@ def apply_defaults(skey, obj):
             obj["status"].setdefault("desiredReplicas", 0)
     elif skey == ("", "serviceaccounts"):
         pass
+    # status fields without omitempty in the API types read back as 0 from the start (the typed
+    # Python client refuses a StatefulSet/ReplicaSet status without `replicas`)
+    zero = {("apps", "statefulsets"): ("replicas", "availableReplicas"),
+            ("apps", "replicasets"): ("replicas",)}.get(skey)
+    if zero and (isinstance(obj.get("status"), dict) or obj.get("status") is None):
+        obj["status"] = obj.get("status") or {}
+        for field in zero:
+            obj["status"].setdefault(field, 0)
 
 
 def _qos(spec):
