@@ -6,9 +6,10 @@ use their own Redis keys; connection tests only touch connections they opened.
 import json
 import time
 
+import psycopg
 import pytest
 
-from dbq_helpers import admin_conn, backends, unique
+from dbq_helpers import SleepingQuery, admin_conn, backends, unique, wait_for
 
 
 def reports(directory, prefix):
@@ -127,30 +128,88 @@ def test_db_vacuum_playbook_bad_table_runs_nothing(lab, run_playbook, tmp_path):
 
 
 def test_db_connections_playbook(lab, run_playbook, tmp_path):
+    """Check mode lists; a confirmed run cancels the stuck pg_sleep (its connection survives) and
+    terminates the idle connections; a bystander connection is never touched."""
     app = unique("stuck-test")
     stuck = [admin_conn(lab, app) for _i in range(2)]
+    sleep_app = unique("sleeper-test")
+    sleeper = SleepingQuery(lab, sleep_app, seconds=120)
     survivor_app = unique("survivor-test")
     survivor = admin_conn(lab, survivor_app)
     for conn in stuck + [survivor]:
         conn.execute("SELECT 1")
+    sleeper.start()
     try:
-        time.sleep(2.2)
-        extra = {"apex_report_dir": str(tmp_path), "db_connections_application_names": [app],
-                 "db_connections_terminate_idle_longer_than": "2s"}
+        wait_for(lambda: survivor.execute("SELECT state FROM pg_stat_activity WHERE pid = %s",
+                                          (sleeper.pid,)).fetchone() == ("active",), what="pg_sleep active")
+        time.sleep(3.3)
+        extra = {"apex_report_dir": str(tmp_path), "db_connections_application_names": [app, sleep_app],
+                 "db_connections_terminate_idle_longer_than": "3s",
+                 "db_connections_cancel_running_longer_than": "1s",
+                 "db_connections_confirm": "terminate-connections"}
         proc = run_playbook("playbooks/db_connections.yml", extra_vars=extra, check=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert len(backends(survivor, app)) == 2
+        assert len(backends(survivor, app)) == 2 and sleeper.is_alive() and sleeper.error is None
         report = load_report(tmp_path, "db_connections")
+        assert report["dry_run"] is True
         assert sorted(b["pid"] for b in report["terminated"]) == sorted(c.info.backend_pid for c in stuck)
+        assert [b["pid"] for b in report["cancelled"]] == [sleeper.pid]
 
         proc = run_playbook("playbooks/db_connections.yml", extra_vars=dict(extra, apex_report_dir=str(tmp_path / "run")))
         assert proc.returncode == 0, proc.stdout + proc.stderr
+        # the stuck statement was cancelled: the client got QueryCanceled and its connection lives on
+        sleeper.join(10)
+        assert not sleeper.is_alive(), "pg_sleep still running after the cancel"
+        assert isinstance(sleeper.error, psycopg.errors.QueryCanceled), repr(sleeper.error)
+        assert backends(survivor, sleep_app) == [sleeper.pid]
+        assert sleeper.conn.execute("SELECT pg_backend_pid()").fetchone()[0] == sleeper.pid
+        # the idle ones were terminated, the bystander was not
         assert backends(survivor, app) == []
         assert backends(survivor, survivor_app) == [survivor.info.backend_pid]
         report = load_report(tmp_path / "run", "db_connections")
+        assert report["confirmed"] is True and report["dry_run"] is False
         assert len(report["terminated"]) == 2 and report["after"]["max_connections"] > 0
+        assert [b["pid"] for b in report["cancelled"]] == [sleeper.pid] and report["still_present"] == []
     finally:
+        sleeper.close()
         for conn in stuck + [survivor]:
+            conn.close()
+
+
+def test_db_connections_unconfirmed_signals_nothing(lab, run_playbook, tmp_path):
+    """Without db_connections_confirm=terminate-connections the role only reports (DESIGN.md)."""
+    app = unique("unconfirmed-test")
+    held = [admin_conn(lab, app) for _i in range(2)]
+    sleeper = SleepingQuery(lab, app, seconds=60)
+    for conn in held:
+        conn.execute("SELECT 1")
+    sleeper.start()
+    try:
+        time.sleep(2.2)
+        for confirm in (None, "yes"):  # absent, and anything but the exact word
+            extra = {"apex_report_dir": str(tmp_path / str(confirm)), "db_connections_application_names": [app],
+                     "db_connections_terminate_idle_longer_than": "2s",
+                     "db_connections_cancel_running_longer_than": "1s"}
+            if confirm:
+                extra["db_connections_confirm"] = confirm
+            proc = run_playbook("playbooks/db_connections.yml", extra_vars=extra)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert "NOT CONFIRMED" in proc.stdout and "db_connections_confirm=terminate-connections" in proc.stdout
+            # every connection is still there and usable; the statement was not cancelled
+            pids = sorted(c.info.backend_pid for c in held)
+            assert sorted(p for p in backends(held[0], app) if p != sleeper.pid) == pids
+            assert sleeper.pid in backends(held[0], app)
+            assert sleeper.is_alive() and sleeper.error is None
+            for conn in held:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            report = load_report(tmp_path / str(confirm), "db_connections")
+            assert report["confirmed"] is False and report["dry_run"] is True and report["after"] is None
+            assert sorted(b["pid"] for b in report["terminated"]) == pids  # what it would terminate
+            assert [b["pid"] for b in report["cancelled"]] == [sleeper.pid]
+            time.sleep(2.1)  # idle again beyond 2s for the second round (the SELECT 1 reset it)
+    finally:
+        sleeper.close()
+        for conn in held:
             conn.close()
 
 
