@@ -83,7 +83,7 @@ def selector_to_reqs(selector):
 
 def selector_string(selector):
     parts = []
-    for k, v in sorted((selector or {}).get("matchLabels", {}).items()):
+    for k, v in sorted(((selector or {}).get("matchLabels") or {}).items()):
         parts.append("%s=%s" % (k, v))
     for e in (selector or {}).get("matchExpressions") or []:
         op = e.get("operator")

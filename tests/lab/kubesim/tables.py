@@ -279,7 +279,7 @@ def _cj_row(c):
     spec, st = c.get("spec") or {}, c.get("status") or {}
     last = st.get("lastScheduleTime")
     return [c["metadata"]["name"], spec.get("schedule", ""), spec.get("timeZone") or "<none>",
-            bool(spec.get("suspend")), len(st.get("active") or []),
+            "True" if spec.get("suspend") else "False", len(st.get("active") or []),
             age(None, last) if last else "<none>", age(c)]
 
 

@@ -31,3 +31,11 @@ def test_field_selectors():
     assert match_fields(parse_field_selector("spec.nodeName=node-1,status.phase!=Failed"), pod)
     assert not match_fields(parse_field_selector("metadata.name=q"), pod)
     assert match_fields(parse_field_selector("involvedObject.name="), {"involvedObject": {}})
+
+
+def test_selector_string_of_a_service_without_selector():
+    from kubesim.selectors import selector_string
+    # Service "kubernetes" has no selector: the Table row must not fail (kubectl get svc -A)
+    assert selector_string({"matchLabels": None}) == ""
+    assert selector_string(None) == ""
+    assert selector_string({"matchLabels": {"b": "2", "a": "1"}}) == "a=1,b=2"
