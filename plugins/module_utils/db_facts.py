@@ -16,6 +16,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
+
 # Columns describing one backend, shared by the facts and by cancel/terminate.
 BACKEND_COLUMNS = """
     a.pid, a.datname, a.usename, a.application_name, host(a.client_addr) AS client_addr,
@@ -140,6 +142,35 @@ SELECT coalesce(json_agg(s), '[]'::json) FROM (
 """
 
 
+# A password literal after PASSWORD (CREATE/ALTER ROLE ... [ENCRYPTED] PASSWORD '...', user
+# mappings' OPTIONS (password '...')): a standard string ('' escapes), an E'' string
+# (backslash escapes), one quoted inside another string, a dollar-quoted string, or one cut
+# off by query_max_length (to the end). When in doubt it redacts more, never less.
+_PASSWORD_LITERAL = re.compile(
+    r"""(?P<kw>(?<!['\w])password\b\s*)(?P<lit>"""
+    r"""[eE]'(?:\\.|''|[^'\\])*(?:'|$)"""
+    r"""|''(?:''''|[^'])+''"""  # quoted inside another literal: 'ALTER ROLE x PASSWORD ''pw'''
+    r"""|'(?:''|[^'])*(?:'|$)"""
+    r"""|(?P<tag>\$[A-Za-z_0-9]*\$)(?:.|\n)*?(?:(?P=tag)|$))""",
+    re.IGNORECASE | re.DOTALL)
+REDACTED = "'********'"
+
+
+def redact_query(text):
+    """Replace password literals in statement text by ``'********'`` (``None`` stays ``None``)."""
+    if not text:
+        return text
+    return _PASSWORD_LITERAL.sub(lambda m: m.group("kw") + REDACTED, text)
+
+
+def redact_backends(rows):
+    """Redact the ``query`` of backend rows in place; returns them."""
+    for row in rows or []:
+        if isinstance(row, dict) and row.get("query"):
+            row["query"] = redact_query(row["query"])
+    return rows
+
+
 def percent(part, whole):
     if not whole:
         return None
@@ -157,6 +188,8 @@ def gather(conn, idle_seconds, running_seconds, top_tables=10, top_statements=10
     with conn.cursor() as cur:
         cur.execute(FACTS_SQL, params)
         facts = cur.fetchone()[0]
+    for key in ("idle", "idle_in_transaction", "long_running"):
+        redact_backends(facts.get(key))
     has_migrations = facts.pop("has_sqlx_migrations")
     has_statements = facts.pop("has_pg_stat_statements")
 
@@ -185,7 +218,7 @@ def gather(conn, idle_seconds, running_seconds, top_tables=10, top_statements=10
         try:
             with conn.cursor() as cur:
                 cur.execute(query, params)
-                facts["statements"].update(available=True, top=cur.fetchone()[0])
+                facts["statements"].update(available=True, top=redact_backends(cur.fetchone()[0]))
         except Exception as exc:  # e.g. extension created but library not preloaded
             facts["statements"]["error"] = str(exc).strip()
     repl = facts["replication"]

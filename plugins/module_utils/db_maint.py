@@ -15,7 +15,7 @@ __metaclass__ = type
 import re
 import time
 
-from ansible_collections.apex.ops.plugins.module_utils.db_facts import BACKEND_COLUMNS
+from ansible_collections.apex.ops.plugins.module_utils.db_facts import BACKEND_COLUMNS, redact_backends
 
 
 class MaintError(Exception):
@@ -232,7 +232,7 @@ def signal_backends(conn, action, pids, flt, check_mode, query_max_length=200, w
         cols=sql.SQL(BACKEND_COLUMNS), signal=signal, where=where)
     with conn.cursor() as cur:
         cur.execute(stmt, params)
-        touched = _rows(cur)
+        touched = redact_backends(_rows(cur))
     skipped = []
     if pids:
         matched = set(t["pid"] for t in touched)

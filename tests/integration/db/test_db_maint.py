@@ -2,7 +2,10 @@
 
 Only backends, tables and settings created here are touched; everything is cleaned up.
 """
+import sys
+import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -143,6 +146,92 @@ def test_cancel_long_query(lab, run_module, observer):
         sleeper.close()
 
 
+def test_terminate_idle_by_pid(lab, run_module, observer):
+    app = unique("pid-term-test")
+    target = admin_conn(lab, app)
+    target.execute("SELECT 1")
+    bystander = admin_conn(lab, app)  # same application: only the pid decides
+    bystander.execute("SELECT 1")
+    pid = target.info.backend_pid
+    try:
+        res = run_module("apex_db_maint", state="terminate", pids=[pid])
+        assert not res.failed, res
+        assert res["changed"] is True and [b["pid"] for b in res["backends"]] == [pid]
+        assert res["backends"][0]["signalled"] is True and res["still_present"] == [] and res["skipped"] == []
+        assert observer.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0] == 0
+        assert backends(observer, app) == [bystander.info.backend_pid]
+        with pytest.raises(psycopg.OperationalError):
+            target.execute("SELECT 1")
+        assert bystander.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        target.close()
+        bystander.close()
+
+
+def test_cancel_by_pid(lab, run_module, observer):
+    app = unique("pid-cancel-test")
+    sleeper = SleepingQuery(lab, app, seconds=60)
+    idle = admin_conn(lab, app)
+    idle.execute("SELECT 1")
+    try:
+        sleeper.start()
+        wait_for(lambda: observer.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND state = 'active' AND query LIKE '%%pg_sleep%%'",
+            (sleeper.pid,)).fetchone(), what="pg_sleep(60) active")
+        # the idle pid is refused for a cancel (not running a query) and left alone
+        res = run_module("apex_db_maint", state="cancel", pids=[sleeper.pid, idle.info.backend_pid])
+        assert not res.failed, res
+        assert res["changed"] is True and [b["pid"] for b in res["backends"]] == [sleeper.pid]
+        assert res["skipped"] == [dict(pid=idle.info.backend_pid, reason="not running a query (state 'idle')")]
+        sleeper.join(10)
+        assert isinstance(sleeper.error, psycopg.errors.QueryCanceled), repr(sleeper.error)
+        row = observer.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (sleeper.pid,)).fetchone()
+        assert row == ("idle",)  # the connection survives a cancel
+        assert sorted(backends(observer, app)) == sorted([sleeper.pid, idle.info.backend_pid])
+    finally:
+        sleeper.close()
+        idle.close()
+
+
+def test_facts_redact_password_literals(lab, run_module, observer):
+    """A running statement carrying a password literal is reported without the literal."""
+    secret = "s3cret-%s" % unique("pw")
+    app = unique("redact-test")
+    conn = admin_conn(lab, app)
+    pid = conn.info.backend_pid
+    statement = ("DO $do$ BEGIN PERFORM pg_sleep(30); IF false THEN "
+                 "ALTER ROLE apex_ops_nobody ENCRYPTED PASSWORD '%s'; END IF; END $do$" % secret)
+    errors = []
+    worker = threading.Thread(target=lambda: _run_catching(conn, statement, errors), daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: observer.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND state = 'active' AND query LIKE %s",
+            (pid, "%" + secret + "%")).fetchone(), what="the statement with the password literal, active")
+        time.sleep(1.1)
+        res = run_module("apex_db_maint", state="facts", running_longer_than="1s", query_max_length=1000)
+        assert not res.failed, res
+        entry = [q for q in res["long_running"] if q["pid"] == pid]
+        assert entry, res["long_running"]
+        assert "ENCRYPTED PASSWORD '********'" in entry[0]["query"] and "pg_sleep(30)" in entry[0]["query"]
+        assert secret not in res["_stdout"] and secret not in res["_stderr"]
+        # the same for cancel/terminate output (check mode: nothing signalled)
+        res = run_module("apex_db_maint", check_mode=True, state="cancel", pids=[pid])
+        assert [b["pid"] for b in res["backends"]] == [pid] and secret not in res["_stdout"]
+        assert "PASSWORD '********'" in res["backends"][0]["query"]
+    finally:
+        conn.cancel()
+        worker.join(10)
+        conn.close()
+
+
+def _run_catching(conn, statement, errors):
+    try:
+        conn.execute(statement)
+    except Exception as exc:  # QueryCanceled at cleanup
+        errors.append(exc)
+
+
 def test_never_signals_walsender_or_itself(lab, run_module, observer):
     walsender = observer.execute("SELECT pid FROM pg_stat_replication LIMIT 1").fetchone()[0]
     res = run_module("apex_db_maint", state="terminate", pids=[walsender, 999999])
@@ -273,6 +362,32 @@ def test_settings_pending_restart_reported_in_check_mode(run_module):
     assert not res.failed, res
     assert res["changed"] is True and res["pending_restart"] == ["max_connections"]
     assert res["parameters"][0]["context"] == "postmaster"
+
+
+def test_settings_pending_restart_for_real(run_module):
+    """ALTER SYSTEM of a postmaster parameter on a private PostgreSQL (tests/lab/lab.py
+    private_lab): the module reports pending_restart and so does the server; the shared lab's
+    max_connections is never touched."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
+    from lab import private_lab
+    with private_lab() as env:
+        login = dict(login_host=env["PGHOST"], login_port=int(env["PGPORT"]), login_user=env["PGUSER"],
+                     login_password=env["PGPASSWORD"], login_db=env["PGDATABASE"])
+        with psycopg.connect(env["APEX_PG_ADMIN_DSN"], autocommit=True) as conn:
+            current = int(conn.execute("SHOW max_connections").fetchone()[0])
+        res = run_module("apex_db_maint", state="settings", settings={"max_connections": current + 7}, **login)
+        assert not res.failed, res
+        assert res["changed"] is True and res["pending_restart"] == ["max_connections"]
+        assert res["parameters"][0]["context"] == "postmaster"
+        with psycopg.connect(env["APEX_PG_ADMIN_DSN"], autocommit=True) as conn:
+            row = conn.execute("SELECT setting::int, pending_restart FROM pg_settings WHERE name = 'max_connections'"
+                               ).fetchone()
+            auto = conn.execute("SELECT setting FROM pg_file_settings WHERE name = 'max_connections' "
+                                "AND sourcefile LIKE '%%postgresql.auto.conf'").fetchone()
+        assert row == (current, True)  # still the old value until a restart, and the server says so
+        assert auto == (str(current + 7),)
+        again = run_module("apex_db_maint", state="settings", settings={"max_connections": current + 7}, **login)
+        assert again["changed"] is False and again["pending_restart"] == ["max_connections"]
 
 
 def test_settings_bad_input_changes_nothing(lab, run_module):
