@@ -1,5 +1,4 @@
 """apex_info against the lab simulator, compared with what the official client reads."""
-import json
 import time
 
 from k8s_lab import NS
