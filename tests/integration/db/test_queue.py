@@ -142,3 +142,45 @@ def test_wrong_password_is_not_echoed(run_module, keys):
     res = run_module("apex_queue", redis_password=secret, **args(keys))
     assert res.failed and "cannot connect" in res["msg"]
     assert secret not in res["_stdout"] and secret not in res["_stderr"]
+
+
+def test_requeue_a_real_dead_letter_until_completed(lab, run_module, tmp_path):
+    """The twin's worker dead-letters a task (payload fail: true, $APEX_TWIN_MAX_ATTEMPTS=2); the
+    cause is fixed (the flag removed from the row, as an operator would fix a provider); apex_queue
+    requeues the dead letter and the worker completes the task: tasks.status = 'completed'.
+
+    A private twin (API + worker on a Redis db of its own, see private_twin.py) keeps the lab
+    worker and the shared apex:tasks:* keys out of it; the row lives in the lab's tasks table."""
+    import psycopg
+
+    from private_twin import PrivateTwin, wait_for
+
+    task_id = unique("tsk-requeue")
+    with PrivateTwin(lab, tmp_path, "requeue", worker=True) as twin, \
+            psycopg.connect(lab["APEX_PG_DSN"], autocommit=True) as db:
+        def row():
+            return db.execute("SELECT status, attempts, error_message FROM tasks WHERE task_id = %s",
+                              (task_id,)).fetchone()
+        try:
+            status, _h, body = twin.request("POST", "/api/v1/tasks", body={
+                "task_id": task_id, "payload": {"fail": True, "error": "provider timeout (test)"}})
+            assert status == 202, body
+            dead = wait_for(lambda: twin.redis.lrange("apex:tasks:dead-letter", 0, -1), 30, what="the dead letter")
+            assert [json.loads(d)["task_id"] for d in dead] == [task_id]
+            assert row() == ("failed", 2, "provider timeout (test)")
+
+            db.execute("UPDATE tasks SET payload = payload - 'fail' WHERE task_id = %s", (task_id,))
+            res = run_module("apex_queue", state="requeue", redis_db=twin.redis_db)
+            assert not res.failed, res
+            assert res["changed"] is True and res["requeued"]["moved"] == 1, res
+            assert [i["requeued"] for i in res["requeued"]["items"]] == [task_id]
+            assert twin.redis.llen("apex:tasks:dead-letter") == 0
+            wait_for(lambda: row()[0] == "completed", 30, what="the requeued task completed")
+            assert row()[1] == 3  # a third attempt ran, after the requeue
+            events = [k for (k,) in db.execute("SELECT kind FROM events WHERE task_id = %s ORDER BY id",
+                                               (task_id,)).fetchall()]
+            assert events[-1] == "completed" and "failed" in events
+            assert twin.redis.llen("apex:tasks:dead-letter") == 0 and twin.redis.llen("apex:tasks:queue") == 0
+        finally:
+            db.execute("DELETE FROM events WHERE task_id = %s", (task_id,))
+            db.execute("DELETE FROM tasks WHERE task_id = %s", (task_id,))
