@@ -507,16 +507,20 @@ def parse_toc(text):
     return facts
 
 
-def stream_through(store, manifest, sinks, hold_last=False, on_complete=None):
+def stream_through(store, manifest, sinks, hold_last=False, on_complete=None, should_stop=None):
     """Read the object once, feed every sink, hash on the way; returns (size, sha256).
 
     ``hold_last``: keep the final chunk back and call ``on_complete(size, sha256)`` before
     delivering it; when that raises, the sinks never see the end of the stream.
+    ``should_stop()``: checked per chunk; when true, stop reading (sha256 is then None and
+    the sinks never see the end).
     """
     digest = hashlib.sha256()
     size = 0
     pending = None
     for chunk in store.iter_object(manifest["key"]):
+        if should_stop is not None and should_stop():
+            return size, None
         digest.update(chunk)
         size += len(chunk)
         if hold_last:
@@ -588,6 +592,131 @@ def pg_env(params, dbname=None, appname="apex.ops-restore"):
     return env
 
 
+class LockWatch(threading.Thread):
+    """Cancel a statement of ours that waits on a lock longer than ``lock_timeout`` seconds.
+
+    PostgreSQL's own ``lock_timeout`` cannot be used: every archive pg_dump writes starts with
+    ``SET lock_timeout = 0``, which overrides PGOPTIONS and role/database settings. So the wait is
+    observed from outside (``pg_stat_activity``: our ``application_name``, ``wait_event_type =
+    'Lock'``, the same statement for ``lock_timeout``) and the statement is cancelled
+    (``pg_cancel_backend``): pg_restore --exit-on-error then fails and its transaction rolls back.
+    """
+
+    def __init__(self, params, dbname, appname, lock_timeout, poll=0.25):
+        super(LockWatch, self).__init__(name="lock-watch", daemon=True)
+        self.params, self.dbname, self.appname = params, dbname, appname
+        self.lock_timeout = lock_timeout
+        self.poll = poll
+        self.stopped = threading.Event()
+        self.cancelled = []
+        self.error = None
+
+    def run(self):
+        seen = {}
+        try:
+            with contextlib.closing(admin_connect(self.params)) as conn:
+                while not self.stopped.wait(self.poll):
+                    rows = conn.execute("""
+                        SELECT a.pid, a.query_start::text, left(a.query, 200), pg_blocking_pids(a.pid),
+                               (SELECT array_agg(coalesce(nullif(b.application_name, ''), b.usename) || '/' || b.pid)
+                                  FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid)))
+                          FROM pg_stat_activity a
+                         WHERE a.datname = %s AND a.application_name = %s AND a.wait_event_type = 'Lock'""",
+                                        (self.dbname, self.appname)).fetchall()
+                    now = time.monotonic()
+                    waiting = set()
+                    for pid, query_start, query, blockers, names in rows:
+                        key = (pid, query_start)
+                        waiting.add(key)
+                        first = seen.setdefault(key, now)
+                        if now - first >= self.lock_timeout and key not in [c["key"] for c in self.cancelled]:
+                            conn.execute("SELECT pg_cancel_backend(%s)", (pid,))
+                            self.cancelled.append({"key": key, "pid": pid, "statement": query,
+                                                   "blocking_pids": list(blockers or []),
+                                                   "blocking_sessions": list(names or []),
+                                                   "waited_seconds": round(now - first, 1)})
+                    for key in list(seen):
+                        if key not in waiting:
+                            del seen[key]
+        except Exception as exc:  # noqa: BLE001 - the overall deadline still applies
+            self.error = str(exc)
+
+    def stop(self):
+        self.stopped.set()
+        self.join(5)
+
+    def report(self):
+        return [dict((k, v) for k, v in c.items() if k != "key") for c in self.cancelled]
+
+
+def terminate_backends(params, dbname, appname):
+    """Terminate the server sessions of a killed client (a backend waiting on a lock would not notice)."""
+    try:
+        with contextlib.closing(admin_connect(params)) as conn:
+            rows = conn.execute("""SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity
+                                    WHERE datname = %s AND application_name = %s AND pid <> pg_backend_pid()""",
+                                (dbname, appname)).fetchall()
+        return [r[0] for r in rows]
+    except Exception:  # noqa: BLE001 - best effort; the disconnect ends them eventually
+        return []
+
+
+def start_lock_watch(params, dbname, appname, lock_timeout):
+    if not lock_timeout or lock_timeout <= 0:
+        return None
+    watch = LockWatch(params, dbname, appname, lock_timeout)
+    watch.start()
+    return watch
+
+
+class Deadline(object):
+    """An overall deadline for a child process: a timer kills it (and its process group)."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.expired = False
+        self.timer = None
+        self.terminated = []
+        self.end = time.monotonic() + seconds if seconds and seconds > 0 else None
+
+    def remaining(self):
+        return None if self.end is None else max(0.0, self.end - time.monotonic())
+
+    def check(self):
+        if self.end is not None and time.monotonic() >= self.end:
+            self.expired = True
+        return self.expired
+
+    def watch(self, proc, group=False, before_kill=None):
+        """At the deadline: ``before_kill()`` (terminate the server sessions), then SIGKILL the process
+        (group). SIGKILL, not SIGTERM: pg_restore's handler first tries to cancel on the server, and a
+        module blocked writing into its full stdin pipe must get EPIPE now."""
+        if self.end is None:
+            return
+
+        def fire():
+            if proc.poll() is not None:
+                return  # finished just in time
+            self.expired = True
+            if before_kill is not None:
+                self.terminated = before_kill()
+            try:
+                if group:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    proc.kill()
+            except OSError:
+                pass
+
+        self.timer = threading.Timer(self.remaining(), fire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def cancel(self):
+        if self.timer is not None:
+            self.timer.cancel()
+
+
 def verify_postgres(params, store, manifest, level="toc", pg_bin_dir=None, secrets=(), scratch_db=None):
     """Run the checks up to ``level`` in one streamed pass. Returns ``{check: result}``."""
     checks = {}
@@ -650,7 +779,8 @@ def verify_postgres(params, store, manifest, level="toc", pg_bin_dir=None, secre
 # ---------------------------------------------------------------------------- restore
 
 def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, mode="clean", owner=None,
-                     no_owner=False, analyze=True, pg_bin_dir=None, secrets=(), progress=None):
+                     no_owner=False, analyze=True, pg_bin_dir=None, secrets=(), progress=None, timeout=None,
+                     lock_timeout=None):
     """Restore a backup into ``target_db``; count rows afterwards and compare with the manifest.
 
     ``mode``: ``clean`` restores into the existing database with ``--clean --if-exists``
@@ -663,6 +793,12 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
     (``restore`` then ``verify``) and ``restore_started`` (the target was touched: dropped,
     created or fed to pg_restore). A failure's details say whether the target is unchanged
     (``target_unchanged``: a rolled-back single transaction over the existing database).
+
+    ``timeout``: overall deadline (seconds) of the download and pg_restore; at the deadline
+    pg_restore is killed, its server session terminated, and the restore fails (the single
+    transaction rolls back). ``lock_timeout``: a statement of pg_restore waiting that long for a
+    lock held by someone else is cancelled (:class:`LockWatch`), so the restore fails instead of
+    hanging.
     """
     progress = progress if progress is not None else {}
     progress.setdefault("restore_started", False)
@@ -690,9 +826,27 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
         create_database(params, target_db, owner=owner)
         created = True
     result["created"] = created
-    env = pg_env(params, target_db)
+    appname = "apex.ops-restore-%d" % os.getpid()
+    env = pg_env(params, target_db, appname=appname)
     started = time.monotonic()
     temp_path = None
+    deadline = Deadline(timeout)
+    watch = None
+    result["timeout_seconds"] = timeout or None
+    result["lock_timeout_seconds"] = lock_timeout or None
+
+    def kill_sessions():
+        return terminate_backends(params, target_db, appname)
+
+    def timed_out():
+        terminated = deadline.terminated + kill_sessions()
+        atomic = jobs <= 1 and not dropped
+        return BackupError("restore into %s did not finish within restore_timeout (%ss): pg_restore killed, its "
+                           "session(s) terminated; %s" % (
+                               target_db, timeout, ("the single transaction rolled back: %s unchanged" % target_db)
+                               if atomic else "the target is PARTIALLY RESTORED"),
+                           timed_out=True, terminated_backends=terminated, single_transaction=jobs <= 1,
+                           target_unchanged=atomic)
     try:
         if jobs > 1:
             # pg_restore -j needs to seek in the archive: a temp file, checksum-verified before use
@@ -701,6 +855,9 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
                 digest = hashlib.sha256()
                 size = 0
                 for chunk in store.iter_object(manifest["key"]):
+                    if deadline.check():
+                        raise BackupError("restore_timeout (%ss) reached while downloading the backup; nothing "
+                                          "restored" % timeout, timed_out=True, target_unchanged=not dropped)
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
@@ -710,11 +867,25 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
                 raise BackupError("downloaded backup does not match its manifest (%s); nothing restored"
                                   % check["error"], checksum=check, target_unchanged=not dropped)
             progress["restore_started"] = True
-            proc = subprocess.run(restore_argv(pg_restore, target_db, clean=existed, jobs=jobs, no_owner=no_owner,
-                                               path=temp_path),
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  env=env, check=False)
-            run = {"returncode": proc.returncode, "stderr": proc.stderr.decode("utf-8", "replace")[-STDERR_TAIL:]}
+            # own process group: at the deadline the workers of pg_restore -j go too
+            proc = subprocess.Popen(restore_argv(pg_restore, target_db, clean=existed, jobs=jobs, no_owner=no_owner,
+                                                 path=temp_path),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    env=env, start_new_session=True)
+            deadline.watch(proc, group=True, before_kill=kill_sessions)
+            watch = start_lock_watch(params, target_db, appname, lock_timeout)
+            try:
+                err = proc.communicate()[1]
+            finally:
+                deadline.cancel()
+                if watch is not None:
+                    watch.stop()
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            if deadline.expired:
+                raise timed_out()
+            run = {"returncode": proc.returncode, "stderr": err.decode("utf-8", "replace")[-STDERR_TAIL:]}
         else:
             progress["restore_started"] = True
             sink = Sink("restore", restore_argv(pg_restore, target_db, clean=existed, single_transaction=True,
@@ -730,18 +901,37 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
                                       "the end, its transaction rolled back: %s" % (check["error"], state),
                                       checksum=check, target_unchanged=not dropped)
 
+            deadline.watch(sink.proc, before_kill=kill_sessions)
+            watch = start_lock_watch(params, target_db, appname, lock_timeout)
             try:
-                stream_through(store, manifest, [sink], hold_last=True, on_complete=gate)
-                run = sink.finish()
+                stream_through(store, manifest, [sink], hold_last=True, on_complete=gate,
+                               should_stop=lambda: deadline.expired)
+                run = sink.finish()  # the deadline's timer kills pg_restore, so this returns
             finally:
+                deadline.cancel()
+                if watch is not None:
+                    watch.stop()
                 if sink.proc.poll() is None:
                     sink.kill()
+            if deadline.expired:
+                raise timed_out()
         result["restore_seconds"] = round(time.monotonic() - started, 3)
         if run["returncode"] != 0:
+            atomic = jobs <= 1 and not dropped
+            if watch is not None and watch.cancelled:
+                waits = watch.report()
+                raise BackupError("pg_restore waited more than restore_lock_timeout (%ss) for a lock held by %s; its "
+                                  "statement was cancelled and %s (%s): %s" % (
+                                      lock_timeout, ", ".join(waits[0]["blocking_sessions"] or ["another session"]),
+                                      "the single transaction rolled back: %s unchanged" % target_db if atomic
+                                      else "the restore failed part-way",
+                                      exit_description("pg_restore", run["returncode"]),
+                                      catalog.redact(run["stderr"], secrets) or "(no output)"),
+                                  lock_waits=waits, single_transaction=jobs <= 1, target_unchanged=atomic)
             raise BackupError("%s restoring into %s: %s" % (
                 exit_description("pg_restore", run["returncode"]), target_db,
                 catalog.redact(run["stderr"], secrets) or "(no output)"),
-                single_transaction=jobs <= 1, target_unchanged=jobs <= 1 and not dropped)
+                single_transaction=jobs <= 1, target_unchanged=atomic)
     except BaseException as exc:
         if isinstance(exc, BackupError):
             exc.details.setdefault("target_unchanged", False)

@@ -218,6 +218,22 @@ options:
         a temp file in O(temp_dir) first (disk = backup size; checksum verified before use; deleted after).
     type: int
     default: 1
+  restore_timeout:
+    description:
+      - Overall deadline in seconds of C(restore) (download and C(pg_restore)). At the deadline C(pg_restore) is
+        killed, its server session terminated, and the restore fails; with O(jobs=1) over an existing database
+        (O(restore_mode=clean)) the single transaction rolls back and the target is unchanged.
+      - C(0) disables the deadline.
+    type: float
+    default: 14400
+  restore_lock_timeout:
+    description:
+      - PostgreSQL C(lock_timeout) in seconds for the sessions of C(pg_restore) (through E(PGOPTIONS)): a lock held
+        by another session (an application not drained) fails the restore after this long instead of hanging.
+        With O(jobs=1) the single transaction rolls back.
+      - C(0) disables it (waits for locks until O(restore_timeout)).
+    type: float
+    default: 60
   temp_dir:
     description:
       - Directory for the temp file of a parallel restore. Default is the system temp directory.
@@ -462,6 +478,8 @@ ARGSPEC = dict(
     no_owner=dict(type="bool", default=False),
     jobs=dict(type="int", default=1),
     temp_dir=dict(type="path"),
+    restore_timeout=dict(type="float", default=14400),
+    restore_lock_timeout=dict(type="float", default=60),
     analyze=dict(type="bool", default=True),
     dest=dict(type="path"),
     rdb_path=dict(type="path"),
@@ -669,7 +687,7 @@ class Runner(object):
                 self.p, self.store, manifest, target, jobs=self.p["jobs"], temp_dir=self.p["temp_dir"],
                 mode=self.p["restore_mode"], owner=self.p["target_owner"], no_owner=self.p["no_owner"],
                 analyze=self.p["analyze"], pg_bin_dir=self.p["pg_bin_dir"], secrets=self.secrets,
-                progress=progress)
+                progress=progress, timeout=self.p["restore_timeout"], lock_timeout=self.p["restore_lock_timeout"])
         except Exception as exc:  # noqa: BLE001 - every failure carries the stage it happened in
             if isinstance(exc, pg_backup.BackupError):
                 error = exc

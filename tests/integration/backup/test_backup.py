@@ -244,6 +244,58 @@ def test_row_counts_come_from_the_dump_snapshot_under_concurrent_inserts(bk, hel
     assert deep["rows"] == sum(m["row_counts"].values())
 
 
+@pytest.fixture()
+def locked_target(helpers, scratch_name, lab):
+    """A target database whose tasks table another session keeps locked (ACCESS SHARE, an open transaction):
+    pg_restore --clean needs ACCESS EXCLUSIVE to drop it and waits."""
+    import psycopg
+
+    target = scratch_name()
+    helpers.create_db(target, tasks=8, events=8, agents=1)
+    before = helpers.fingerprint(target)
+    holder = psycopg.connect(lab["APEX_PG_ADMIN_DSN"], dbname=target, application_name="itest-lock-holder")
+    holder.execute("LOCK TABLE tasks IN ACCESS SHARE MODE")  # psycopg opened a transaction: held until rollback
+    yield target, before, holder
+    holder.close()
+
+
+def _no_restore_sessions(pg_admin, target):
+    with pg_admin() as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name LIKE "
+                            "'apex.ops-restore%%'", (target,)).fetchone()[0] == 0
+
+
+def test_restore_timeout_kills_a_pg_restore_waiting_on_a_lock(bk, source_db, source_backup, helpers, locked_target,
+                                                             pg_admin):
+    target, before, holder = locked_target
+    started = time.monotonic()
+    failed = bk(action="restore", db=source_db, target_db=target, confirm=target, force=True, safety_backup=False,
+                backup_id=source_backup["backup_id"], restore_timeout=4, restore_lock_timeout=0, timeout=120)
+    elapsed = time.monotonic() - started
+    assert failed.failed and "did not finish within restore_timeout (4.0s)" in failed["msg"], failed["msg"]
+    assert "unchanged" in failed["msg"] and elapsed < 60
+    details = failed["details"]
+    assert details["timed_out"] is True and details["target_unchanged"] is True and details["stage"] == "restore"
+    assert details["terminated_backends"], "the waiting server session was not terminated"
+    assert _no_restore_sessions(pg_admin, target)
+    holder.rollback()
+    assert helpers.fingerprint(target) == before
+
+
+def test_restore_lock_timeout_fails_cleanly(bk, source_db, source_backup, helpers, locked_target, pg_admin):
+    target, before, holder = locked_target
+    failed = bk(action="restore", db=source_db, target_db=target, confirm=target, force=True, safety_backup=False,
+                backup_id=source_backup["backup_id"], restore_lock_timeout=1, timeout=120)
+    assert failed.failed and "waited more than restore_lock_timeout (1.0s)" in failed["msg"], failed["msg"]
+    assert "itest-lock-holder/%d" % holder.info.backend_pid in failed["msg"] and "unchanged" in failed["msg"]
+    details = failed["details"]
+    assert details["target_unchanged"] is True and details["single_transaction"] is True
+    assert details["lock_waits"][0]["blocking_pids"] == [holder.info.backend_pid]
+    assert _no_restore_sessions(pg_admin, target)
+    holder.rollback()
+    assert helpers.fingerprint(target) == before
+
+
 # ------------------------------------------------------------------ refusals
 
 def test_wrong_confirmation_is_refused_and_nothing_changes(bk, source_db, source_backup, helpers, scratch_name):
