@@ -204,7 +204,9 @@ options:
     default: clean
   target_owner:
     description:
-      - Owner of the database when C(restore) creates it.
+      - Owner of the database when C(restore) creates or recreates it.
+      - Default with O(restore_mode=recreate) is the previous owner of the target (its C(datdba)); for a new
+        database the connecting user.
     type: str
   no_owner:
     description:

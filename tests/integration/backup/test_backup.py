@@ -296,6 +296,28 @@ def test_restore_lock_timeout_fails_cleanly(bk, source_db, source_backup, helper
     assert helpers.fingerprint(target) == before
 
 
+def _owner(pg_admin, db):
+    with pg_admin() as conn:
+        return conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (db,)).fetchone()[0]
+
+
+def test_recreate_keeps_the_database_owner(bk, source_db, source_backup, helpers, scratch_name, pg_admin, lab):
+    app_role = lab["APEX_PG_APP_USER"]
+    target = scratch_name()
+    helpers.create_db(target, tasks=3, events=3, agents=1)
+    with pg_admin() as conn:
+        conn.execute('ALTER DATABASE "%s" OWNER TO "%s"' % (target, app_role))
+    result = ok(bk(action="restore", db=source_db, target_db=target, confirm=target, restore_mode="recreate",
+                   safety_backup=False, force=True, backup_id=source_backup["backup_id"]))
+    assert result["restore"]["owner"] == app_role
+    assert _owner(pg_admin, target) == app_role  # not the admin user the module connects as
+    assert helpers.fingerprint(target) == helpers.fingerprint(source_db)
+    # an explicit target_owner still wins
+    ok(bk(action="restore", db=source_db, target_db=target, confirm=target, restore_mode="recreate",
+          safety_backup=False, force=True, backup_id=source_backup["backup_id"], target_owner="postgres"))
+    assert _owner(pg_admin, target) == "postgres"
+
+
 # ------------------------------------------------------------------ refusals
 
 def test_wrong_confirmation_is_refused_and_nothing_changes(bk, source_db, source_backup, helpers, scratch_name):
