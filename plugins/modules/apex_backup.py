@@ -31,7 +31,8 @@ description:
     refuses an unverified backup unless O(force=true), takes a safety backup of an existing target first,
     and fails when the restored row counts differ from the manifest.
   - C(action=drain) waits until no (matching) session is connected to O(target_db), observed in
-    C(pg_stat_activity); stragglers are terminated after O(drain_grace); fails at O(drain_timeout). The restore
+    C(pg_stat_activity); stragglers are terminated after O(drain_grace) (only with O(confirm) equal to
+    O(target_db)); fails at O(drain_timeout). The restore
     playbook runs it after scaling the application to zero.
   - C(action=fetch) downloads a backup (for example a Redis RDB for an offline restore) to O(dest),
     checked against its manifest before it is moved into place.
@@ -181,7 +182,8 @@ options:
     type: str
   confirm:
     description:
-      - Must equal O(target_db) for C(restore) to run.
+      - Must equal O(target_db) for C(restore) to run, and for C(drain) with O(drain_terminate=true) (it terminates
+        sessions).
     type: str
   force:
     description:
@@ -296,6 +298,7 @@ options:
   drain_terminate:
     description:
       - With C(drain), terminate sessions still there after O(drain_grace). Without it, only wait.
+      - Needs O(confirm) equal to O(target_db).
     type: bool
     default: true
 notes:
@@ -348,7 +351,23 @@ EXAMPLES = r"""
     target_db: apex
     confirm: apex
 
-- name: Redis snapshot
+- name: Before a restore - wait until the application's sessions are gone, terminate stragglers after 30 s
+  apex.ops.apex_backup:
+    action: drain
+    target_db: apex
+    confirm: apex            # required: drain_terminate (default true) terminates sessions
+    drain_users: [apex]
+    drain_grace: 30
+    drain_timeout: 180
+
+- name: Only wait for sessions to end (no confirmation needed, nothing terminated)
+  apex.ops.apex_backup:
+    action: drain
+    target_db: apex
+    drain_terminate: false
+    drain_timeout: 120
+
+- name: Redis snapshot (streamed over SYNC unless the RDB file is readable here)
   apex.ops.apex_backup:
     action: redis_backup
 
@@ -735,6 +754,12 @@ class Runner(object):
         target = self.p["target_db"]
         if not target:
             raise catalog.CatalogError("drain needs target_db")
+        catalog.check_db_name(target, "target_db")
+        if self.p["drain_terminate"] and self.p["confirm"] != target:
+            # terminating sessions of a production database is destructive: name it explicitly
+            raise Refused("refusing to drain %s with drain_terminate=true: confirm must equal target_db (got %s); "
+                          "nothing was terminated. Set drain_terminate=false to only wait" % (
+                              target, "nothing" if self.p["confirm"] is None else repr(self.p["confirm"])))
         outcome = pg_backup.drain_sessions(
             self.p, target, users=self.p["drain_users"], applications=self.p["drain_applications"],
             grace=self.p["drain_grace"], timeout=self.p["drain_timeout"], terminate=self.p["drain_terminate"],

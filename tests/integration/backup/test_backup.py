@@ -539,6 +539,34 @@ def test_backup_of_the_lab_apex_database(bk, lab, helpers, prefix):
     assert record["ok"] and record["checks"]["deep"]["differences"] == []
 
 
+# ------------------------------------------------------------------ drain
+
+def test_drain_terminates_only_with_confirmation(bk, helpers, scratch_name, lab):
+    import psycopg
+
+    target = scratch_name()
+    helpers.create_db(target, tasks=2, events=2, agents=1)
+    app = psycopg.connect(lab["APEX_PG_ADMIN_DSN"], dbname=target, application_name="itest-drain-app", autocommit=True)
+    try:
+        for confirm in (None, "apex"):
+            refused = bk(action="drain", target_db=target, drain_applications=["itest-drain-app"], drain_grace=0,
+                         drain_timeout=5, **({"confirm": confirm} if confirm else {}))
+            assert refused.failed and refused.get("refused") is True and "confirm must equal" in refused["msg"]
+            assert app.execute("SELECT 1").fetchone() == (1,)  # still connected: nothing was terminated
+        waited = bk(action="drain", target_db=target, drain_applications=["itest-drain-app"], drain_terminate=False,
+                    drain_timeout=1)
+        assert waited.failed and "still connected" in waited["msg"]  # waits only, no confirmation needed
+        assert app.execute("SELECT 1").fetchone() == (1,)
+        done = ok(bk(action="drain", target_db=target, confirm=target, drain_applications=["itest-drain-app"],
+                     drain_grace=0, drain_timeout=20))
+        assert done["changed"] is True
+        assert [s["application_name"] for s in done["drain"]["terminated"]] == ["itest-drain-app"]
+        with pytest.raises(psycopg.OperationalError):
+            app.execute("SELECT 1")
+    finally:
+        app.close()
+
+
 # ------------------------------------------------------------------ redis
 
 def test_redis_backup_round_trip(bk, lab, helpers, session_token, prefix):

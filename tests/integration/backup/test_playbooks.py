@@ -1,7 +1,8 @@
 """The backup, backup_verify, backup_prune and restore playbooks against the lab.
 
-The restore playbook runs with ``restore_manage_workloads: false`` (no Kubernetes here yet); the
-restore itself, its refusals and its rescue are asserted in the database.
+Most restore tests run with ``restore_manage_workloads: false`` and assert the restore itself, its
+refusals and its rescue in the database; the tests at the end manage workloads of their own namespace
+in the lab's Kubernetes simulator (scale to 0, back to the recorded counts, health check).
 """
 import glob
 import json
@@ -83,6 +84,24 @@ def test_backup_prune_playbook_check(run_playbook, source_db, prefix, report_dir
     assert set(helpers.keys(prefix)) == before
 
 
+def test_backup_prune_playbook_real(run_playbook, bk, helpers, scratch_name, prefix, report_dir):
+    db = scratch_name("apex_bk_pbprune")
+    helpers.create_db(db, tasks=3, events=3, agents=1)
+    ids = [bk(action="backup", db=db)["backup"]["backup_id"] for dummy in range(3)]
+    assert not bk(action="verify", db=db, backup_id=ids[0], verify_level="checksum").failed  # the oldest is verified
+    proc = run_playbook("playbooks/backup_prune.yml", common(prefix, report_dir, backup_prune_databases=[db],
+                                                             backup_prune_keep_last=1, backup_prune_max_age="",
+                                                             backup_prune_redis=False))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    report = last_report(report_dir, "backup_prune")
+    assert report["check_mode"] is False
+    entry = report["databases"][0]
+    assert sorted(d["backup_id"] for d in entry["deleted"]) == [ids[1]]
+    remaining = sorted(k for k in helpers.keys("%s/postgres/%s/" % (prefix, db)) if k.endswith(".manifest.json"))
+    assert [k.rsplit("/", 1)[1].split(".")[0] for k in remaining] == sorted([ids[0], ids[2]])  # newest + newest verified
+    assert not [k for k in helpers.keys("%s/postgres/%s/" % (prefix, db)) if ids[1] in k]
+
+
 def restore_vars(prefix, report_dir, source_db, target, **extra):
     data = common(prefix, report_dir, restore_source_db=source_db, restore_target_db=target, restore_confirm=target,
                   restore_manage_workloads=False)
@@ -127,6 +146,32 @@ def test_restore_playbook_drains_sessions_and_keeps_safety_backup(run_playbook, 
     assert helpers.fingerprint(target) == helpers.fingerprint(source_db)
     with pytest.raises(psycopg.OperationalError):
         app.execute("SELECT 1")
+
+
+def test_restore_playbook_check_mode_changes_nothing(run_playbook, verified_backup, source_db, prefix, report_dir,
+                                                     helpers, scratch_name, lab):
+    import psycopg
+
+    target = scratch_name()
+    helpers.create_db(target, tasks=4, events=4, agents=1)
+    before = helpers.fingerprint(target)
+    keys_before = set(helpers.keys(prefix))
+    app = psycopg.connect(lab["APEX_PG_ADMIN_DSN"], dbname=target, application_name="apex-api", autocommit=True)
+    try:
+        proc = run_playbook("playbooks/restore.yml", restore_vars(prefix, report_dir, source_db, target,
+                                                                  restore_drain_users=[],
+                                                                  restore_drain_applications=["apex-api"],
+                                                                  restore_drain_grace=0), check=True)
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        report = last_report(report_dir, "restore")
+        assert report["status"] == "planned" and report["check_mode"] is True
+        assert report["database_state"] == "unchanged (check mode)"
+        assert report["plan"]["backup_id"] == verified_backup["backup_id"] and report["plan"]["target_exists"] is True
+        assert app.execute("SELECT 1").fetchone() == (1,)  # the drain did not terminate it in check mode
+    finally:
+        app.close()
+    assert helpers.fingerprint(target) == before
+    assert set(helpers.keys(prefix)) == keys_before  # no safety backup either
 
 
 def test_restore_playbook_wrong_confirmation(run_playbook, verified_backup, source_db, prefix, report_dir, helpers,
