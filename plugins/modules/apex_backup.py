@@ -232,9 +232,11 @@ options:
     default: 14400
   restore_lock_timeout:
     description:
-      - PostgreSQL C(lock_timeout) in seconds for the sessions of C(pg_restore) (through E(PGOPTIONS)): a lock held
-        by another session (an application not drained) fails the restore after this long instead of hanging.
-        With O(jobs=1) the single transaction rolls back.
+      - Seconds a statement of C(pg_restore) may wait for a lock held by another session (an application not
+        drained) before it is cancelled and the restore fails, naming the blocking sessions. With O(jobs=1) over
+        an existing database the single transaction rolls back.
+      - Watched in C(pg_stat_activity) and cancelled with C(pg_cancel_backend), because every archive of C(pg_dump)
+        sets C(lock_timeout) to 0 itself.
       - C(0) disables it (waits for locks until O(restore_timeout)).
     type: float
     default: 60
