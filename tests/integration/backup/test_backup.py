@@ -266,7 +266,7 @@ def _no_restore_sessions(pg_admin, target):
 
 
 def test_restore_timeout_kills_a_pg_restore_waiting_on_a_lock(bk, source_db, source_backup, helpers, locked_target,
-                                                             pg_admin):
+                                                              pg_admin):
     target, before, holder = locked_target
     started = time.monotonic()
     failed = bk(action="restore", db=source_db, target_db=target, confirm=target, force=True, safety_backup=False,
