@@ -9,6 +9,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import ssl
 import tempfile
 import time
@@ -78,6 +79,7 @@ def twin(kube):
         yield TwinClient("localhost", t.port, env["APEX_CA_FILE"])
     finally:
         t.stop()
+        shutil.rmtree(str(tmp), ignore_errors=True)
 
 
 def _wait_twin(kube, twin, what, path, pred, timeout=20):
