@@ -336,8 +336,8 @@ def test_statefulset_ordered_scale_up_and_down(api, ns):
         apps.delete_namespaced_stateful_set("ordered", ns)
         t.join(10)
     pods = core.list_namespaced_pod(ns, label_selector="app=ordered").items
-    events = events[:next((i for i, e in enumerate(events) if e == ("DELETED", "ordered-0",
-                                                                      e[2])), len(events))]
+    end = next((i for i, e in enumerate(events) if e[:2] == ("DELETED", "ordered-0")), len(events))
+    events = events[:end]
     assert not [e for e in events if e[0] == "ERROR"], events
 
     def first(pred):
