@@ -11,36 +11,17 @@ PostgreSQL database ``apex`` (rows with the test's own task ids) and the lab cer
 import os
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import redis
 
 ROOT = Path(__file__).resolve().parents[3]
 LAB_PY_DIR = ROOT / "tests" / "lab"
 if str(LAB_PY_DIR) not in sys.path:
     sys.path.insert(0, str(LAB_PY_DIR))
 
-from twin.testing import Proc, Twin, wait_for  # noqa: E402  pylint: disable=wrong-import-position
+from twin.testing import (  # noqa: E402  pylint: disable=wrong-import-position
+    REDIS_CLAIM_KEY, Proc, Twin, claim_redis_db, clear_apex_keys, wait_for)
 
-REDIS_DBS = range(9, 16)
-REDIS_CLAIM_KEY = "apex-twin-test:claimed-by"
 ADMIN_TOKEN = "apex-ops-private-twin-token"
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _clear(client):
-    keys = list(client.scan_iter(match="apex:*", count=500))
-    if keys:
-        client.delete(*keys)
 
 
 class PrivateTwin:
@@ -51,21 +32,9 @@ class PrivateTwin:
         self.env_over = dict((k, str(v)) for k, v in env_over.items())
         self.twin = self.worker = self.redis = self.redis_url = self.redis_db = None
 
-    def _claim(self):
-        parts = urlsplit(self.lab["APEX_REDIS_URL"])
-        for number in REDIS_DBS:
-            url = urlunsplit((parts.scheme, parts.netloc, "/%d" % number, "", ""))
-            client = redis.Redis.from_url(url, decode_responses=True)
-            owner = client.get(REDIS_CLAIM_KEY)
-            stale = owner and owner.isdigit() and not _pid_alive(int(owner))
-            if client.set(REDIS_CLAIM_KEY, str(os.getpid()), nx=not stale, ex=1800):
-                return number, url, client
-            client.close()
-        raise AssertionError("no free Redis db in %s (claims: key %s)" % (list(REDIS_DBS), REDIS_CLAIM_KEY))
-
     def __enter__(self):
-        self.redis_db, self.redis_url, self.redis = self._claim()
-        _clear(self.redis)
+        self.redis_db, self.redis_url, self.redis = claim_redis_db(self.lab["APEX_REDIS_URL"])
+        clear_apex_keys(self.redis)
         env = dict(os.environ)
         env.update(self.lab)
         env.update({
@@ -108,7 +77,7 @@ class PrivateTwin:
             if proc is not None:
                 proc.stop()
         if self.redis is not None:
-            _clear(self.redis)
+            clear_apex_keys(self.redis)
             if self.redis.get(REDIS_CLAIM_KEY) == str(os.getpid()):
                 self.redis.delete(REDIS_CLAIM_KEY)
             self.redis.close()

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -22,53 +21,17 @@ if str(LAB_PY_DIR) not in sys.path:
     sys.path.insert(0, str(LAB_PY_DIR))
 
 from twin import certs  # noqa: E402
-from twin.testing import Proc, Twin, dsn_with, wait_for  # noqa: E402
+from twin.testing import (  # noqa: E402
+    REDIS_CLAIM_KEY, Proc, Twin, claim_redis_db, clear_apex_keys, dsn_with, pid_alive, wait_for)
 
 SCRATCH_DB = "apex_twin_test_%d" % os.getpid()  # one per pytest session: sessions may overlap
-REDIS_DBS = range(9, 16)  # a session claims the first free one (key below), never db 0
-REDIS_CLAIM_KEY = "apex-twin-test:claimed-by"
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _drop_stale_scratch_dbs(conn):
     """Scratch databases of pytest sessions that died without cleaning up."""
     for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'apex\\_twin\\_test\\_%'"
                                 ).fetchall():
         suffix = name.rsplit("_", 1)[-1]
-        if suffix.isdigit() and not _pid_alive(int(suffix)):
+        if suffix.isdigit() and not pid_alive(int(suffix)):
             conn.execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
-
-
-def _claim_redis_db(url):
-    """Claim a Redis db for this session (SET NX with a TTL, refreshed by the fixtures)."""
-    import redis
-    parts = urlsplit(url)
-    for number in REDIS_DBS:
-        db_url = urlunsplit((parts.scheme, parts.netloc, "/%d" % number, "", ""))
-        client = redis.Redis.from_url(db_url, decode_responses=True)
-        if client.set(REDIS_CLAIM_KEY, str(os.getpid()), nx=True, ex=1800):
-            return db_url, client
-        owner = client.get(REDIS_CLAIM_KEY)
-        if owner and owner.isdigit() and not _pid_alive(int(owner)):
-            client.set(REDIS_CLAIM_KEY, str(os.getpid()), ex=1800)
-            return db_url, client
-        client.close()
-    raise AssertionError("no free Redis db in %s for the twin tests (claims: key %s)" % (list(REDIS_DBS), REDIS_CLAIM_KEY))
-
-
-def _clear_apex_keys(client):
-    keys = list(client.scan_iter(match="apex:*", count=500))
-    if keys:
-        client.delete(*keys)
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +44,7 @@ def twin_base_env(lab, tmp_path_factory):
         _drop_stale_scratch_dbs(conn)
         conn.execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % SCRATCH_DB)
         conn.execute("CREATE DATABASE %s OWNER apex" % SCRATCH_DB)
-    redis_url, claim = _claim_redis_db(lab["APEX_REDIS_URL"])
+    dummy, redis_url, claim = claim_redis_db(lab["APEX_REDIS_URL"])
     ca_pem = Path(lab["APEX_CA_FILE"]).read_bytes()
     ca_key = Path(lab["APEX_CA_KEY"]).read_bytes()
     cert_pem, key_pem, serial = certs.issue(ca_pem, ca_key)
@@ -103,7 +66,7 @@ def twin_base_env(lab, tmp_path_factory):
     yield {"env": env, "tmp": tmp, "serial": serial, "ca_pem": ca_pem, "ca_key": ca_key, "admin_dsn": admin}
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % SCRATCH_DB)
-    _clear_apex_keys(claim)
+    clear_apex_keys(claim)
     claim.delete(REDIS_CLAIM_KEY)
     claim.close()
 
@@ -121,9 +84,9 @@ def migrated(twin_base_env):
 def twin_redis(twin_base_env):
     import redis
     client = redis.Redis.from_url(twin_base_env["env"]["APEX_REDIS_URL"], decode_responses=True)
-    _clear_apex_keys(client)
+    clear_apex_keys(client)
     yield client
-    _clear_apex_keys(client)
+    clear_apex_keys(client)
     client.close()
 
 

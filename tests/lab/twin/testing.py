@@ -52,6 +52,45 @@ def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
     raise AssertionError("timed out after %.1fs waiting for %s; last observed: %r" % (timeout, what, last))
 
 
+# Test twins share the lab's Redis: each claims a db of its own among these (never db 0, the
+# lab twin's) with SET NX on this key, owned by the claiming pid (a dead owner's claim is stale).
+REDIS_DBS = range(9, 16)
+REDIS_CLAIM_KEY = "apex-twin-test:claimed-by"
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_redis_db(url):
+    """``(db number, db url, client)`` of the first free test db on the Redis at ``url``."""
+    import redis
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    for number in REDIS_DBS:
+        db_url = urlunsplit((parts.scheme, parts.netloc, "/%d" % number, "", ""))
+        client = redis.Redis.from_url(db_url, decode_responses=True)
+        owner = client.get(REDIS_CLAIM_KEY)
+        stale = bool(owner and owner.isdigit() and not pid_alive(int(owner)))
+        if client.set(REDIS_CLAIM_KEY, str(os.getpid()), nx=not stale, ex=1800):
+            return number, db_url, client
+        client.close()
+    raise AssertionError("no free Redis db in %s for a test twin (claims: key %s)" % (list(REDIS_DBS), REDIS_CLAIM_KEY))
+
+
+def clear_apex_keys(client):
+    keys = list(client.scan_iter(match="apex:*", count=500))
+    if keys:
+        client.delete(*keys)
+
+
 def dsn_with(dsn, **changes):
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
     params = conninfo_to_dict(dsn)
