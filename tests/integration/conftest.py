@@ -123,3 +123,14 @@ def run_playbook(lab_process_env):
         return subprocess.run(cmd, capture_output=True, text=True, env=proc_env, timeout=timeout, cwd=str(ROOT), check=False)
 
     return _run
+
+
+@pytest.fixture
+def rds(lab):
+    """A Redis client on the lab's Redis (db 0, the lab twin's queue)."""
+    import redis
+
+    client = redis.Redis(host=lab["APEX_REDIS_HOST"], port=int(lab["APEX_REDIS_PORT"]),
+                         password=lab["APEX_REDIS_PASSWORD"], decode_responses=True)
+    yield client
+    client.close()

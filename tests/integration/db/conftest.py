@@ -1,16 +1,6 @@
-"""db/queue integration tests: dbq_helpers importable, and a Redis client on the lab."""
+"""db/queue integration tests: dbq_helpers importable (the lab's Redis client ``rds`` comes from
+tests/integration/conftest.py)."""
 import os
 import sys
 
-import pytest
-import redis
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture
-def rds(lab):
-    client = redis.Redis(host=lab["APEX_REDIS_HOST"], port=int(lab["APEX_REDIS_PORT"]),
-                         password=lab["APEX_REDIS_PASSWORD"], decode_responses=True)
-    yield client
-    client.close()
