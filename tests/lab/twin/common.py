@@ -70,3 +70,18 @@ def redis_client(url=None, timeout=2.0):
         raise SystemExit("APEX_REDIS_URL is not set (redis://:password@host:port/db)")
     return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                 decode_responses=True, health_check_interval=10)
+
+
+def pid_alive(pid):
+    """A live process (a zombie nobody reaped yet counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child nobody reaped yet is a zombie: dead for our purpose
+        with open("/proc/%d/stat" % pid, "r") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from .common import pid_alive
 from .state import write_state
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -56,16 +57,6 @@ def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
 # lab twin's) with SET NX on this key, owned by the claiming pid (a dead owner's claim is stale).
 REDIS_DBS = range(9, 16)
 REDIS_CLAIM_KEY = "apex-twin-test:claimed-by"
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def claim_redis_db(url):

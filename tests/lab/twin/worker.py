@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 
-from .common import (CIRCUIT_BREAKER_KEY, DEAD_LETTER_KEY, PROCESSING_PREFIX, QUEUE_KEY,
+from .common import (pid_alive, CIRCUIT_BREAKER_KEY, DEAD_LETTER_KEY, PROCESSING_PREFIX, QUEUE_KEY,
                      STATS_COMPLETED_KEY, STATS_FAILED_KEY, WORKER_HEARTBEAT_PREFIX, env, env_float,
                      env_int, make_logger, pg_connect, redis_client)
 from .state import StateWatcher
@@ -67,20 +67,6 @@ class TokenBucket:
     def refund(self):
         with self.lock:
             self.tokens += 1.0
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child nobody reaped yet is a zombie: dead for our purpose
-        with open("/proc/%d/stat" % pid, "r") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
 
 
 class Worker:
@@ -124,7 +110,7 @@ class Worker:
             info = json.loads(raw)
         except ValueError:
             return False
-        return info.get("host") == self.host and not _pid_alive(int(info.get("pid", 0)))
+        return info.get("host") == self.host and not pid_alive(int(info.get("pid", 0)))
 
     def reclaim(self):
         moved = 0
