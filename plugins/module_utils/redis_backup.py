@@ -145,7 +145,9 @@ SOURCES = ("auto", "network", "file")
 
 
 def choose_source(client, source="auto", rdb_path=None):
-    """``(source, path)``: ``file`` when asked, or (auto) when the RDB file is readable here; else ``network``."""
+    """``(source, path)``: ``file`` when asked, or (auto) when the RDB's directory is readable here;
+    else ``network``. The file that BGSAVE writes may not exist yet (a fresh Redis), so auto looks
+    at the directory; ``backup_redis`` then checks the file really is the one Redis just wrote."""
     if source == "network":
         return "network", None
     if source == "file":
@@ -154,9 +156,25 @@ def choose_source(client, source="auto", rdb_path=None):
         path = rdb_location(client, rdb_path)
     except RedisBackupError:
         return "network", None  # CONFIG disabled (managed Redis) and no rdb_path
-    if os.path.isfile(path) and os.access(path, os.R_OK):
+    directory = os.path.dirname(path) or "."
+    if os.path.isdir(directory) and os.access(directory, os.R_OK | os.X_OK):
         return "file", path
     return "network", None
+
+
+def written_by_save(path, save_info, slack=2.0):
+    """The local file at ``path`` is the RDB this Redis just saved: it exists, is readable and its
+    mtime is within ``slack`` seconds of ``rdb_last_save_time`` (guards against a same-named
+    directory on this host that belongs to another Redis)."""
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        return False
+    try:
+        saved = float(save_info.get("rdb_last_save_time"))
+    except (TypeError, ValueError):
+        return False
+    return os.access(path, os.R_OK) and abs(mtime - saved) <= slack
 
 
 # ---------------------------------------------------------------------------- network (SYNC)
@@ -277,7 +295,8 @@ def open_sync(params, timeout=300.0):
 
 def backup_redis(client, store, prefix, instance, timeout=300.0, part_size=16 * MIB, concurrency=2, tags=(),
                  rdb_path=None, source="file", params=None):
-    """Snapshot Redis into S3 (``source``: ``file`` or ``network``) and write the manifest last."""
+    """Snapshot Redis into S3 and write the manifest last. ``source``: ``file``, ``network``, or
+    ``auto-file`` (the file if it proves to be the RDB this Redis just wrote, else ``network``)."""
     catalog.check_segment("redis_instance", instance)
     started = catalog.utcnow()
     clock_start = time.monotonic()
@@ -288,6 +307,11 @@ def backup_redis(client, store, prefix, instance, timeout=300.0, part_size=16 * 
     keys_count = client.dbsize()
     writer = store.writer(keys["data"], part_size=part_size, concurrency=concurrency,
                           metadata={"apex-backup-id": backup_id, "apex-kind": "redis"})
+    save = None
+    if source == "auto-file":
+        # auto chose the file: keep it only if it is the RDB this Redis just wrote, else use SYNC
+        save = bgsave_and_wait(client, timeout=timeout)
+        source = "file" if written_by_save(rdb_location(client, rdb_path), save["after"]) else "network"
     if source == "network":
         sock, reader, length, waited = open_sync(params, timeout=timeout)
         try:
@@ -300,7 +324,7 @@ def backup_redis(client, store, prefix, instance, timeout=300.0, part_size=16 * 
         rdb_version = check_rdb_header(stream.header)
         extra = dict(source="network", rdb_path=None, sync_length=length, sync_waited_seconds=waited)
     else:
-        save = bgsave_and_wait(client, timeout=timeout)
+        save = save or bgsave_and_wait(client, timeout=timeout)
         path = rdb_location(client, rdb_path)
         try:
             handle = open(path, "rb")

@@ -266,8 +266,9 @@ options:
         Managed Redis services that disable C(SYNC) need C(file) or their own snapshots.
       - C(file) runs C(BGSAVE), waits for it, and uploads the RDB file at O(rdb_path); the module must run where
         that file is readable.
-      - C(auto) uses C(file) when O(rdb_path) (or the C(CONFIG GET dir)/C(dbfilename) location) is a readable
-        file here, otherwise C(network).
+      - C(auto) uses C(file) when the directory of O(rdb_path) (or of the C(CONFIG GET dir)/C(dbfilename)
+        location) is readable here and, after C(BGSAVE), the file there is the one Redis just wrote (its mtime
+        matches C(rdb_last_save_time)); otherwise C(network). The manifest's C(source) says which was used.
     type: str
     choices: [auto, network, file]
     default: auto
@@ -592,6 +593,7 @@ class Runner(object):
         client = redis_client.connect(self.p)
         instance = self.p["redis_instance"]
         source, path = redis_backup.choose_source(client, self.p["rdb_source"], self.p["rdb_path"])
+        auto = self.p["rdb_source"] == "auto"
         if self.check:
             self.store.check_bucket()
             plan = {"source": source, "rdb_path": path, "instance": instance}
@@ -601,10 +603,11 @@ class Runner(object):
                 "BGSAVE %s" % path if source == "file" else "stream a snapshot over SYNC"))
         manifest = redis_backup.backup_redis(
             client, self.store, self.prefix, instance, timeout=self.p["bgsave_timeout"], part_size=self.part_size,
-            concurrency=self.p["upload_concurrency"], tags=self.p["tags"], rdb_path=path, source=source,
+            concurrency=self.p["upload_concurrency"], tags=self.p["tags"], rdb_path=path,
+            source="auto-file" if auto and source == "file" else source,
             params=self.p)
         return dict(changed=True, backup=manifest, msg="redis backup %s (%s): %d bytes" % (
-            manifest["backup_id"], source, manifest["size"]))
+            manifest["backup_id"], manifest.get("source", source), manifest["size"]))
 
     def list(self):
         entries, orphans, _manifests, _records = self.catalog()

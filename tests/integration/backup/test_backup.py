@@ -601,9 +601,18 @@ def test_redis_backup_round_trip(bk, lab, helpers, session_token, prefix):
         shared.delete(*(list(values) + [marker + ":list"]))
 
 
-@pytest.mark.parametrize("how", [dict(rdb_source="network"), dict(rdb_path="/nonexistent/dump.rdb")],
-                         ids=["network", "auto-without-readable-file"])
-def test_redis_network_snapshot_round_trip(bk, lab, helpers, session_token, prefix, how):
+@pytest.fixture
+def stale_rdb(tmp_path):
+    """A readable dump.rdb that this Redis did not just write (another Redis' directory, same path)."""
+    path = tmp_path / "dump.rdb"
+    path.write_bytes(b"REDIS0011" + b"\0" * 64)
+    os.utime(str(path), (time.time() - 3600, time.time() - 3600))
+    return str(path)
+
+
+@pytest.mark.parametrize("how", [dict(rdb_source="network"), dict(rdb_path="/nonexistent/dump.rdb"), "stale"],
+                         ids=["network", "auto-without-readable-file", "auto-with-a-stale-local-file"])
+def test_redis_network_snapshot_round_trip(bk, lab, helpers, session_token, prefix, how, stale_rdb):
     """SYNC over the network (no access to Redis' files) -> S3 -> download -> a fresh redis-server -> same keys."""
     import redis
 
@@ -616,6 +625,7 @@ def test_redis_network_snapshot_round_trip(bk, lab, helpers, session_token, pref
     workdir = tempfile.mkdtemp(prefix="apex-bk-redis-net-")
     instance = "itest-net"
     try:
+        how = dict(rdb_path=stale_rdb) if how == "stale" else how
         m = ok(bk(action="redis_backup", redis_instance=instance, **how))["backup"]
         assert m["source"] == "network" and m["rdb_path"] is None
         assert m["size"] == m["sync_length"] and m["rdb_version"]

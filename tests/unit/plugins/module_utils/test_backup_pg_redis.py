@@ -279,3 +279,20 @@ def test_stderr_errors_finds_error_lines_only():
     assert pg_backup.stderr_errors("pg_dump: warning: x\n") == []
     assert pg_backup.stderr_errors("") == [] and pg_backup.stderr_errors(None) == []
     assert pg_backup.stderr_errors("pg_restore: error: could not execute query") != []
+
+
+def test_written_by_save_needs_the_file_redis_just_wrote(tmp_path):
+    import os
+    import time
+
+    from ansible_collections.apex.ops.plugins.module_utils.redis_backup import written_by_save
+
+    path = tmp_path / "dump.rdb"
+    assert not written_by_save(str(path), {"rdb_last_save_time": str(int(time.time()))})  # missing
+    path.write_bytes(b"REDIS0011")
+    now = time.time()
+    os.utime(str(path), (now, now))
+    assert written_by_save(str(path), {"rdb_last_save_time": str(int(now))})
+    os.utime(str(path), (now - 600, now - 600))  # another Redis' old file at the same path
+    assert not written_by_save(str(path), {"rdb_last_save_time": str(int(now))})
+    assert not written_by_save(str(path), {})
