@@ -524,7 +524,9 @@ def test_secondary_is_warm_standby(kube):
         def active():
             h = kube.kj("get", "hpa", "apex-api", "-n", "apex", **sec)
             c = {x["type"]: x for x in h["status"]["conditions"]}
-            return c["ScalingActive"]["status"] == "True" and h
+            # currentReplicas is what the HPA saw at its last sync, which may have run between the
+            # scale and the new pods: wait for a sync that sees them
+            return c["ScalingActive"]["status"] == "True" and h["status"].get("currentReplicas") == 5 and h
         hpa = kube.wait("the standby's HPA to become active", active)
         assert hpa["status"]["currentReplicas"] == 5
     finally:

@@ -25,6 +25,8 @@ from twin.testing import (  # noqa: E402
     REDIS_CLAIM_KEY, Proc, Twin, claim_redis_db, clear_apex_keys, dsn_with, pid_alive, wait_for)
 
 SCRATCH_DB = "apex_twin_test_%d" % os.getpid()  # one per pytest session: sessions may overlap
+
+
 def _drop_stale_scratch_dbs(conn):
     """Scratch databases of pytest sessions that died without cleaning up."""
     for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'apex\\_twin\\_test\\_%'"
