@@ -713,8 +713,13 @@ class Deadline(object):
         self.timer.start()
 
     def cancel(self):
+        """Stop the timer; if it is already firing, wait until it is done, so ``terminated`` is
+        complete before anyone reads it (the main thread sees ``expired`` while the timer is still
+        terminating the server sessions)."""
         if self.timer is not None:
             self.timer.cancel()
+            if self.timer.is_alive() and self.timer is not threading.current_thread():
+                self.timer.join(30)
 
 
 def verify_postgres(params, store, manifest, level="toc", pg_bin_dir=None, secrets=(), scratch_db=None):
