@@ -817,6 +817,12 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
     dropped = False
     if existed and mode == "recreate":
         sessions = database_sessions(params, target_db)
+        settle = time.monotonic() + 3.0
+        while sessions and time.monotonic() < settle:
+            # a session whose client just closed (our own row count, the safety backup) leaves
+            # pg_stat_activity a moment later: look again briefly before refusing
+            time.sleep(0.1)
+            sessions = database_sessions(params, target_db)
         if sessions:
             raise BackupError("cannot recreate %s: %d session(s) still connected; %s unchanged" % (
                 target_db, len(sessions), target_db), sessions=sessions, target_unchanged=True)

@@ -162,19 +162,17 @@ def choose_source(client, source="auto", rdb_path=None):
     return "network", None
 
 
-def written_by_save(path, save_info, slack=2.0):
-    """The local file at ``path`` is the RDB this Redis just saved: it exists, is readable and its
-    mtime is within ``slack`` seconds of ``rdb_last_save_time`` (guards against a same-named
-    directory on this host that belongs to another Redis)."""
+def written_by_save(path, started_at, slack=1.0):
+    """The local file at ``path`` is the RDB our BGSAVE (started at ``started_at``, epoch seconds)
+    just wrote: it exists, is readable and was modified after that start (minus ``slack`` for
+    clock granularity). Guards against a same-named directory on this host that belongs to
+    another Redis. Compared with the start, not with ``rdb_last_save_time``: that whole second is
+    recorded after the child's fsyncs, which take seconds on a busy disk."""
     try:
         mtime = os.stat(path).st_mtime
     except OSError:
         return False
-    try:
-        saved = float(save_info.get("rdb_last_save_time"))
-    except (TypeError, ValueError):
-        return False
-    return os.access(path, os.R_OK) and abs(mtime - saved) <= slack
+    return os.access(path, os.R_OK) and mtime >= started_at - slack
 
 
 # ---------------------------------------------------------------------------- network (SYNC)
@@ -310,8 +308,9 @@ def backup_redis(client, store, prefix, instance, timeout=300.0, part_size=16 * 
     save = None
     if source == "auto-file":
         # auto chose the file: keep it only if it is the RDB this Redis just wrote, else use SYNC
+        bgsave_started = time.time()
         save = bgsave_and_wait(client, timeout=timeout)
-        source = "file" if written_by_save(rdb_location(client, rdb_path), save["after"]) else "network"
+        source = "file" if written_by_save(rdb_location(client, rdb_path), bgsave_started) else "network"
     if source == "network":
         sock, reader, length, waited = open_sync(params, timeout=timeout)
         try:

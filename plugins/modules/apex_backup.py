@@ -267,8 +267,8 @@ options:
       - C(file) runs C(BGSAVE), waits for it, and uploads the RDB file at O(rdb_path); the module must run where
         that file is readable.
       - C(auto) uses C(file) when the directory of O(rdb_path) (or of the C(CONFIG GET dir)/C(dbfilename)
-        location) is readable here and, after C(BGSAVE), the file there is the one Redis just wrote (its mtime
-        matches C(rdb_last_save_time)); otherwise C(network). The manifest's C(source) says which was used.
+        location) is readable here and, after C(BGSAVE), the file there is the one Redis just wrote (modified
+        after the BGSAVE started); otherwise C(network). The manifest's C(source) says which was used.
     type: str
     choices: [auto, network, file]
     default: auto

@@ -195,9 +195,17 @@ def test_key_never_in_output_at_vvv(run_playbook, issue, tmp_path, endpoint):
         assert line not in out
 
 
-def _set_issuer_ready(kube, ready):
+def _set_issuer_ready(kube, ready, seconds=15):
+    """Flip the lab Issuer and wait until its Ready condition says so (the simulator's cert-manager
+    rewrites it on its next pass: a module reading before that would see the old state)."""
+    import time
+
     body = {"metadata": {"annotations": {"kubesim.apex.dev/ready": "true" if ready else "false"}}}
     kube.client.merge_patch("/apis/cert-manager.io/v1/namespaces/%s/issuers/lab-ca" % NS, body)
+    deadline = time.monotonic() + seconds
+    while kube.issuer_ready(NS, {"name": "lab-ca", "kind": "Issuer"})[0] is not ready:
+        assert time.monotonic() < deadline, "Issuer lab-ca did not become Ready=%s" % ready
+        time.sleep(0.05)
 
 
 def test_issuer_not_ready_times_out_with_conditions(run_module, kube, stored):

@@ -14,7 +14,7 @@ import pytest
 
 from lab import Lab  # tests/lab is on sys.path (conftest.py)
 
-DELAY = 1.0
+DELAY = 3.0  # long enough that a slow kubectl start-up still sees the pod Pending
 
 POD = """apiVersion: v1
 kind: Pod

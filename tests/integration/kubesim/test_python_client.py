@@ -309,7 +309,7 @@ def test_statefulset_ordered_scale_up_and_down(api, ns):
     def collect():
         try:
             for ev in w.stream(core.list_namespaced_pod, ns, label_selector="app=ordered",
-                               timeout_seconds=60, allow_watch_bookmarks=False):
+                               timeout_seconds=60, allow_watch_bookmarks=False, resource_version=rv):
                 pod = ev["object"]
                 ready = any(c.type == "Ready" and c.status == "True"
                             for c in (pod.status.conditions or []) if pod.status)
@@ -319,7 +319,6 @@ def test_statefulset_ordered_scale_up_and_down(api, ns):
                 events.append(("ERROR", repr(exc), False))
     rv = core.list_namespaced_pod(ns, label_selector="app=ordered").metadata.resource_version
     t = threading.Thread(target=lambda: (started.set(), collect()), daemon=True)
-    w.resource_version = rv
     t.start()
     started.wait(5)
     time.sleep(0.2)  # the watch request is open before the first write

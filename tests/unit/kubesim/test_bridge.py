@@ -64,12 +64,15 @@ def test_seed_state(cluster, tmp_path):
 def test_env_tags_and_replicas_map_once_serving(cluster, tmp_path):
     bridge = TwinBridge(cluster, None, str(tmp_path))
     _wait(bridge, lambda s: s["api_ready_replicas"] == 3 and s["worker_ready_replicas"] == 5)
-    _set_env(cluster, "apex-api", "APEX__MAINTENANCE_MODE", "true")
-    _set_env(cluster, "apex-api", "APEX__DATABASE__MAX_CONNECTIONS", "25")
-    _set_env(cluster, "apex-worker", "APEX__WORKER__CONCURRENCY", "8")
-    _set_env(cluster, "apex-worker", "APEX__ROUTING__FORCE_PROVIDER", "anthropic")
-    # the spec changed, but nothing new serves yet: the state still says what runs
-    st = _compute(bridge)
+    # one lock around the edits and the first read: no controller pass (50 ms ready delay) can make
+    # a new pod serve in between on a loaded machine (the lock is re-entrant)
+    with cluster.lock:
+        _set_env(cluster, "apex-api", "APEX__MAINTENANCE_MODE", "true")
+        _set_env(cluster, "apex-api", "APEX__DATABASE__MAX_CONNECTIONS", "25")
+        _set_env(cluster, "apex-worker", "APEX__WORKER__CONCURRENCY", "8")
+        _set_env(cluster, "apex-worker", "APEX__ROUTING__FORCE_PROVIDER", "anthropic")
+        # the spec changed, but nothing new serves yet: the state still says what runs
+        st = _compute(bridge)
     assert st["maintenance_mode"] is False and st["worker_concurrency"] == 2
     st = _wait(bridge, lambda s: s.get("maintenance_mode") is True and
                s.get("worker_concurrency") == 8)

@@ -288,11 +288,10 @@ def test_written_by_save_needs_the_file_redis_just_wrote(tmp_path):
     from ansible_collections.apex.ops.plugins.module_utils.redis_backup import written_by_save
 
     path = tmp_path / "dump.rdb"
-    assert not written_by_save(str(path), {"rdb_last_save_time": str(int(time.time()))})  # missing
+    started = time.time()
+    assert not written_by_save(str(path), started)  # missing
     path.write_bytes(b"REDIS0011")
-    now = time.time()
-    os.utime(str(path), (now, now))
-    assert written_by_save(str(path), {"rdb_last_save_time": str(int(now))})
-    os.utime(str(path), (now - 600, now - 600))  # another Redis' old file at the same path
-    assert not written_by_save(str(path), {"rdb_last_save_time": str(int(now))})
-    assert not written_by_save(str(path), {})
+    os.utime(str(path), (started + 3, started + 3))  # written by our save (seconds later: slow fsync)
+    assert written_by_save(str(path), started)
+    os.utime(str(path), (started - 600, started - 600))  # another Redis' old file at the same path
+    assert not written_by_save(str(path), started)
