@@ -28,7 +28,7 @@ import time
 from ansible_collections.apex.ops.plugins.module_utils import tls
 from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, object_stream, restart_patch
 from ansible_collections.apex.ops.plugins.module_utils.k8s_workloads import rollout_state as workload_rollout_state
-from ansible_collections.apex.ops.plugins.module_utils.waiting import watch_until
+from ansible_collections.apex.ops.plugins.module_utils.waiting import poll_until, watch_until
 
 GROUP = "cert-manager.io"
 VERSION = "v1"
@@ -357,19 +357,21 @@ def wait_for_endpoint(probe, fingerprint, deadline):
 
     There is nothing to watch on a TLS endpoint: probes back off from 0.2 s to 2 s.
     """
-    delay, last, error = 0.2, None, None
-    while True:
+    seen = dict(last=None, error=None)
+
+    def attempt():
         try:
-            last = probe()
-            error = None
-            if last["certificate"]["fingerprint_sha256"] == fingerprint:
-                return last
+            seen["last"], seen["error"] = probe(), None
         except Exception as exc:  # refused while the ingress restarts
-            error = "%s: %s" % (type(exc).__name__, exc)
-        if deadline.expired():
-            break
-        time.sleep(min(delay, deadline.remaining()))
-        delay = min(delay * 2, 2.0)
+            seen["error"] = "%s: %s" % (type(exc).__name__, exc)
+        return seen["last"] if seen["error"] is None else None
+
+    def serves(facts):
+        return facts is not None and facts["certificate"]["fingerprint_sha256"] == fingerprint
+
+    if poll_until(attempt, serves, deadline, interval=0.2, max_interval=2.0, backoff=2.0):
+        return seen["last"]
+    last, error = seen["last"], seen["error"]
     served = (last or {}).get("certificate") or {}
     raise CertManagerError(
         "timed out after %ss waiting for the endpoint to serve the new certificate (fingerprint %s); it serves %s%s"

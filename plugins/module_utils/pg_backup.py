@@ -34,6 +34,7 @@ import time
 
 from ansible_collections.apex.ops.plugins.module_utils import backup_catalog as catalog
 from ansible_collections.apex.ops.plugins.module_utils import postgres as pg
+from ansible_collections.apex.ops.plugins.module_utils import waiting
 from ansible_collections.apex.ops.plugins.module_utils.s3_store import MIB, S3StoreError
 
 STDERR_TAIL = 16 * 1024
@@ -816,13 +817,10 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
     created = False
     dropped = False
     if existed and mode == "recreate":
-        sessions = database_sessions(params, target_db)
-        settle = time.monotonic() + 3.0
-        while sessions and time.monotonic() < settle:
-            # a session whose client just closed (our own row count, the safety backup) leaves
-            # pg_stat_activity a moment later: look again briefly before refusing
-            time.sleep(0.1)
-            sessions = database_sessions(params, target_db)
+        # a session whose client just closed (our own row count, the safety backup) leaves
+        # pg_stat_activity a moment later: look again briefly before refusing
+        sessions = waiting.poll_until(lambda: database_sessions(params, target_db), lambda found: not found,
+                                      waiting.Deadline(3.0), interval=0.1, max_interval=0.5).last
         if sessions:
             raise BackupError("cannot recreate %s: %d session(s) still connected; %s unchanged" % (
                 target_db, len(sessions), target_db), sessions=sessions, target_unchanged=True)

@@ -292,9 +292,10 @@ def open_sync(params, timeout=300.0):
 # ---------------------------------------------------------------------------- backup
 
 def backup_redis(client, store, prefix, instance, timeout=300.0, part_size=16 * MIB, concurrency=2, tags=(),
-                 rdb_path=None, source="file", params=None):
-    """Snapshot Redis into S3 and write the manifest last. ``source``: ``file``, ``network``, or
-    ``auto-file`` (the file if it proves to be the RDB this Redis just wrote, else ``network``)."""
+                 rdb_path=None, source="auto", params=None):
+    """Snapshot Redis into S3 and write the manifest last. ``source`` (see ``choose_source``):
+    ``file``, ``network``, or ``auto`` (the file when it proves to be the RDB this Redis just
+    wrote, else ``network``). The manifest's ``source`` says which was used."""
     catalog.check_segment("redis_instance", instance)
     started = catalog.utcnow()
     clock_start = time.monotonic()
@@ -306,11 +307,13 @@ def backup_redis(client, store, prefix, instance, timeout=300.0, part_size=16 * 
     writer = store.writer(keys["data"], part_size=part_size, concurrency=concurrency,
                           metadata={"apex-backup-id": backup_id, "apex-kind": "redis"})
     save = None
-    if source == "auto-file":
-        # auto chose the file: keep it only if it is the RDB this Redis just wrote, else use SYNC
+    requested = source
+    source, rdb_path = choose_source(client, requested, rdb_path)
+    if requested == "auto" and source == "file":
+        # keep the file only if it is the RDB this Redis just wrote, else use SYNC
         bgsave_started = time.time()
         save = bgsave_and_wait(client, timeout=timeout)
-        source = "file" if written_by_save(rdb_location(client, rdb_path), bgsave_started) else "network"
+        source = "file" if written_by_save(rdb_path, bgsave_started) else "network"
     if source == "network":
         sock, reader, length, waited = open_sync(params, timeout=timeout)
         try:
@@ -324,7 +327,7 @@ def backup_redis(client, store, prefix, instance, timeout=300.0, part_size=16 * 
         extra = dict(source="network", rdb_path=None, sync_length=length, sync_waited_seconds=waited)
     else:
         save = save or bgsave_and_wait(client, timeout=timeout)
-        path = rdb_location(client, rdb_path)
+        path = rdb_path
         try:
             handle = open(path, "rb")
         except OSError as exc:

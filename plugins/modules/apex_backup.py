@@ -592,9 +592,8 @@ class Runner(object):
 
         client = redis_client.connect(self.p)
         instance = self.p["redis_instance"]
-        source, path = redis_backup.choose_source(client, self.p["rdb_source"], self.p["rdb_path"])
-        auto = self.p["rdb_source"] == "auto"
         if self.check:
+            source, path = redis_backup.choose_source(client, self.p["rdb_source"], self.p["rdb_path"])
             self.store.check_bucket()
             plan = {"source": source, "rdb_path": path, "instance": instance}
             if source == "file":
@@ -603,11 +602,10 @@ class Runner(object):
                 "BGSAVE %s" % path if source == "file" else "stream a snapshot over SYNC"))
         manifest = redis_backup.backup_redis(
             client, self.store, self.prefix, instance, timeout=self.p["bgsave_timeout"], part_size=self.part_size,
-            concurrency=self.p["upload_concurrency"], tags=self.p["tags"], rdb_path=path,
-            source="auto-file" if auto and source == "file" else source,
-            params=self.p)
+            concurrency=self.p["upload_concurrency"], tags=self.p["tags"], rdb_path=self.p["rdb_path"],
+            source=self.p["rdb_source"], params=self.p)
         return dict(changed=True, backup=manifest, msg="redis backup %s (%s): %d bytes" % (
-            manifest["backup_id"], manifest.get("source", source), manifest["size"]))
+            manifest["backup_id"], manifest["source"], manifest["size"]))
 
     def list(self):
         entries, orphans, _manifests, _records = self.catalog()
