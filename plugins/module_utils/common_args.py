@@ -60,3 +60,31 @@ S3_ARGSPEC = dict(
     secret_key=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_SECRET_ACCESS_KEY"]), aliases=["aws_secret_key"]),
     session_token=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_SESSION_TOKEN"])),
 )
+
+
+def with_fallbacks(spec, params, environ=None):
+    """``params`` completed as ``AnsibleModule`` would: environment fallbacks, then defaults.
+
+    For code that runs on the controller (action plugins), where no ``AnsibleModule`` resolves
+    the spec. Aliases are folded into their option name."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    resolved = {}
+    for name, option in spec.items():
+        value = params.get(name)
+        for alias in option.get("aliases") or ():
+            if value is None:
+                value = params.get(alias)
+        fallback = option.get("fallback")
+        if value is None and fallback and fallback[0] is env_fallback:
+            for var in fallback[1]:
+                if environ.get(var):
+                    value = environ[var]
+                    break
+        if value is None:
+            value = option.get("default")
+        if value is not None and option.get("type") == "bool" and isinstance(value, str):
+            value = value.strip().lower() in ("1", "true", "yes", "on")
+        resolved[name] = value
+    return resolved
