@@ -380,3 +380,107 @@ def test_restore_playbook_rescue_brings_the_application_back(
     assert "Application: scaled back to the recorded replica counts" in " ".join(proc.stdout.split())
     assert replicas() == before
     assert helpers.fingerprint(target) == db_before
+
+
+def _journal(lab_process_env, ns):
+    import subprocess
+
+    out = subprocess.run(["kubectl", "--context", "apex-primary", "-n", ns, "get", "configmap", "apex-ops-journal",
+                          "-o", "json", "--ignore-not-found"], env=lab_process_env, capture_output=True, text=True,
+                         check=True, timeout=30).stdout
+    return json.loads(json.loads(out)["data"]["record"]) if out.strip() else None
+
+
+def _wait_for(predicate, timeout, what):
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError("timed out after %ss waiting for %s (last seen: %r)" % (timeout, what, last))
+
+
+def test_interrupted_restore_is_detected_and_recovered(run_playbook, verified_backup, source_db, prefix, report_dir,
+                                                       helpers, scratch_name, workloads, lab, lab_process_env,
+                                                       tmp_path):
+    """Ctrl-C while pg_restore runs: no rescue runs, so the journal must say what is left; other playbooks refuse
+    and name `recover`, and `recover` puts the workloads back and leaves the database consistent."""
+    import signal
+    import subprocess
+
+    import psycopg
+
+    ns, replicas = workloads
+    before = replicas()
+    target = scratch_name()
+    helpers.create_db(target, tasks=5, events=5, agents=1)
+    db_before = helpers.fingerprint(target)
+    # a bystander's lock keeps pg_restore waiting, so the interrupt lands mid-restore
+    blocker = psycopg.connect(lab["APEX_PG_ADMIN_DSN"], dbname=target, application_name="itest-blocker")
+    blocker.execute("LOCK TABLE tasks IN ACCESS SHARE MODE")
+    remote_tmp = tmp_path / "remote_tmp"
+    env = dict(lab_process_env, ANSIBLE_REMOTE_TMP=str(remote_tmp))
+    variables = managed_vars(prefix, report_dir, source_db, target, ns, restore_lock_timeout=300,
+                             restore_drain_users=[], restore_drain_applications=["itest-app"])
+    proc = subprocess.Popen(["ansible-playbook", "playbooks/restore.yml", "-e", json.dumps(variables)], env=env,
+                            cwd=str(helpers_root()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        def restoring():
+            with psycopg.connect(lab["APEX_PG_ADMIN_DSN"], autocommit=True) as conn:
+                return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = "
+                                    "'Lock' AND pid <> pg_backend_pid()", (target,)).fetchone()[0]
+        _wait_for(restoring, 120, "pg_restore waiting on the bystander's lock")
+        record = _journal(lab_process_env, ns)
+        assert record["procedure"] == "restore" and record["phase"] == "restore"
+        assert [s["action"] for s in record["undo"]] == ["scale_restore", "database_rollback"]
+        # a pipelined module leaves no payload on disk: nothing there holds the PostgreSQL password
+        for path in remote_tmp.rglob("*") if remote_tmp.exists() else []:
+            assert not path.is_file() or lab["PGPASSWORD"] not in path.read_text(errors="replace"), path
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C on the terminal does
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        blocker.close()
+    assert proc.returncode != 0, out[-3000:]
+    assert "Rescue" not in out  # Ansible ran no rescue: the journal is all there is
+    assert replicas()["Deployment/bk-api"] == 0 and replicas()["Deployment/bk-worker"] == 0
+    record = _journal(lab_process_env, ns)
+    assert record is not None and record["phase"] == "restore"
+    _wait_for(lambda: not restoring(), 30, "the killed pg_restore's session to end")
+
+    # any other changing playbook refuses and names the command that undoes it
+    refused = run_playbook("playbooks/scale.yml", {"scale_namespace": ns, "scale_kube_context": "apex-primary",
+                                                   "scale_deployments": {"api": "bk-api", "worker": "bk-worker"},
+                                                   "scale_replicas": 4, "apex_report_dir": report_dir})
+    assert refused.returncode != 0
+    flat = " ".join(refused.stdout.split())
+    assert "apex.ops.recover -e recover_confirm=%s" % record["run_id"] in flat and "Nothing was changed" in flat
+    assert replicas()["Deployment/bk-api"] == 0
+
+    recover_vars = {"recover_namespace": ns, "recover_kube_context": "apex-primary", "apex_s3_prefix": prefix,
+                    "apex_report_dir": report_dir}
+    dry = run_playbook("playbooks/recover.yml", recover_vars)
+    assert dry.returncode == 0, dry.stdout[-3000:]
+    assert last_report(report_dir, "recover")["status"] == "not confirmed: nothing was changed"
+    assert replicas()["Deployment/bk-api"] == 0 and _journal(lab_process_env, ns) is not None
+
+    done = run_playbook("playbooks/recover.yml", dict(recover_vars, recover_confirm=record["run_id"]))
+    assert done.returncode == 0, done.stdout[-4000:]
+    report = last_report(report_dir, "recover")
+    assert report["status"] == "recovered"
+    assert [s["action"] for s in report["steps_done"]] == ["database_rollback", "scale_restore"]
+    assert replicas() == before
+    assert _journal(lab_process_env, ns) is None
+    assert helpers.fingerprint(target) == db_before  # one transaction: PostgreSQL rolled the restore back
+
+
+def helpers_root():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[3]
