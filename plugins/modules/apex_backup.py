@@ -675,7 +675,8 @@ class Runner(object):
         if not target:
             raise catalog.CatalogError("restore needs target_db")
         catalog.check_db_name(target, "target_db")
-        refusal = catalog.confirmation_refusal(target, self.p["confirm"])
+        refusal = pg_backup.protected_target_refusal(self.p, target) or catalog.confirmation_refusal(
+            target, self.p["confirm"])
         if refusal:
             raise Refused(refusal)
         if self.p["jobs"] < 1:
@@ -732,8 +733,9 @@ class Runner(object):
         plan.update(outcome)
         return dict(changed=True, restore=plan, safety_backup=safety,
                     diff=dict(before={"row_counts": before_counts}, after={"row_counts": outcome["row_counts"]}),
-                    msg="restored %s into %s (%d tables, row counts match the manifest)%s" % (
+                    msg="restored %s into %s (%d tables, row counts match the manifest%s)%s" % (
                         entry["backup_id"], target, len(outcome["row_counts"]),
+                        ", owner and privileges as before" if outcome["privileges"]["match"] else "",
                         "; safety backup %s" % safety["backup_id"] if safety else ""))
 
     def fetch(self):
