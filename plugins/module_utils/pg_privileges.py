@@ -267,9 +267,12 @@ def _default_text(rows):
             for r in rows]
 
 
+def _item_key(row):
+    return tuple(sorted(row.items()))
+
+
 def _diff_rows(label, want, have, text):
-    key = lambda r: tuple(sorted(r.items()))  # noqa: E731
-    want_keys, have_keys = set(map(key, want)), set(map(key, have))
+    want_keys, have_keys = set(map(_item_key, want)), set(map(_item_key, have))
     missing = [dict(k) for k in sorted(want_keys - have_keys)]
     extra = [dict(k) for k in sorted(have_keys - want_keys)]
     out = []
