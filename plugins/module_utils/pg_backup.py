@@ -33,6 +33,7 @@ import threading
 import time
 
 from ansible_collections.apex.ops.plugins.module_utils import backup_catalog as catalog
+from ansible_collections.apex.ops.plugins.module_utils import pg_privileges
 from ansible_collections.apex.ops.plugins.module_utils import postgres as pg
 from ansible_collections.apex.ops.plugins.module_utils import waiting
 from ansible_collections.apex.ops.plugins.module_utils.s3_store import MIB, S3StoreError
@@ -290,6 +291,26 @@ def maintenance_db(params):
     return params.get("maintenance_db") or DEFAULT_MAINTENANCE_DB
 
 
+PROTECTED_DATABASES = ("postgres", "template0", "template1")
+
+
+def protected_target_refusal(params, target):
+    """Why ``target`` may never be restored into (or dropped), or None.
+
+    The maintenance database (the module's own foothold for CREATE/DROP DATABASE) and the
+    databases PostgreSQL itself needs (``postgres``, ``template0``, ``template1``) are refused
+    before anything changes, whatever the confirmation says.
+    """
+    maintenance = maintenance_db(params)
+    if target == maintenance:
+        return ("refusing to restore into %s: it is the maintenance database (maintenance_db) the module works from; "
+                "nothing was changed. Restore into the application's database" % target)
+    if target in PROTECTED_DATABASES:
+        return ("refusing to restore into %s: %s is a PostgreSQL system database (postgres, template0 and template1 "
+                "are never restore targets); nothing was changed" % (target, target))
+    return None
+
+
 def admin_connect(params, target=None):
     """A connection to the maintenance database, refusing when it is the database acted on."""
     dbname = maintenance_db(params)
@@ -389,6 +410,9 @@ def backup_postgres(params, store, prefix, db, tables=None, tags=(), part_size=1
             cur.execute("SELECT pg_export_snapshot()")
             snapshot = cur.fetchone()[0]
             names = list_tables(cur, tables)
+            # the database's owner, ACL and default privileges: a restore of this backup into a
+            # database of the same name that no longer exists (a rollback, a disaster) gets them back
+            privileges = pg_privileges.capture(conn, db)
         state.update(snapshot=snapshot, phase="upload-start")
 
         writer = store.writer(keys["data"], part_size=part_size, concurrency=concurrency,
@@ -446,7 +470,7 @@ def backup_postgres(params, store, prefix, db, tables=None, tags=(), part_size=1
             "postgres", db, backup_id, keys, upload, started, finished, tags=tags,
             database=db, format="custom", compression=compress, part_size=part_size, snapshot=snapshot,
             server_version=facts["server_version"], server_version_num=facts["server_version_num"],
-            pg_dump_version=dump_version, row_counts=counter["counts"], tables=names,
+            pg_dump_version=dump_version, row_counts=counter["counts"], tables=names, privileges=privileges,
             pg_dump_stderr=catalog.redact(stderr.text(), secrets) or None,
             duration_seconds=round(time.monotonic() - clock_start, 3),
         )
@@ -784,6 +808,48 @@ def verify_postgres(params, store, manifest, level="toc", pg_bin_dir=None, secre
 
 # ---------------------------------------------------------------------------- restore
 
+def before_privileges(params, manifest, target_db, existed):
+    """The privileges a restore must keep (``pg_privileges``), and where they come from.
+
+    ``target``: the existing target, read before anything changes. ``backup``: the target does
+    not exist (a failed recreate dropped it, a disaster) and the backup is of a database of the
+    same name: its manifest recorded them (only when every role it names exists here).
+    """
+    out = {"source": None, "before": None, "after": None, "match": None, "differences": [], "applied": [],
+           "errors": []}
+    if existed:
+        with contextlib.closing(pg.connect(params, dbname=target_db)) as conn:
+            out["before"] = pg_privileges.capture(conn, target_db)
+        out["source"] = "target"
+        return out
+    kept = manifest.get("privileges")
+    if kept and kept.get("database") == target_db:
+        with contextlib.closing(admin_connect(params)) as conn:
+            missing = pg_privileges.missing_roles(conn, pg_privileges.roles_named(kept))
+        if missing:
+            out["note"] = "the privileges recorded in the backup are not applied: role(s) %s do not exist" % (
+                ", ".join(missing))
+        else:
+            out["before"] = kept
+            out["source"] = "backup"
+    return out
+
+
+def restore_privileges(params, target_db, privileges, want):
+    """Re-apply ``want`` to the restored target, read it back and compare (updates ``privileges``)."""
+    if want is None:
+        return privileges
+    with contextlib.closing(pg.connect(params, dbname=target_db)) as conn:
+        applied = pg_privileges.apply(conn, target_db, want)
+        after = pg_privileges.capture(conn, target_db)
+    differences = pg_privileges.compare(want, after)
+    privileges.update(after=after, applied=applied["statements"], errors=applied["errors"],
+                      differences=differences, match=not differences)
+    if want.get("owner") != (privileges["before"] or {}).get("owner"):
+        privileges["expected_owner"] = want.get("owner")
+    return privileges
+
+
 def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, mode="clean", owner=None,
                      no_owner=False, analyze=True, pg_bin_dir=None, secrets=(), progress=None, timeout=None,
                      lock_timeout=None):
@@ -810,10 +876,18 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
     progress.setdefault("restore_started", False)
     progress["stage"] = "restore"
     catalog.check_db_name(target_db, "target_db")
+    refusal = protected_target_refusal(params, target_db)
+    if refusal:
+        raise BackupError(refusal, refused=True, target_unchanged=True)
     pg_restore = find_program("pg_restore", pg_bin_dir)
     result = {"target_db": target_db, "backup_id": manifest["backup_id"], "jobs": jobs, "mode": mode}
     existed = database_exists(params, target_db)
     result["target_existed"] = existed
+    privileges = result["privileges"] = before_privileges(params, manifest, target_db, existed)
+    # what the target must look like afterwards: as before, with target_owner when it creates the database
+    want = pg_privileges.expected(privileges["before"], owner if (mode == "recreate" or not existed) else None)
+    if not existed and owner is None and privileges["before"]:
+        owner = privileges["before"]["owner"]
     created = False
     dropped = False
     if existed and mode == "recreate":
@@ -832,7 +906,13 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
         existed = False
     if not existed:
         progress["restore_started"] = True
-        create_database(params, target_db, owner=owner)
+        try:
+            create_database(params, target_db, owner=owner)
+        except Exception as exc:  # noqa: BLE001 - say what state the target is in
+            raise BackupError("creating %s failed: %s: %s; %s" % (
+                target_db, type(exc).__name__, str(exc).strip(),
+                "%s was dropped for the recreate and is gone" % target_db if dropped else "nothing was restored"),
+                target_unchanged=not dropped, target_dropped=dropped, privileges=privileges)
         created = True
     result["created"] = created
     appname = "apex.ops-restore-%d" % os.getpid()
@@ -945,6 +1025,7 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
         if isinstance(exc, BackupError):
             exc.details.setdefault("target_unchanged", False)
             exc.details["target_dropped"] = dropped
+            exc.details.setdefault("privileges", privileges)
         if created:
             try:
                 drop_database(params, target_db, force=True)
@@ -958,6 +1039,8 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
         if temp_path and os.path.exists(temp_path):
             os.unlink(temp_path)
     progress["stage"] = "verify"
+    # privileges first: whatever the row counts say, the database is left with the owner and grants it had
+    restore_privileges(params, target_db, privileges, want)
     expected = manifest.get("row_counts") or {}
     actual = count_in_database(params, target_db, sorted(expected))
     diffs = catalog.compare_counts(expected, actual)
@@ -965,7 +1048,11 @@ def restore_postgres(params, store, manifest, target_db, jobs=1, temp_dir=None, 
     if diffs:
         raise BackupError("restored %s but row counts differ from the manifest in %d table(s): %s" % (
             target_db, len(diffs), ", ".join("%s %s != %s" % (d["table"], d["actual"], d["expected"]) for d in diffs[:5])),
-            restore=result, target_unchanged=False)
+            restore=result, privileges=privileges, target_unchanged=False)
+    if privileges["match"] is False:
+        raise BackupError("restored %s (row counts match the manifest) but its privileges are not what they were: %s" % (
+            target_db, "; ".join(privileges["differences"])), restore=result, privileges=privileges,
+            target_unchanged=False)
     if analyze:
         with contextlib.closing(pg.connect(params, dbname=target_db)) as conn:
             conn.execute("ANALYZE")

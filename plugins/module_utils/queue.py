@@ -9,6 +9,10 @@ a task id onto ``apex:tasks:queue`` and workers pop from the right into a per-wo
 dead letter is either the bare task id or a JSON object carrying it (``task_id``); requeue
 pushes back exactly what the worker expects to pop: the task id.
 
+A purge saves the dead letters byte-exact (``raw_base64``, format version 2; ``items`` is a
+readable preview) and ``requeue_from_file`` puts them back from such a file, skipping entries
+already present (byte-equal), so running it twice adds nothing.
+
 Changes use WATCH/MULTI/EXEC: the dead-letter list is read, the change is prepared, and the
 transaction is applied only if nobody touched the list meanwhile (retried otherwise). So a
 requeue is atomic (an item is either still dead-lettered or back in the queue, never both or
@@ -19,6 +23,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
+import collections
 import json
 import os
 import re
@@ -193,6 +199,123 @@ def _write_json(path, document):
     return path
 
 
+SAVE_FORMAT = "apex.ops/dead-letter-save"
+SAVE_FORMAT_VERSION = 2
+
+
+def save_document(dead_letter_key, raw_items, now=None):
+    """The save file of a purge: exact bytes (``raw_base64``) and a readable preview (``items``), same order.
+
+    The order is the list's (``LRANGE 0 -1``): newest first, as dead letters are LPUSHed.
+    ``not_utf8`` lists the indexes whose preview is lossy (U+FFFD for undecodable bytes).
+    """
+    raw_items = [r if isinstance(r, bytes) else str(r).encode("utf-8") for r in raw_items]
+    not_utf8 = []
+    for index, raw in enumerate(raw_items):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            not_utf8.append(index)
+    return dict(format=SAVE_FORMAT, format_version=SAVE_FORMAT_VERSION, key=dead_letter_key, saved_at=now,
+                count=len(raw_items), order="as stored: newest first (LRANGE 0 -1)",
+                raw_base64=[base64.b64encode(r).decode("ascii") for r in raw_items],
+                items=[decode_item(r) for r in raw_items], not_utf8=not_utf8)
+
+
+def load_save_file(path):
+    """The entries (bytes, in file order) of a dead-letter save file, and whether they are byte-exact.
+
+    Version 2 files carry ``raw_base64``: exact. Files written before (only ``items``, decoded) are
+    read back as the text of each item (a JSON object re-serialised compactly): not byte-exact,
+    and an item holding U+FFFD (bytes that were not UTF-8) is refused: its original is lost.
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    try:
+        with open(path, "rb") as handle:
+            document = json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise QueueError("cannot read the dead-letter save file %s: %s" % (path, exc))
+    if not isinstance(document, dict) or not isinstance(document.get("items", document.get("raw_base64")), list):
+        raise QueueError("%s is not a dead-letter save file (no items)" % path)
+    if "raw_base64" in document:
+        try:
+            entries = [base64.b64decode(item.encode("ascii"), validate=True) for item in document["raw_base64"]]
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise QueueError("%s: raw_base64 holds something that is not base64: %s" % (path, exc))
+        if document.get("count") is not None and document["count"] != len(entries):
+            raise QueueError("%s: count says %s entries, raw_base64 holds %d; the file is damaged"
+                             % (path, document["count"], len(entries)))
+        return dict(entries=entries, byte_exact=True, key=document.get("key"), path=path,
+                    format_version=document.get("format_version"))
+    entries, lossy = [], []
+    for index, item in enumerate(document["items"]):
+        text = item if isinstance(item, str) else json.dumps(item, separators=(",", ":"))
+        if u"\ufffd" in text:
+            lossy.append(index)
+        entries.append(text.encode("utf-8"))
+    if lossy:
+        raise QueueError("%s was written before saves were byte-exact and item(s) %s were not UTF-8: their "
+                         "original bytes are lost; nothing was pushed" % (path, lossy), last_state=dict(lossy=lossy))
+    return dict(entries=entries, byte_exact=False, key=document.get("key"), path=path, format_version=1)
+
+
+def requeue_from_file(client, path, target_key, check_mode, as_tasks=False, payload_field="task_id",
+                      position="back"):
+    """Push the entries of a dead-letter save file back onto ``target_key``; entries already there are skipped.
+
+    Into the dead-letter list (``as_tasks`` false) each entry goes back exactly as saved (its bytes),
+    appended on the oldest side (``RPUSH`` in file order), so the list reads as it did before the
+    purge. Onto the task queue (``as_tasks``) each entry becomes the task id it carries, as
+    ``requeue`` does (oldest first; ``position`` as there); an entry without a task fails the whole
+    call and nothing is pushed. Idempotent: an entry whose bytes are already in ``target_key`` (as many
+    times as the file holds it) is skipped and reported, so a second run pushes nothing.
+    """
+    loaded = load_save_file(path)
+    entries = loaded["entries"]
+    if as_tasks:
+        payloads, bad = [], []
+        for index, raw in enumerate(entries):
+            payload = task_payload(raw, payload_field)
+            if payload is None:
+                bad.append(dict(index=index, item=decode_item(raw)))
+            payloads.append(payload)
+        if bad:
+            raise QueueError("%d saved dead letter(s) carry no task to requeue (no %r field and not a task id); "
+                             "nothing was pushed" % (len(bad), payload_field), last_state=dict(invalid=bad[:20]))
+        values = list(reversed(payloads))  # the file is newest first: queue the oldest first
+    else:
+        values = list(reversed(entries))   # RPUSH the oldest last: the list reads as it did
+
+    def attempt(pipe):
+        present = collections.Counter(pipe.lrange(target_key, 0, -1))
+        push, skipped = [], 0
+        for value in values:
+            if present[value] > 0:
+                present[value] -= 1
+                skipped += 1
+            else:
+                push.append(value)
+        result = dict(path=loaded["path"], byte_exact=loaded["byte_exact"], source_key=loaded["key"],
+                      target_key=target_key, entries=len(entries), pushed=len(push), already_present=skipped,
+                      items=[decode_item(v) for v in push][:50])
+        if check_mode or not push:
+            pipe.reset()
+            result["target_after"] = None if check_mode else client.llen(target_key)
+            return result
+        pipe.multi()
+        if not as_tasks:
+            pipe.rpush(target_key, *reversed(push))
+        elif position == "front":
+            pipe.rpush(target_key, *push)
+        else:
+            pipe.lpush(target_key, *push)
+        pipe.llen(target_key)
+        result["target_after"] = pipe.execute()[-1]
+        return result
+
+    return _watch_loop(client, target_key, attempt)
+
+
 def purge(client, dead_letter_key, confirm, check_mode, save_to=None, now=None):
     """Delete the dead-letter list after saving it (optional). Needs ``confirm == 'purge-dead-letter'``."""
     if confirm != PURGE_CONFIRMATION:
@@ -217,9 +340,7 @@ def purge(client, dead_letter_key, confirm, check_mode, save_to=None, now=None):
                 result["would_save_to"] = save_to
             return result
         if save_to:
-            result["saved_to"] = _write_json(save_to, dict(
-                key=dead_letter_key, saved_at=now, count=len(raw),
-                items=[decode_item(r) for r in raw]))
+            result["saved_to"] = _write_json(save_to, save_document(dead_letter_key, raw, now))
             written.append(result["saved_to"])
         pipe.multi()
         pipe.delete(dead_letter_key)

@@ -30,6 +30,10 @@ description:
   - C(action=restore) restores a backup into O(target_db). It refuses unless O(confirm) equals O(target_db),
     refuses an unverified backup unless O(force=true), takes a safety backup of an existing target first,
     and fails when the restored row counts differ from the manifest.
+  - A restore keeps the target's owner, database ACL, schema C(public) owner and ACL and default privileges
+    (read before anything changes; for a target that no longer exists, from the backup's manifest when it is a
+    backup of a database of that name), re-applies them after C(pg_restore), reads them back and fails when
+    they do not match.
   - C(action=drain) waits until no (matching) session is connected to O(target_db), observed in
     C(pg_stat_activity); stragglers are terminated after O(drain_grace) (only with O(confirm) equal to
     O(target_db)); fails at O(drain_timeout). The restore
@@ -179,6 +183,7 @@ options:
   target_db:
     description:
       - Database C(restore) writes into. Created when missing.
+      - O(maintenance_db), C(postgres), C(template0) and C(template1) are refused before anything changes.
     type: str
   confirm:
     description:
@@ -440,7 +445,11 @@ uploads_aborted:
   type: list
   elements: str
 restore:
-  description: What C(restore) did (target, timings, row counts, differences) or, in check mode, would do.
+  description:
+    - What C(restore) did (target, timings, row counts, differences) or, in check mode, would do.
+    - C(privileges) (not in check mode) - C(source) (C(target), C(backup) or null when nothing was known),
+      C(before) and C(after) (owner, C(acl), C(public_schema), C(default_acl)), C(match), C(differences),
+      C(applied) (statements run) and C(errors); C(note) when the backup's privileges could not be applied.
   returned: action is restore
   type: dict
 safety_backup:
@@ -675,7 +684,8 @@ class Runner(object):
         if not target:
             raise catalog.CatalogError("restore needs target_db")
         catalog.check_db_name(target, "target_db")
-        refusal = catalog.confirmation_refusal(target, self.p["confirm"])
+        refusal = pg_backup.protected_target_refusal(self.p, target) or catalog.confirmation_refusal(
+            target, self.p["confirm"])
         if refusal:
             raise Refused(refusal)
         if self.p["jobs"] < 1:
@@ -732,8 +742,9 @@ class Runner(object):
         plan.update(outcome)
         return dict(changed=True, restore=plan, safety_backup=safety,
                     diff=dict(before={"row_counts": before_counts}, after={"row_counts": outcome["row_counts"]}),
-                    msg="restored %s into %s (%d tables, row counts match the manifest)%s" % (
+                    msg="restored %s into %s (%d tables, row counts match the manifest%s)%s" % (
                         entry["backup_id"], target, len(outcome["row_counts"]),
+                        ", owner and privileges as before" if outcome["privileges"]["match"] else "",
                         "; safety backup %s" % safety["backup_id"] if safety else ""))
 
     def fetch(self):

@@ -18,7 +18,11 @@ description:
   - V(requeue) moves dead letters back onto the task queue in one Redis transaction
     (C(WATCH)/C(MULTI)/C(EXEC)), pushing the task id the worker expects.
   - V(purge) deletes the dead-letter list, only with O(confirm=purge-dead-letter), optionally
-    saving every item to a JSON file first.
+    saving every item to a JSON file first. The file holds the exact bytes of every dead letter
+    (base64, C(raw_base64)) and a readable preview (C(items)).
+  - V(requeue_from_file) puts the dead letters of such a save file (O(path)) back, byte-exact, into the
+    dead-letter list (O(into=dead_letter)) or, as task ids, onto the task queue (O(into=queue)). Entries
+    already present in the target list are skipped, so running it twice pushes nothing twice.
 author:
   - Apex platform team (@apex-platform)
 extends_documentation_fragment:
@@ -28,7 +32,7 @@ options:
     description:
       - What to do. V(facts) changes nothing.
     type: str
-    choices: [facts, requeue, purge]
+    choices: [facts, requeue, purge, requeue_from_file]
     default: facts
   queue_key:
     description: The task queue list.
@@ -79,7 +83,28 @@ options:
       - With O(state=purge), write every dead letter to this JSON file (mode 0600) before deleting them.
       - The file must not exist yet (it may hold dead letters saved earlier); an existing file is refused
         and nothing is purged.
+      - "Format (version 2): a JSON document with C(raw_base64) (the exact bytes of every dead letter, base64,
+        in list order: newest first), C(items) (the same entries decoded for reading: JSON when they parse, else
+        UTF-8 text with U+FFFD for bytes that are not UTF-8), C(not_utf8) (indexes whose preview is lossy),
+        C(key), C(count), C(saved_at)."
     type: path
+  path:
+    description:
+      - With O(state=requeue_from_file), the save file written by a purge (O(save_to)).
+      - Files written before saves were byte-exact (no C(raw_base64)) are read from C(items) (JSON objects
+        re-serialised, not byte-exact); an item that held bytes that were not UTF-8 is refused.
+    type: path
+  into:
+    description:
+      - With O(state=requeue_from_file), where the saved entries go.
+      - V(dead_letter) puts them back into O(dead_letter_key) exactly as they were (their bytes), on the oldest
+        side of the list, so it reads as before the purge. Requeue them afterwards with O(state=requeue).
+      - V(queue) pushes the task id each one carries (see O(payload_field)) onto O(queue_key), oldest first,
+        at O(position); an entry without a task fails the call and nothing is pushed.
+      - Either way an entry whose bytes are already in the target list is skipped (counted in C(already_present)).
+    type: str
+    choices: [dead_letter, queue]
+    default: dead_letter
 notes:
   - Check mode is supported; it reports what would be requeued or purged.
 """
@@ -95,6 +120,11 @@ EXAMPLES = r"""
   apex.ops.apex_queue:
     state: requeue
     count: 50
+
+- name: Put the dead letters of a purge back into the dead-letter list, byte-exact (skips those already there)
+  apex.ops.apex_queue:
+    state: requeue_from_file
+    path: /var/tmp/apex-dead-letter-20261127T060000123456Z.json
 
 - name: Save, then purge the dead-letter list (after investigation)
   apex.ops.apex_queue:
@@ -134,6 +164,13 @@ purged:
   description: Count deleted, the file they were saved to, and the depth after.
   returned: state is purge
   type: dict
+requeued_from_file:
+  description:
+    - C(path), C(entries) in the file, C(pushed), C(already_present) (skipped), C(byte_exact) (false for a
+      file of the old format), C(source_key), C(target_key), C(target_after) (its length; null in check mode)
+      and C(items) (the first 50 pushed, decoded).
+  returned: state is requeue_from_file
+  type: dict
 """
 
 from ansible.module_utils.common.text.converters import to_native
@@ -143,7 +180,7 @@ from ansible_collections.apex.ops.plugins.module_utils.apex_module import ApexMo
 from ansible_collections.apex.ops.plugins.module_utils.common_args import REDIS_ARGSPEC
 
 ARGUMENT_SPEC = dict(
-    state=dict(type="str", default="facts", choices=["facts", "requeue", "purge"]),
+    state=dict(type="str", default="facts", choices=["facts", "requeue", "purge", "requeue_from_file"]),
     queue_key=dict(type="str", default="apex:tasks:queue", no_log=False),
     dead_letter_key=dict(type="str", default="apex:tasks:dead-letter", no_log=False),
     processing_pattern=dict(type="str", default="apex:tasks:processing:*"),
@@ -154,6 +191,8 @@ ARGUMENT_SPEC = dict(
     position=dict(type="str", default="back", choices=["back", "front"]),
     confirm=dict(type="str"),
     save_to=dict(type="path"),
+    path=dict(type="path"),
+    into=dict(type="str", default="dead_letter", choices=["dead_letter", "queue"]),
 )
 
 
@@ -174,6 +213,8 @@ def main():
     if p["state"] == "purge" and p["confirm"] != q.PURGE_CONFIRMATION:
         module.fail("refusing to purge %s: set confirm=%s to delete every dead letter"
                     % (p["dead_letter_key"], q.PURGE_CONFIRMATION))
+    if p["state"] == "requeue_from_file" and not p["path"]:
+        module.fail("state=requeue_from_file needs path (the save file of a purge)")
     try:
         client = redis_client.connect(p)
     except Exception as exc:
@@ -193,6 +234,13 @@ def main():
             if module._diff:
                 result["diff"] = dict(before=dict(dead_letter=moved["dead_letter_before"]),
                                       after=dict(dead_letter=moved["dead_letter_after"]))
+        elif p["state"] == "requeue_from_file":
+            target = p["queue_key"] if p["into"] == "queue" else p["dead_letter_key"]
+            back = q.requeue_from_file(client, p["path"], target, module.check_mode, as_tasks=p["into"] == "queue",
+                                       payload_field=p["payload_field"], position=p["position"])
+            result.update(changed=back["pushed"] > 0, requeued_from_file=back,
+                          dead_letter=dict(key=p["dead_letter_key"], depth=client.llen(p["dead_letter_key"])),
+                          queue=dict(key=p["queue_key"], depth=client.llen(p["queue_key"])))
         else:
             import datetime
             now = datetime.datetime.now(datetime.timezone.utc).isoformat()
