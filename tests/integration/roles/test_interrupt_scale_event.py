@@ -41,6 +41,15 @@ spec:
 ---
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
+metadata: {name: ev-api, namespace: %(ns)s}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: ev-api}
+  minReplicas: 2
+  maxReplicas: 6
+  metrics: [{type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 70}}}]
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
 metadata: {name: ev-worker, namespace: %(ns)s}
 spec:
   scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: ev-worker}
@@ -88,10 +97,11 @@ def test_interrupted_scale_event_start_is_recovered(run_playbook, lab_process_en
         time.sleep(0.2)
     assert ready(lab_process_env, ns, "ev-worker") == 2
     before = state(lab_process_env, ns)
-    assert before == {"Deployment/ev-api": 2, "Deployment/ev-worker": 2, "HorizontalPodAutoscaler/ev-worker": [2, 6]}
+    assert before == {"Deployment/ev-api": 2, "Deployment/ev-worker": 2, "HorizontalPodAutoscaler/ev-api": [2, 6],
+                      "HorizontalPodAutoscaler/ev-worker": [2, 6]}
     variables = {"scale_event_namespace": ns, "scale_event_kube_context": "apex-primary",
                  "scale_event_deployments": {"api": "ev-api", "worker": "ev-worker"}, "scale_event_name": "itest-event",
-                 "scale_event_worker_replicas": 4, "scale_event_api_hpa_max": None, "scale_event_worker_hpa_max": 8,
+                 "scale_event_worker_replicas": 4, "scale_event_api_hpa_max": 6, "scale_event_worker_hpa_max": 8,
                  "scale_event_wait_timeout": 300, "apex_report_dir": str(tmp_path)}
     proc = subprocess.Popen(["ansible-playbook", "playbooks/scale_event.yml", "-e", json.dumps(variables)],
                             env=lab_process_env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
