@@ -18,7 +18,7 @@ description:
     and the undo steps as it goes, and clears the record when it ends. Ansible runs no rescue on Ctrl-C, an AWX cancel
     or a killed controller; the record is what tells the next run (M(apex.ops.apex_preflight)), the health check and the
     C(recover) playbook what was left half-done.
-  - Runs on the controller (an action plugin): a write is one API call, not a module round trip.
+  - Runs on the controller (an action plugin), so a write is one API call, not a module round trip.
   - Only one procedure's record at a time - writing a record while another run's record exists fails, naming that run.
 author:
   - Apex platform team (@apex-platform)

@@ -442,7 +442,7 @@ def test_interrupted_restore_is_detected_and_recovered(run_playbook, verified_ba
         for path in remote_tmp.rglob("*") if remote_tmp.exists() else []:
             assert not path.is_file() or lab["PGPASSWORD"] not in path.read_text(errors="replace"), path
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C on the terminal does
-        out, _ = proc.communicate(timeout=60)
+        out = proc.communicate(timeout=60)[0]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

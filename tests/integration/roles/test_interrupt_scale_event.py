@@ -59,9 +59,9 @@ spec:
 """
 
 
-def kubectl(env, *args, **kwargs):
+def kubectl(env, *args, check=False, **kwargs):
     return subprocess.run(["kubectl", "--context", "apex-primary"] + list(args), env=env, capture_output=True,
-                          text=True, timeout=60, **kwargs)
+                          text=True, timeout=60, check=check, **kwargs)
 
 
 @pytest.fixture()
@@ -114,7 +114,7 @@ def test_interrupted_scale_event_start_is_recovered(run_playbook, lab_process_en
         assert state(lab_process_env, ns)["Deployment/ev-worker"] == 4, "the event profile was never applied"
         assert ready(lab_process_env, ns, "ev-worker") < 4  # the new workers take 8 s to be Ready
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C while apex_scale waits for the new workers
-        out, _ = proc.communicate(timeout=60)
+        out = proc.communicate(timeout=60)[0]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
