@@ -722,7 +722,8 @@ def check_ceiling(key, current, replicas, hpa_before, hpa_after, ceiling, allow_
     raise AboveCeiling(
         "%s: refusing %s: above the replica ceiling of %d (%s). A count that high is more likely a typo than a "
         "plan, and it can overwhelm the cluster. If it is intended, confirm it (allow_above_ceiling: true; in the "
-        "roles the *_confirm_above_ceiling variable) or set max_replicas_ceiling. Nothing was changed." % (
+        "roles -e scale_confirm_above_ceiling=scale-above-ceiling, or hpa_confirm_above_ceiling / "
+        "scale_event_confirm_above_ceiling) or set max_replicas_ceiling. Nothing was changed." % (
             key, what, ceiling["value"], ceiling["derivation"]))
 
 
