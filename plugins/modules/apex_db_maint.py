@@ -18,7 +18,7 @@ description:
     backend, walsenders, autovacuum or other non-client backends.
   - Changes server parameters with C(ALTER SYSTEM), reloads the configuration and reports
     which parameters wait for a restart.
-  - Reads the Apex task statistics (C(tasks) table: counts by status, completions per minute)
+  - Reads the Apex task statistics from the C(tasks) table (counts by status, completions per minute)
     for the queue backlog diagnosis.
   - Every statement is bounded by O(statement_timeout) and O(lock_timeout); when one fires, the
     module fails naming the sessions that blocked it.
