@@ -19,6 +19,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import threading
+import weakref
 
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import import_error_of
 from ansible_collections.apex.ops.plugins.module_utils.durations import format_duration, parse_duration
@@ -90,6 +91,10 @@ def connect(params, dbname=None, autocommit=True):
     statement, lock = session_timeouts(params)
     conn = psycopg.connect(autocommit=autocommit, cursor_factory=_bounded_cursor_class(), **kwargs)
     conn._apex_bounds = dict(params=params, statement_timeout=statement, lock_timeout=lock)
+    delay = _watch_delay(conn._apex_bounds)
+    if delay is not None:
+        conn._apex_watch = BlockerWatch(params, conn.info.dbname, conn.info.backend_pid, delay)
+        weakref.finalize(conn, conn._apex_watch.close)
     return conn
 
 
@@ -217,25 +222,52 @@ def read_blockers(conn, pid, query_length=QUERY_TEXT_LIMIT):
 
 
 class BlockerWatch(object):
-    """While one statement runs, observe from a side connection what blocks it.
+    """Observes, from a side connection, what blocks the statement its connection is running.
 
-    Starts only when the statement runs longer than ``delay`` (fast statements cost a timer
-    thread and nothing on the server); then samples ``read_blockers`` every ``interval`` and keeps
-    the last non-empty observation for the error message.
+    One per connection, with one idle thread. ``arm()`` before a statement and ``disarm()``
+    after it cost two Event operations; only a statement still running after ``delay`` makes
+    the thread open a side connection and sample ``read_blockers`` every ``interval`` until it
+    ends, keeping the last non-empty observation for the error message.
     """
 
     def __init__(self, params, dbname, pid, delay, interval=0.2):
         self.params, self.dbname, self.pid = params, dbname, pid
         self.delay, self.interval = delay, interval
-        self.stopped = threading.Event()
+        self.armed, self.done = threading.Event(), threading.Event()
+        self.generation = 0
         self.waiting_for, self.blocking = None, []
         self.error = None
-        self.thread = threading.Thread(target=self._run, name="apex-lockwatch", daemon=True)
-        self.thread.start()
+        self.closed = False
+        self.thread = None
+
+    def arm(self):
+        self.generation += 1
+        self.waiting_for, self.blocking = None, []
+        self.done.clear()
+        self.armed.set()
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="apex-lockwatch", daemon=True)
+            self.thread.start()
+
+    def disarm(self):
+        self.armed.clear()
+        self.done.set()
+
+    def close(self):
+        self.closed = True
+        self.done.set()
+        self.armed.set()
 
     def _run(self):
-        if self.stopped.wait(self.delay):
-            return
+        while True:
+            self.armed.wait()
+            if self.closed:
+                return
+            if self.done.wait(self.delay):
+                continue  # the statement ended quickly: nothing to observe
+            self._observe(self.generation)
+
+    def _observe(self, generation):
         try:
             import psycopg
 
@@ -245,22 +277,18 @@ class BlockerWatch(object):
             conn = psycopg.connect(autocommit=True, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the message then says the holder was not observed
             self.error = str(exc)
+            self.done.wait()
             return
         try:
-            while not self.stopped.is_set():
+            while not self.done.is_set():
                 waiting_for, blocking = read_blockers(conn, self.pid)
-                if blocking or waiting_for:
+                if (blocking or waiting_for) and generation == self.generation and not self.done.is_set():
                     self.waiting_for, self.blocking = waiting_for, blocking
-                if self.stopped.wait(self.interval):
-                    break
+                self.done.wait(self.interval)
         except Exception as exc:  # noqa: BLE001
             self.error = str(exc)
         finally:
             conn.close()
-
-    def stop(self):
-        self.stopped.set()
-        self.thread.join(6)
 
 
 def _watch_delay(bounds):
@@ -282,26 +310,23 @@ def _bounded_cursor_class():
     class BoundedCursor(psycopg.Cursor):
         def execute(self, query, params=None, **kwargs):
             conn = self.connection
-            bounds = getattr(conn, "_apex_bounds", None)
-            delay = _watch_delay(bounds) if bounds else None
-            watch = None
-            if delay is not None:
-                watch = BlockerWatch(bounds["params"], conn.info.dbname, conn.info.backend_pid, delay)
+            watch = getattr(conn, "_apex_watch", None)
+            if watch is not None:
+                watch.arm()
             try:
                 return super(BoundedCursor, self).execute(query, params, **kwargs)
             except psycopg.Error as exc:
+                bounds = getattr(conn, "_apex_bounds", None)
                 kind = classify_timeout(exc)
                 if kind is None or bounds is None:
                     raise
-                if watch is not None:
-                    watch.stop()
                 raise StatementTimeout(
                     kind, bounds[kind], statement_text(query, conn),
                     blocking=watch.blocking if watch else [], waiting_for=watch.waiting_for if watch else None,
                     error=str(exc).strip(), sqlstate=getattr(exc, "sqlstate", None))
             finally:
                 if watch is not None:
-                    watch.stop()
+                    watch.disarm()
 
     _CURSOR_CLASS.append(BoundedCursor)
     return BoundedCursor
