@@ -297,7 +297,7 @@ targets:
       description:
         - What the cluster ended at, read back after the wait (or after the write without O(wait)), as
           C(replicas) (spec, C(desired) is the same), C(ready), C(rollout) and C(hpa) bounds. Not in check mode.
-        - This, not O(targets[].after), is what the cluster runs when another writer changed it after this call.
+        - This, not RV(targets[].after), is what the cluster runs when another writer changed it after this call.
       type: dict
   sample:
     - key: Deployment/apex-api

@@ -85,7 +85,7 @@ class OtherWriter(threading.Thread):
             self.error = repr(exc)
 
 
-def slow_ready_deployment(kube, name, replicas=1, ready_after=3):
+def slow_ready_deployment(kube, name, replicas=1, ready_after=5):
     """A test Deployment whose new pods become Ready only after ``ready_after`` seconds (readiness probe
     initialDelaySeconds): our wait cannot finish before the other writer, who acts within milliseconds."""
     body = {
