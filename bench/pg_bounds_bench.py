@@ -1,0 +1,20 @@
+"""Per-statement cost of postgres.connect (bounded cursor + lock watch) against plain psycopg: SELECT 1 x 2000.
+
+Run: . .lab/env && python3 bench/pg_bounds_bench.py
+"""
+import os, sys, time, psycopg
+sys.path.insert(0, ".lab/collections")
+from ansible_collections.apex.ops.plugins.module_utils import postgres
+params = dict(login_host=os.environ["PGHOST"], login_port=int(os.environ["PGPORT"]), login_user=os.environ["PGUSER"],
+              login_password=os.environ["PGPASSWORD"], login_db=os.environ["PGDATABASE"], ssl_mode="disable",
+              ca_cert=None, connect_timeout=5)
+N = 2000
+def run(conn):
+    t = time.perf_counter()
+    for _ in range(N):
+        conn.execute("SELECT 1").fetchone()
+    return (time.perf_counter() - t) / N * 1e6
+plain = psycopg.connect(**postgres.connection_kwargs(params), autocommit=True)
+bounded = postgres.connect(params)
+for r in range(3):
+    print("round %d: plain %.1f us/stmt, bounded %.1f us/stmt" % (r, run(plain), run(bounded)))
