@@ -50,6 +50,26 @@ options:
       - Seconds to wait for a connection.
     type: int
     default: 10
+  statement_timeout:
+    description:
+      - Longest any one statement of this module may run (PostgreSQL C(statement_timeout), set for
+        the module's own sessions when they connect). A duration like V(30s), V(5m), V(1h), or seconds;
+        V(0) removes the bound.
+      - When it fires the statement is cancelled (it changes nothing) and the module fails naming the
+        sessions that were blocking it, if any (pid, user, application, state, since when, query redacted),
+        also under C(last_state.blocking_sessions).
+      - C(VACUUM) of a large table can need longer; the C(db_vacuum) role uses V(1h).
+        pg_dump and pg_restore run by M(apex.ops.apex_backup) are not affected (they set their own).
+    type: raw
+    default: 5m
+  lock_timeout:
+    description:
+      - Longest any one statement of this module may wait for a lock held by another session
+        (PostgreSQL C(lock_timeout)). A duration or seconds; V(0) removes the bound.
+      - When it fires the module fails naming the session(s) holding the lock (pid, user, application,
+        state, since when, held lock modes, query redacted), also under C(last_state.blocking_sessions).
+    type: raw
+    default: 10s
 requirements:
   - psycopg >= 3.1
 """

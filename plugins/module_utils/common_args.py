@@ -29,6 +29,8 @@ POSTGRES_ARGSPEC = dict(
     ),
     ca_cert=dict(type="path", fallback=(env_fallback, ["PGSSLROOTCERT"])),
     connect_timeout=dict(type="int", default=10),
+    statement_timeout=dict(type="raw", default="5m"),
+    lock_timeout=dict(type="raw", default="10s"),
 )
 
 REDIS_ARGSPEC = dict(

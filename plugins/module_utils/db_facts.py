@@ -228,3 +228,38 @@ def gather(conn, idle_seconds, running_seconds, top_tables=10, top_statements=10
     secs = [r["replay_lag_seconds"] for r in repl["replicas"] if r.get("replay_lag_seconds") is not None]
     repl["max_replay_lag_seconds"] = max(secs) if secs else None
     return facts
+
+
+# --------------------------------------------------------------------------- task statistics
+
+TASK_STATS_SQL = """
+SELECT json_build_object(
+  'by_status', (SELECT coalesce(json_object_agg(status, n), '{}'::json) FROM
+                (SELECT status, count(*) AS n FROM tasks
+                  WHERE created_at > now() - make_interval(secs => %(window)s) GROUP BY status) s),
+  'completed_in_rate_window', (SELECT count(*) FROM tasks
+                               WHERE status = 'completed' AND completed_at > now() - make_interval(secs => %(rate)s)))
+"""
+
+
+def task_stats(conn, window_seconds=3600.0, rate_window_seconds=300.0):
+    """Apex task counts by status created in the window, and completions per minute over the rate window.
+
+    The runbook's ApexTaskQueueBacklog diagnosis (it ran this with psql): one statement on the
+    ``tasks`` table, bounded by the connection's statement and lock timeouts.
+    """
+    window, rate = float(window_seconds), float(rate_window_seconds)
+    if window <= 0 or rate <= 0:
+        raise ValueError("task_window and rate_window must be longer than 0")
+    with conn.cursor() as cur:
+        cur.execute(TASK_STATS_SQL, dict(window=window, rate=rate))
+        stats = cur.fetchone()[0]
+    completed = stats["completed_in_rate_window"]
+    return dict(
+        window_seconds=window,
+        rate_window_seconds=rate,
+        by_status=stats["by_status"],
+        total=sum(stats["by_status"].values()),
+        completed_in_rate_window=completed,
+        completed_per_minute=round(completed / (rate / 60.0), 1),
+    )

@@ -15,6 +15,7 @@ __metaclass__ = type
 import re
 import time
 
+from ansible_collections.apex.ops.plugins.module_utils import postgres
 from ansible_collections.apex.ops.plugins.module_utils.db_facts import BACKEND_COLUMNS, redact_backends
 
 
@@ -153,8 +154,14 @@ def run_maintenance(conn, kind, names, check_mode, analyze=True, full=False):
                      before=table_stats(conn, schema, table))
         if not check_mode:
             started = time.monotonic()
-            with conn.cursor() as cur:
-                cur.execute(stmt)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(stmt)
+            except postgres.StatementTimeout as exc:
+                # the tables before this one were done; this one and the rest were not
+                raise MaintError("%s of %s: %s" % (kind.upper(), entry["table"], exc), last_state=dict(
+                    exc.last_state, table=entry["table"], tables_done=results,
+                    tables_not_done=["%s.%s" % t for t in tables[len(results):]]))
             entry["seconds"] = round(time.monotonic() - started, 3)
             entry["after"] = table_stats(conn, schema, table)
         results.append(entry)

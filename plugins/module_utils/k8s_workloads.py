@@ -645,10 +645,95 @@ def target_key(kind, name):
     return "%s/%s" % (kind, name)
 
 
-def plan_target(kind, obj, hpa, request, hpa_adjust=False, allow_zero=False):
+class AboveCeiling(ScaleError):
+    """A replica count (or HPA maxReplicas) above the replica ceiling, without the confirmation."""
+
+
+# The replica ceiling: the largest of CEILING_FACTOR x the HPA's maxReplicas (before the call),
+# CEILING_FACTOR x the current replicas, the pod capacity of the ready schedulable nodes, and
+# MIN_CEILING. A count above it is refused unless confirmed (allow_above_ceiling) or the ceiling
+# is set explicitly (max_replicas_ceiling). See docs/scaling.md.
+CEILING_FACTOR = 2
+MIN_CEILING = 10
+_BLOCKING_TAINTS = ("NoSchedule", "NoExecute")
+
+
+def node_pod_capacity(nodes):
+    """``dict(pods, nodes, excluded)`` over Ready, schedulable nodes without a NoSchedule/NoExecute
+    taint: the sum of their ``status.allocatable.pods``. Pure."""
+    pods, counted, excluded = 0, 0, 0
+    for node in nodes or []:
+        spec, status = node.get("spec") or {}, node.get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        tainted = any(t.get("effect") in _BLOCKING_TAINTS for t in spec.get("taints") or [])
+        try:
+            allocatable = int(str((status.get("allocatable") or {}).get("pods") or 0))
+        except ValueError:
+            allocatable = 0
+        if not ready or spec.get("unschedulable") or tainted or allocatable <= 0:
+            excluded += 1
+            continue
+        pods += allocatable
+        counted += 1
+    return dict(pods=pods, nodes=counted, excluded=excluded)
+
+
+def replica_ceiling(current, hpa_max=None, capacity=None, override=None, factor=CEILING_FACTOR):
+    """The replica ceiling of one target and how it was derived: ``dict(value, derivation)``. Pure.
+
+    ``capacity`` is ``node_pod_capacity()`` (or None when the nodes were not read). ``override``
+    (max_replicas_ceiling) replaces the derived value.
+    """
+    if override is not None:
+        return dict(value=int(override), derivation="max_replicas_ceiling %d, set explicitly" % int(override))
+    terms = []
+    if hpa_max:
+        terms.append((factor * hpa_max, "%d x HPA maxReplicas %d = %d" % (factor, hpa_max, factor * hpa_max)))
+    if capacity and capacity.get("pods"):
+        terms.append((capacity["pods"], "pod capacity %d of %d ready schedulable node(s)" % (
+            capacity["pods"], capacity["nodes"])))
+    terms.append((factor * (current or 0), "%d x current replicas %d = %d" % (factor, current or 0, factor * (current or 0))))
+    terms.append((MIN_CEILING, "the minimum ceiling %d" % MIN_CEILING))
+    value = max(t[0] for t in terms)
+    return dict(value=value, derivation="the largest of " + ", ".join(t[1] for t in terms))
+
+
+def check_ceiling(key, current, replicas, hpa_before, hpa_after, ceiling, allow_above_ceiling=False):
+    """Refuse (AboveCeiling) a replica count or HPA maxReplicas raised above ``ceiling``; returns notes. Pure.
+
+    Lowering, or keeping, a count is never refused: only what this call would raise.
+    """
+    if ceiling is None:
+        return []
+    asks = []
+    if replicas is not None and replicas > current and replicas > ceiling["value"]:
+        asks.append("%d replicas (now %d)" % (replicas, current))
+    before_max = (hpa_before or {}).get("max_replicas")
+    after_max = (hpa_after or {}).get("max_replicas")
+    if after_max is not None and after_max != before_max and after_max > (before_max or 0) \
+            and after_max > ceiling["value"]:
+        asks.append("HPA maxReplicas %d (now %s)" % (after_max, before_max))
+    if not asks:
+        return []
+    what = " and ".join(asks)
+    if allow_above_ceiling:
+        return ["%s: above the replica ceiling of %d (%s), confirmed by allow_above_ceiling" % (
+            what, ceiling["value"], ceiling["derivation"])]
+    raise AboveCeiling(
+        "%s: refusing %s: above the replica ceiling of %d (%s). A count that high is more likely a typo than a "
+        "plan, and it can overwhelm the cluster. If it is intended, confirm it (allow_above_ceiling: true; in the "
+        "roles -e scale_confirm_above_ceiling=scale-above-ceiling, or hpa_confirm_above_ceiling / "
+        "scale_event_confirm_above_ceiling) or set max_replicas_ceiling. Nothing was changed." % (
+            key, what, ceiling["value"], ceiling["derivation"]))
+
+
+def plan_target(kind, obj, hpa, request, hpa_adjust=False, allow_zero=False, ceiling=None,
+                allow_above_ceiling=False):
     """What to do for one target. Pure: raises ScaleError on refusal, returns a plan dict.
 
     ``allow_zero``: scaling an HPA-governed target from running to 0 is refused unless set.
+    ``ceiling``: ``replica_ceiling()`` of this target (None: no check); a replica count or HPA
+    maxReplicas raised above it is refused (AboveCeiling) unless ``allow_above_ceiling``.
 
     ``request`` keys (all optional): replicas, replicas_delta, current_replicas,
     hpa_min_replicas, hpa_max_replicas, hpa_target_cpu.
@@ -717,6 +802,7 @@ def plan_target(kind, obj, hpa, request, hpa_adjust=False, allow_zero=False):
             raise ScaleError("%s: HPA minReplicas must be at least 1" % key)
         if hpa_after["target_cpu"] is not None and hpa_after["target_cpu"] < 1:
             raise ScaleError("%s: HPA target CPU utilisation must be a positive percentage" % key)
+    notes.extend(check_ceiling(key, current, replicas, hpa_before, hpa_after, ceiling, allow_above_ceiling))
     after_replicas = current if replicas is None else replicas
     expect = after_replicas
     if hpa and replicas is None and after_replicas > 0:
@@ -894,16 +980,46 @@ class Scaler(object):
             raise ScaleError("; ".join(errors) + ". Nothing was changed.")
         return resolved
 
-    def plan(self, resolved, hpa_adjust=False, allow_zero=False):
-        plans, errors = [], []
-        for kind, obj, hpa, request in resolved:
-            try:
-                plan = plan_target(kind, obj, hpa, request, hpa_adjust=hpa_adjust, allow_zero=allow_zero)
-            except ScaleError as exc:
-                errors.append(str(exc))
-                continue
-            plan["_obj"], plan["_hpa"] = obj, hpa
-            plans.append(plan)
+    def node_capacity(self):
+        """``node_pod_capacity`` of the cluster, or None when the nodes cannot be read (e.g. RBAC)."""
+        try:
+            nodes = self.client.list("/api/v1/nodes")
+        except KubeApiError as exc:
+            if exc.unauthorized or exc.not_found:
+                return None
+            raise
+        return node_pod_capacity((nodes or {}).get("items"))
+
+    def plan(self, resolved, hpa_adjust=False, allow_zero=False, check_ceiling=True, ceiling_override=None,
+             allow_above_ceiling=False):
+        """Plan every target. The nodes are read only when a request is above the ceiling derived
+        without them (the node capacity can only raise it)."""
+        capacity = None
+        for attempt in (0, 1):
+            plans, errors, above = [], [], False
+            for kind, obj, hpa, request in resolved:
+                ceiling = None
+                if check_ceiling:
+                    ceiling = replica_ceiling((obj.get("spec") or {}).get("replicas", 1),
+                                              hpa_bounds(hpa)["max_replicas"] if hpa else None,
+                                              capacity, ceiling_override)
+                try:
+                    plan = plan_target(kind, obj, hpa, request, hpa_adjust=hpa_adjust, allow_zero=allow_zero,
+                                       ceiling=ceiling, allow_above_ceiling=allow_above_ceiling)
+                except AboveCeiling as exc:
+                    above = True
+                    errors.append(str(exc))
+                    continue
+                except ScaleError as exc:
+                    errors.append(str(exc))
+                    continue
+                plan["_obj"], plan["_hpa"] = obj, hpa
+                plans.append(plan)
+            if above and attempt == 0 and ceiling_override is None and not allow_above_ceiling:
+                capacity = self.node_capacity()
+                if capacity is not None:
+                    continue
+            break
         if errors:
             raise ScaleError(" | ".join(errors))
         return plans
@@ -932,9 +1048,21 @@ class Scaler(object):
             timings["wait_seconds"] = round(self.clock() - wait_started, 3)
             outcome = dict(ok=result.ok, last=result.last, observations=result.observations,
                            moved_to=result.moved_to)
+        if plan["changed"]:
+            # what the cluster ended at, read after the wait: another writer may have won
+            outcome["final"], outcome["final_hpa"], outcome["final_error"] = self.read_back(plan)
         timings["total_seconds"] = round(self.clock() - started, 3)
         outcome["timings"] = timings
         return outcome
+
+    def read_back(self, plan):
+        """``(workload, hpa, error)`` as they are now (one GET each); never raises."""
+        try:
+            obj = self.client.get(workload_path(plan["kind"], self.namespace, plan["name"]))
+            hpa = self.client.get(ns_path(HPA_API, self.namespace, plan["hpa"])) if plan["hpa"] else None
+            return obj, hpa, None
+        except Exception as exc:  # noqa: BLE001 - reported; the write itself succeeded
+            return None, None, str(exc)
 
     def _scale(self, plan, request, path, retries=5):
         """Scale subresource: merge patch; a PUT with resourceVersion when a precondition is set."""
@@ -1178,8 +1306,12 @@ def run_scale(client, namespace, opts, check_mode=False, context=None, now=None)
         raise ScaleError("no targets: give names, label_selectors or targets")
     resolved = scaler.resolve(specs)
     # a restore puts back what was recorded, 0 included (e.g. the secondary region's warm standby)
+    # ... and is not checked against the ceiling: those counts were in the cluster before
     plans = scaler.plan(resolved, hpa_adjust=bool(opts.get("hpa_adjust")),
-                        allow_zero=bool(opts.get("allow_zero") or opts.get("restore_state")))
+                        allow_zero=bool(opts.get("allow_zero") or opts.get("restore_state")),
+                        check_ceiling=not opts.get("restore_state"),
+                        ceiling_override=opts.get("max_replicas_ceiling"),
+                        allow_above_ceiling=bool(opts.get("allow_above_ceiling")))
     requests = dict((p["key"], item[3]) for p, item in zip(plans, resolved))
 
     # save before anything changes
@@ -1206,7 +1338,7 @@ def run_scale(client, namespace, opts, check_mode=False, context=None, now=None)
 
     wait = bool(opts.get("wait"))
     outcomes = scaler.apply(plans, requests, wait=wait, timeout=opts.get("wait_timeout") or 300)
-    failures, timeouts = [], []
+    failures, timeouts, concurrent = [], [], []
     for plan, entry in zip(plans, result["targets"]):
         value, exc = outcomes.get(plan["key"], (dict(ok=True, timings={}), None))
         if exc is not None:
@@ -1214,12 +1346,12 @@ def run_scale(client, namespace, opts, check_mode=False, context=None, now=None)
             failures.append("%s: %s" % (plan["key"], exc))
             continue
         entry["timings"] = value.get("timings", {})
-        last = value.get("last")
-        if last is not None:
-            status = last.get("status") or {}
-            entry["observed"] = dict(desired=(last.get("spec") or {}).get("replicas"),
-                                     ready=status.get("readyReplicas") or 0,
-                                     rollout=rollout_state(last, plan["kind"])[0])
+        last = value.get("final") or value.get("last") or plan["_obj"]
+        hpa_now = value.get("final_hpa") if value.get("final") else plan["_hpa"]
+        entry["observed"] = observed_state(last, plan["kind"], hpa_now)
+        if value.get("final_error"):
+            entry["observed"]["read_error"] = value["final_error"]
+        concurrent.extend(other_writer_notes(plan, entry["observed"]))
         if value.get("moved_to") is not None:
             entry["notes"].append("replicas were changed to %d during the wait (by the HPA or another actor); "
                                   "waited for that count instead of undoing it" % value["moved_to"])
@@ -1239,6 +1371,11 @@ def run_scale(client, namespace, opts, check_mode=False, context=None, now=None)
             msg.append("Rolled back to the state before this call: %s" % (", ".join(rolled_back) or "nothing to undo"))
         raise ScaleError(". ".join(msg), last_state=dict(targets=result["targets"], rolled_back=rolled_back))
 
+    for change in concurrent:
+        for entry in result["targets"]:
+            if entry["key"] == change["target"]:
+                entry["notes"].append(change["message"])
+    result["concurrent_changes"] = concurrent
     if record is not None:
         if result["changed"] or not record.get("restored_at"):
             record["restored_at"] = (now or utcnow()).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -1247,6 +1384,39 @@ def run_scale(client, namespace, opts, check_mode=False, context=None, now=None)
         result["state"] = dict(name=state_name, action="restored", record=record)
     result["elapsed_seconds"] = round(time.monotonic() - started, 3)
     return result
+
+
+def observed_state(obj, kind, hpa=None):
+    """What a target looks like in the cluster: replicas (spec), ready, rollout, HPA bounds. Pure."""
+    status = obj.get("status") or {}
+    desired = (obj.get("spec") or {}).get("replicas", 1)
+    return dict(replicas=desired, desired=desired, ready=status.get("readyReplicas") or 0,
+                rollout=rollout_state(obj, kind)[0], hpa=hpa_bounds(hpa) if hpa else None)
+
+
+def other_writer_notes(plan, observed):
+    """Differences between what this call set and what the cluster ended at (another writer won). Pure.
+
+    Returns ``[dict(target, field, set, observed, message)]``. Only what this call wrote is compared:
+    replicas it set, HPA bounds it changed.
+    """
+    out = []
+    if observed.get("read_error"):
+        return out
+    if plan["set_replicas"] is not None and observed["replicas"] != plan["set_replicas"]:
+        out.append(dict(target=plan["key"], field="replicas", set=plan["set_replicas"], observed=observed["replicas"],
+                        message="%s: this run set %d replicas but the cluster ended at %d: another writer (a concurrent "
+                                "run, the HPA or a person) changed it after this run's write; the cluster's value "
+                                "is reported" % (plan["key"], plan["set_replicas"], observed["replicas"])))
+    if plan["hpa_changed"] and observed.get("hpa"):
+        wanted, seen = plan["after"]["hpa"], observed["hpa"]
+        for field in ("min_replicas", "max_replicas", "target_cpu"):
+            if wanted.get(field) != plan["before"]["hpa"].get(field) and seen.get(field) != wanted.get(field):
+                out.append(dict(target=plan["key"], field="hpa." + field, set=wanted.get(field), observed=seen.get(field),
+                                message="%s: this run set HPA %s %s %s but the cluster ended at %s: another writer "
+                                        "changed it after this run's write" % (
+                                            plan["key"], plan["hpa"], field, wanted.get(field), seen.get(field))))
+    return out
 
 
 def rollback(scaler, plans):

@@ -18,6 +18,10 @@ description:
     backend, walsenders, autovacuum or other non-client backends.
   - Changes server parameters with C(ALTER SYSTEM), reloads the configuration and reports
     which parameters wait for a restart.
+  - Reads the Apex task statistics from the C(tasks) table (counts by status, completions per minute)
+    for the queue backlog diagnosis.
+  - Every statement is bounded by O(statement_timeout) and O(lock_timeout); when one fires, the
+    module fails naming the sessions that blocked it.
   - Identifiers are composed with C(psycopg.sql), never by string formatting.
 author:
   - Apex platform team (@apex-platform)
@@ -32,8 +36,10 @@ options:
       - V(cancel) runs C(pg_cancel_backend) on active backends matching O(pids) and O(filter).
       - V(terminate) runs C(pg_terminate_backend) on backends matching O(pids) and O(filter).
       - V(settings) applies O(settings) and O(reset) with C(ALTER SYSTEM) and reloads.
+      - V(task_stats) reads Apex task counts by status (tasks created within O(task_window)) and
+        completions per minute (over O(rate_window)) from the C(tasks) table; changes nothing.
     type: str
-    choices: [facts, vacuum, analyze, cancel, terminate, settings]
+    choices: [facts, vacuum, analyze, cancel, terminate, settings, task_stats]
     default: facts
   tables:
     description:
@@ -143,10 +149,22 @@ options:
       - Query texts in results are truncated to this many characters.
     type: int
     default: 200
+  task_window:
+    description:
+      - For O(state=task_stats), count tasks created within this duration, by status.
+    type: raw
+    default: 1h
+  rate_window:
+    description:
+      - For O(state=task_stats), the completion rate is measured over this duration.
+    type: raw
+    default: 5m
 notes:
   - Check mode is supported for every state. It lists exactly the backends, tables or
     parameters that would be touched.
   - Runs on the controller or any host that reaches the database; needs C(psycopg) 3.
+  - C(VACUUM) of a large table may need more than the default O(statement_timeout) of 5 minutes;
+    set it (the C(db_vacuum) role uses 1 hour). A cancelled C(VACUUM) leaves the table as it was.
   - The role used must be allowed to signal the backends (superuser or C(pg_signal_backend))
     and to run C(ALTER SYSTEM) (superuser, or a C(GRANT ALTER SYSTEM) on PostgreSQL 15+).
 """
@@ -182,6 +200,12 @@ EXAMPLES = r"""
     filter:
       application_name: apex-worker
       running_longer_than: 5m
+
+- name: Task counts by status (last hour) and completions per minute (last 5 minutes)
+  apex.ops.apex_db_maint:
+    state: task_stats
+    lock_timeout: 5s
+  register: task_stats
 
 - name: Raise max_connections (needs a restart, reported as pending_restart)
   apex.ops.apex_db_maint:
@@ -275,6 +299,22 @@ pending_restart:
   returned: state is settings
   type: list
   elements: str
+task_stats:
+  description:
+    - Tasks created within O(task_window) by status (C(by_status), C(total)), tasks completed within
+      O(rate_window) (C(completed_in_rate_window)) and C(completed_per_minute).
+  returned: state is task_stats
+  type: dict
+  sample: {window_seconds: 3600.0, rate_window_seconds: 300.0, by_status: {completed: 120, queued: 4},
+           total: 124, completed_in_rate_window: 10, completed_per_minute: 2.0}
+last_state:
+  description:
+    - On failure, what was observed. When O(statement_timeout) or O(lock_timeout) fired, C(timeout),
+      C(limit_seconds), C(statement), C(waiting_for) (lock mode and relation) and C(blocking_sessions)
+      (pid, user, application_name, client_addr, state, xact_start, query_start, held_modes, query redacted);
+      for vacuum/analyze also C(tables_done) and C(tables_not_done).
+  returned: on failure
+  type: dict
 """
 
 from ansible_collections.apex.ops.plugins.module_utils import postgres
@@ -293,7 +333,7 @@ FILTER_SPEC = dict(
 
 ARGUMENT_SPEC = dict(
     state=dict(type="str", default="facts",
-               choices=["facts", "vacuum", "analyze", "cancel", "terminate", "settings"]),
+               choices=["facts", "vacuum", "analyze", "cancel", "terminate", "settings", "task_stats"]),
     tables=dict(type="list", elements="str", default=[]),
     analyze=dict(type="bool", default=True),
     full=dict(type="bool", default=False),
@@ -309,6 +349,8 @@ ARGUMENT_SPEC = dict(
     statements_sort=dict(type="str", default="mean_exec_time",
                          choices=["mean_exec_time", "total_exec_time", "calls", "rows"]),
     query_max_length=dict(type="int", default=200),
+    task_window=dict(type="raw", default="1h"),
+    rate_window=dict(type="raw", default="5m"),
 )
 
 
@@ -340,7 +382,12 @@ def main():
         ("wait_timeout", p["wait_timeout"]),
         ("filter.idle_longer_than", flt.get("idle_longer_than")),
         ("filter.running_longer_than", flt.get("running_longer_than")),
+        ("task_window", p["task_window"]), ("rate_window", p["rate_window"]),
     ])
+    try:
+        postgres.session_timeouts(p)
+    except ValueError as exc:
+        module.fail(str(exc))
     flt["idle_longer_than"] = parsed["filter.idle_longer_than"]
     flt["running_longer_than"] = parsed["filter.running_longer_than"]
     if state == "settings" and not (p["settings"] or p["reset"]):
@@ -372,6 +419,8 @@ def main():
             if module._diff:
                 result["diff"] = dict(before=dict(backends=sorted(t["pid"] for t in touched)),
                                       after=dict(backends=sorted(still)))
+        elif state == "task_stats":
+            result["task_stats"] = db_facts.task_stats(conn, parsed["task_window"], parsed["rate_window"])
         else:
             params = db_maint.apply_settings(conn, p["settings"], p["reset"], module.check_mode)
             result.update(changed=any(x["changed"] for x in params), parameters=params,
@@ -382,6 +431,8 @@ def main():
                     after="".join("%s = %s\n" % (x["name"], x["after"]) for x in params))
     except db_maint.MaintError as exc:
         module.fail(str(exc), last_state=exc.last_state)
+    except postgres.StatementTimeout as exc:
+        module.fail("%s: %s" % (state, exc), last_state=exc.last_state)
     except Exception as exc:
         module.fail("%s failed" % state, exception=exc)
     finally:

@@ -24,6 +24,12 @@ description:
     unless O(allow_zero=true).
   - Saves the current replicas and HPA bounds of the targets in the cluster (ConfigMap
     C(apex-ops-scale-state), one JSON record per O(state_name)) and restores exactly that later.
+  - Refuses a replica count, or an HPA maxReplicas, raised above a replica ceiling (twice the HPA's
+    maxReplicas, twice the current replicas, or the pod capacity of the ready schedulable nodes,
+    whichever is largest; at least 10) unless O(allow_above_ceiling=true) confirms it, or
+    O(max_replicas_ceiling) sets the ceiling. The refusal names the ceiling and how it was derived.
+  - Reports what the cluster ended at (read back after the wait), and warns when that is not what
+    this call set (another writer changed it afterwards).
   - When a target does not get ready in time, or a write fails, the targets changed by this call
     are put back to the state they had before it (O(rollback_on_failure)), and the error lists per
     target the last observed ready/desired counts and the pods that were not ready, with why.
@@ -144,6 +150,22 @@ options:
         it up again.
       - A target already at 0, a target without an HPA, and O(restore_state) (which puts back what
         was recorded) do not need it.
+    type: bool
+    default: false
+  max_replicas_ceiling:
+    description:
+      - The replica ceiling for every target, instead of the derived one. A replica count or HPA
+        maxReplicas raised above it is refused unless O(allow_above_ceiling=true).
+      - Unset, the ceiling is the largest of 2 x the governing HPA's maxReplicas (before this call),
+        2 x the current replicas, the sum of C(status.allocatable.pods) of the Ready, schedulable nodes
+        without a C(NoSchedule)/C(NoExecute) taint (read only when needed; skipped when the nodes cannot
+        be listed), and 10.
+    type: int
+  allow_above_ceiling:
+    description:
+      - Confirm a replica count or HPA maxReplicas above the replica ceiling (see O(max_replicas_ceiling)).
+        Without it such a request is refused in check mode and for real, and nothing changes.
+      - Lowering a count, and O(restore_state) (which puts back recorded counts), are never checked.
     type: bool
     default: false
   wait:
@@ -272,7 +294,10 @@ targets:
         C(apply_seconds), C(wait_seconds), C(total_seconds) for this target.
       type: dict
     observed:
-      description: Last observed desired and ready replicas and rollout state.
+      description:
+        - What the cluster ended at, read back after the wait (or after the write without O(wait)), as
+          C(replicas) (spec, C(desired) is the same), C(ready), C(rollout) and C(hpa) bounds. Not in check mode.
+        - This, not RV(targets[].after), is what the cluster runs when another writer changed it after this call.
       type: dict
   sample:
     - key: Deployment/apex-api
@@ -281,6 +306,15 @@ targets:
       after: {replicas: 5, hpa: {min_replicas: 3, max_replicas: 10, target_cpu: 70}}
       changed: true
       timings: {apply_seconds: 0.01, wait_seconds: 0.42, total_seconds: 0.43}
+concurrent_changes:
+  description:
+    - Values this call wrote that the cluster no longer had at the end (another writer, a concurrent run,
+      the HPA, won), each with C(target), C(field), C(set), C(observed) and C(message). Each is also a warning.
+  returned: when not in check mode
+  type: list
+  elements: dict
+  sample: [{target: Deployment/apex-api, field: replicas, set: 8, observed: 6,
+            message: "Deployment/apex-api: this run set 8 replicas but the cluster ended at 6: ..."}]
 state:
   description: What happened to the saved state (action saved, kept, restored or would restore) and the record.
   returned: when save_state or restore_state
@@ -326,6 +360,8 @@ ARGUMENT_SPEC = dict(
     restart=dict(type="bool", default=False),
     hpa_adjust=dict(type="bool", default=False),
     allow_zero=dict(type="bool", default=False),
+    max_replicas_ceiling=dict(type="int"),
+    allow_above_ceiling=dict(type="bool", default=False),
     wait=dict(type="bool", default=True),
     wait_timeout=dict(type="int", default=300),
     rollback_on_failure=dict(type="bool", default=True),
@@ -356,6 +392,8 @@ def main():
         if given:
             module.fail("restore_state restores the recorded targets exactly; it cannot be combined with %s"
                         % ", ".join(given))
+    if params["max_replicas_ceiling"] is not None and params["max_replicas_ceiling"] < 1:
+        module.fail("max_replicas_ceiling must be at least 1")
     if params["wait"] and params["wait_timeout"] < 1:
         module.fail("wait_timeout must be at least 1 second (or set wait: false)")
     try:
@@ -368,6 +406,8 @@ def main():
         module.fail("Kubernetes connection is not configured: %s" % exc)
     except k8s.KubeApiError as exc:
         module.fail("Kubernetes API error: %s" % exc)
+    for change in result.get("concurrent_changes") or []:
+        module.warn(change["message"])
     if module._diff:
         result["diff"] = wl.scale_diff(result)
     module.exit_json(**result)

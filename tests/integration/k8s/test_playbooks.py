@@ -1,5 +1,6 @@
 """The scaling playbooks against the lab: cluster state is asserted after each run."""
 import json
+import time
 
 import pytest
 
@@ -177,11 +178,12 @@ def test_failing_alert_run_still_writes_its_report(run_playbook, kube, tmp_path,
 
 
 def test_alert_queue_backlog_db_password_never_in_verbose_output(run_playbook, lab, tmp_path):
-    """psql reads the password from a private file: not in -vvv output, not left on disk, and it works."""
+    """The task stats come from apex_db_maint: the password is not in -vvv output, no credential file is
+    written, and apex_pg_password is what is used."""
     password = lab["PGPASSWORD"]
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
-    # a wrong PGPASSWORD in the caller's environment: the stats only work if the file carried apex_pg_password
+    # a wrong PGPASSWORD in the caller's environment: the stats only work if apex_pg_password was used
     proc = run_playbook("playbooks/alert_queue_backlog.yml", {
         "alert_queue_backlog_respond": False, "alert_queue_backlog_queue_key": "apex-ops-leaktest:none",
         "apex_pg_password": password, "apex_report_dir": str(tmp_path)}, verbosity=3,
@@ -190,11 +192,48 @@ def test_alert_queue_backlog_db_password_never_in_verbose_output(run_playbook, l
     output = proc.stdout + proc.stderr
     assert "<localhost> EXEC" in output or "ESTABLISH LOCAL CONNECTION" in output  # really verbose
     assert password not in output
-    # the EXEC line carries the file's path (under our TMPDIR), not the password
-    assert "PGPASSFILE=%s/" % tmpdir in output
+    assert "psql" not in output and "PGPASSFILE" not in output
     report_text = next(tmp_path.glob("alert_queue_backlog-*.json")).read_text()
     assert password not in report_text
     report = json.loads(report_text)
     assert report["diagnosis"]["task_stats_error"] is None, report["diagnosis"]
     assert report["diagnosis"]["task_status_last_hour"] is not None
-    assert not list(tmpdir.rglob("*.pgpass")), "the password file was left behind"
+    assert not list(tmpdir.rglob("*.pgpass")), "a password file was written"
+
+
+def test_alert_queue_backlog_with_tasks_locked_ends_and_names_the_holder(run_playbook, lab, kube, tmp_path):
+    """A session holds ACCESS EXCLUSIVE on tasks: the run used to hang in psql. Now the stats read gives
+    up after the lock timeout (default 10s), the report names the holder, and the response goes on."""
+    import psycopg
+    import uuid
+
+    app = "lock-holder-%s" % uuid.uuid4().hex[:8]
+    holder = psycopg.connect(host=lab["PGHOST"], port=int(lab["PGPORT"]), user=lab["PGUSER"], password=lab["PGPASSWORD"],
+                             dbname=lab["PGDATABASE"], application_name=app, sslmode="disable")
+    try:
+        holder.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        pid = holder.info.backend_pid
+        started = time.monotonic()
+        proc = run_playbook("playbooks/alert_queue_backlog.yml", {
+            "alert_queue_backlog_respond": False, "alert_queue_backlog_queue_key": "apex-ops-locktest:none",
+            "apex_report_dir": str(tmp_path)}, timeout=240)
+        elapsed = time.monotonic() - started
+        ok(proc)
+        assert elapsed < 90, elapsed
+        report = json.loads(next(tmp_path.glob("alert_queue_backlog-*.json")).read_text())
+        error = report["diagnosis"]["task_stats_error"]
+        assert error and "lock_timeout (10s) reached" in error, report["diagnosis"]
+        assert "pid %d" % pid in error and app in error, error
+        assert report["diagnosis"]["task_status_last_hour"] is None
+        # the holder's session is untouched: same backend, still in its transaction, still holding the lock
+        with psycopg.connect(host=lab["PGHOST"], port=int(lab["PGPORT"]), user=lab["PGUSER"],
+                             password=lab["PGPASSWORD"], dbname=lab["PGDATABASE"], autocommit=True) as observer:
+            assert observer.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() == (
+                "idle in transaction",)
+            assert observer.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND granted AND mode = "
+                                    "'AccessExclusiveLock' AND relation = 'tasks'::regclass", (pid,)).fetchone()[0] == 1
+        assert holder.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert kube.state() == SEEDED

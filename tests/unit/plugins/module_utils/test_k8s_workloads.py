@@ -40,6 +40,13 @@ def hpa(name, target, low, high, cpu=70, current=None):
     }
 
 
+def node(name, pods=110, ready=True, unschedulable=False, taints=None):
+    return {"metadata": {"name": name},
+            "spec": dict({"unschedulable": True} if unschedulable else {}, **({"taints": taints} if taints else {})),
+            "status": {"allocatable": {"cpu": "8", "memory": "32Gi", "pods": str(pods)},
+                       "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
 # --------------------------------------------------------------------------- parsing
 
 
@@ -276,7 +283,9 @@ def test_build_specs_defaults_and_overrides():
 class FakeCluster(object):
     """Enough of the API for the scaler: list/get/patch/put/post, and a watch that settles the rollout."""
 
-    def __init__(self, objects, hpas, fail_ready=(), settle=True):
+    def __init__(self, objects, hpas, fail_ready=(), settle=True, nodes=None):
+        self.nodes = [node("node-%d" % i) for i in range(1, 4)] if nodes is None else nodes
+        self.nodes = None if nodes is False else self.nodes
         self.objects = dict(((o["kind"], o["metadata"]["name"]), o) for o in objects)
         self.hpas = dict((h["metadata"]["name"], h) for h in hpas)
         self.configmaps = {}
@@ -303,6 +312,10 @@ class FakeCluster(object):
             return {"items": [copy.deepcopy(o) for (k, dummy), o in self.objects.items() if k == "StatefulSet"]}
         if path.endswith("/horizontalpodautoscalers"):
             return {"items": [copy.deepcopy(h) for h in self.hpas.values()]}
+        if path == "/api/v1/nodes":
+            if self.nodes is None:
+                raise KubeApiError(403, "Forbidden", "nodes is forbidden")
+            return {"items": copy.deepcopy(self.nodes)}
         if path.endswith("/events"):
             return {"items": [{"type": "Warning", "reason": "Unhealthy", "message": "Readiness probe failed: 503",
                                "involvedObject": {"kind": "Pod", "name": "%s-pod" % n},
@@ -555,15 +568,15 @@ def test_wait_follows_the_hpa_instead_of_fighting_it():
         seen["status"].update(observedGeneration=seen["metadata"]["generation"], readyReplicas=2)
         yield "MODIFIED", seen  # our 5, not ready yet
         obj["spec"]["replicas"] = 7  # the HPA acts within its bounds
-        moved = copy.deepcopy(obj)
-        moved["status"].update(observedGeneration=moved["metadata"]["generation"], replicas=7, updatedReplicas=7,
-                               readyReplicas=7, availableReplicas=7)
-        yield "MODIFIED", moved
+        obj["status"].update(observedGeneration=obj["metadata"]["generation"], replicas=7, updatedReplicas=7,
+                             readyReplicas=7, availableReplicas=7)
+        yield "MODIFIED", copy.deepcopy(obj)
 
     cluster.watch = watch
     result = wl.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=5))
     target = result["targets"][0]
-    assert target["observed"] == {"desired": 7, "ready": 7, "rollout": "complete"}
+    assert target["observed"] == {"replicas": 7, "desired": 7, "ready": 7, "rollout": "complete",
+                                  "hpa": {"min_replicas": 3, "max_replicas": 10, "target_cpu": 70}}
     assert any("changed to 7 during the wait" in n for n in target["notes"])
     assert not [c for c in cluster.calls if c[0] == "PATCH" and c[2]["spec"].get("replicas") == 5][1:]
 
@@ -599,3 +612,135 @@ def test_summary_judges_job_pods_apart():
     summary = wl.summarize(info)
     assert summary["pods_not_running"] == ["apex-worker-1"]
     assert summary["job_pods_failed"] == ["backup-1"] and summary["max_restarts"] == 2
+
+
+# --------------------------------------------------------------------------- replica ceiling (issue 15)
+
+
+def test_node_pod_capacity_counts_ready_schedulable_untainted_nodes():
+    nodes = [node("a"), node("b", pods=50), node("c", ready=False), node("d", unschedulable=True),
+             node("e", taints=[{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]),
+             node("f", taints=[{"key": "spot", "effect": "PreferNoSchedule"}])]
+    assert wl.node_pod_capacity(nodes) == {"pods": 270, "nodes": 3, "excluded": 3}
+    assert wl.node_pod_capacity([]) == {"pods": 0, "nodes": 0, "excluded": 0}
+
+
+def test_replica_ceiling_is_the_largest_term_and_says_how():
+    c = wl.replica_ceiling(5, hpa_max=10, capacity={"pods": 330, "nodes": 3})
+    assert c["value"] == 330
+    assert c["derivation"] == ("the largest of 2 x HPA maxReplicas 10 = 20, pod capacity 330 of 3 ready schedulable "
+                               "node(s), 2 x current replicas 5 = 10, the minimum ceiling 10")
+    assert wl.replica_ceiling(5, hpa_max=50)["value"] == 100
+    assert wl.replica_ceiling(0)["value"] == 10
+    assert wl.replica_ceiling(40)["value"] == 80
+    assert wl.replica_ceiling(5, hpa_max=50, override=7) == {"value": 7, "derivation": "max_replicas_ceiling 7, set explicitly"}
+
+
+def test_plan_refuses_above_the_ceiling_before_anything_and_names_it():
+    ceiling = wl.replica_ceiling(5, hpa_max=10, capacity={"pods": 330, "nodes": 3})
+    with pytest.raises(wl.AboveCeiling) as err:
+        wl.plan_target("Deployment", deployment("apex-api", 5), hpa("apex-api", "apex-api", 3, 10),
+                       {"replicas": 100000}, hpa_adjust=True, ceiling=ceiling)
+    msg = str(err.value)
+    assert msg.startswith("Deployment/apex-api: refusing 100000 replicas (now 5) and HPA maxReplicas 100000 (now 10): "
+                          "above the replica ceiling of 330 (the largest of 2 x HPA maxReplicas 10 = 20"), msg
+    assert "allow_above_ceiling" in msg and "Nothing was changed" in msg
+    # an explicit HPA max above the ceiling is the same request
+    with pytest.raises(wl.AboveCeiling):
+        wl.plan_target("Deployment", deployment("apex-api", 5), hpa("apex-api", "apex-api", 3, 10),
+                       {"hpa_max_replicas": 5000}, ceiling=ceiling)
+    # confirmed: planned, with a note
+    plan = wl.plan_target("Deployment", deployment("apex-api", 5), hpa("apex-api", "apex-api", 3, 10),
+                          {"replicas": 400}, hpa_adjust=True, ceiling=ceiling, allow_above_ceiling=True)
+    assert plan["set_replicas"] == 400 and any("confirmed by allow_above_ceiling" in n for n in plan["notes"])
+    # lowering, or staying, above the ceiling is never refused
+    big = wl.replica_ceiling(500)
+    plan = wl.plan_target("Deployment", deployment("apex-api", 500), None, {"replicas": 400},
+                          ceiling=dict(big, value=20))
+    assert plan["set_replicas"] == 400
+
+
+def test_run_scale_absurd_count_refused_in_check_mode_and_for_real():
+    for check in (True, False):
+        cluster = apex_cluster()
+        with pytest.raises(wl.ScaleError) as err:
+            wl.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas=100000, hpa_adjust=True), check_mode=check)
+        assert "above the replica ceiling of 330" in str(err.value)
+        assert ("LIST", "/api/v1/nodes") in cluster.calls
+        assert not [c for c in cluster.calls if c[0] in ("PATCH", "PUT", "POST")]
+        assert cluster.hpas["apex-worker"]["spec"]["maxReplicas"] == 50
+
+
+def test_run_scale_reads_nodes_only_when_needed_and_survives_forbidden_nodes():
+    cluster = apex_cluster()
+    wl.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=6))
+    assert ("LIST", "/api/v1/nodes") not in cluster.calls
+    # nodes not readable: the ceiling comes from the HPA alone (2 x 50 = 100 for the workers)
+    cluster = FakeCluster([deployment("apex-worker", 5)], [hpa("apex-worker", "apex-worker", 5, 50)], nodes=False)
+    with pytest.raises(wl.ScaleError, match=r"ceiling of 100 \(the largest of 2 x HPA maxReplicas 50 = 100, 2 x current"):
+        wl.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas=101, hpa_adjust=True))
+    result = wl.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas=101, hpa_adjust=True,
+                                                allow_above_ceiling=True))
+    assert cluster.objects[("Deployment", "apex-worker")]["spec"]["replicas"] == 101
+    assert result["targets"][0]["observed"]["replicas"] == 101 and result["concurrent_changes"] == []
+
+
+def test_run_scale_explicit_ceiling_and_restore_is_never_checked():
+    cluster = apex_cluster()
+    with pytest.raises(wl.ScaleError, match="max_replicas_ceiling 4, set explicitly"):
+        wl.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=5, max_replicas_ceiling=4))
+    assert ("LIST", "/api/v1/nodes") not in cluster.calls
+    cluster = FakeCluster([deployment("apex-worker", 200)], [], nodes=False)
+    wl.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas=150, save_state=True, state_name="ev"))
+    wl.run_scale(cluster, "apex", opts(restore_state=True, state_name="ev"))  # back to 200: above 2 x 150
+    assert cluster.objects[("Deployment", "apex-worker")]["spec"]["replicas"] == 200
+
+
+# --------------------------------------------------------------------------- what the cluster ended at (issue 15)
+
+
+def test_concurrent_writer_wins_and_the_result_says_so():
+    """Another run writes 4 right after our 8: the result reports 4 (the cluster) and a warning, not 8."""
+    cluster = apex_cluster()
+    real_patch = cluster.merge_patch
+
+    def patch_then_other_writer(path, body):
+        out = real_patch(path, body)
+        if path.endswith("/scale") and body["spec"]["replicas"] == 8:
+            real_patch(path, {"spec": {"replicas": 4}})  # the concurrent run's write lands after ours
+        return out
+
+    cluster.merge_patch = patch_then_other_writer
+    result = wl.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=8, wait_timeout=2))
+    target = result["targets"][0]
+    assert target["after"]["replicas"] == 8  # what this run asked for
+    assert target["observed"]["replicas"] == 4 and target["observed"]["ready"] == 4  # what the cluster runs
+    assert result["concurrent_changes"] == [{
+        "target": "Deployment/apex-api", "field": "replicas", "set": 8, "observed": 4,
+        "message": "Deployment/apex-api: this run set 8 replicas but the cluster ended at 4: another writer (a "
+                   "concurrent run, the HPA or a person) changed it after this run's write; the cluster's value is "
+                   "reported"}]
+    assert result["concurrent_changes"][0]["message"] in target["notes"]
+
+
+def test_concurrent_writer_after_a_write_without_wait_and_on_the_hpa():
+    cluster = apex_cluster()
+    real_patch = cluster.merge_patch
+
+    def patch_then_other_writer(path, body):
+        out = real_patch(path, body)
+        if "horizontalpodautoscalers" in path:
+            real_patch(path, {"spec": {"maxReplicas": 12}})
+        return out
+
+    cluster.merge_patch = patch_then_other_writer
+    result = wl.run_scale(cluster, "apex", opts(names=["apex-api"], hpa_max_replicas=15, wait=False))
+    assert result["targets"][0]["observed"]["hpa"]["max_replicas"] == 12
+    assert [(c["field"], c["set"], c["observed"]) for c in result["concurrent_changes"]] == [("hpa.max_replicas", 15, 12)]
+
+
+def test_no_warning_when_the_cluster_kept_our_values():
+    cluster = apex_cluster()
+    result = wl.run_scale(cluster, "apex", opts(names=["apex-api", "apex-worker"], replicas=6))
+    assert result["concurrent_changes"] == []
+    assert [t["observed"]["replicas"] for t in result["targets"]] == [6, 6]
