@@ -245,6 +245,13 @@ class Worker:
         conn = None
         while not self.stop.is_set():
             if index >= self.slots():
+                # this slot's pod is gone (scaled down, 0 ready replicas): so is its session
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+                    conn = None
                 self.stop.wait(0.2)
                 continue
             if not self.bucket.take(self.rate, self.stop):
