@@ -575,6 +575,36 @@ def test_drain_terminates_only_with_confirmation(bk, helpers, scratch_name, lab)
         app.close()
 
 
+def test_drain_ends_when_the_sessions_leave_not_at_the_grace(bk, helpers, scratch_name, lab):
+    """Sessions that end by themselves (pods gone) end the drain at once: it observes them leave
+    instead of sitting out drain_grace, and terminates nothing."""
+    import threading
+
+    import psycopg
+
+    target = scratch_name()
+    helpers.create_db(target, tasks=2, events=2, agents=1)
+    apps = [psycopg.connect(lab["APEX_PG_ADMIN_DSN"], dbname=target, application_name="itest-drain-leaving",
+                            autocommit=True) for _ in range(2)]
+    closer = threading.Timer(1.0, lambda: [app.close() for app in apps])
+    closer.start()
+    try:
+        started = time.monotonic()
+        done = ok(bk(action="drain", target_db=target, confirm=target, drain_applications=["itest-drain-leaving"],
+                     drain_grace=30, drain_timeout=60))
+        elapsed = time.monotonic() - started
+    finally:
+        closer.cancel()
+        for app in apps:
+            app.close()
+    assert len(done["drain"]["initial"]) == 2, done["drain"]  # they were there when it started
+    assert done["drain"]["terminated"] == [] and done["changed"] is False
+    assert elapsed < 8 and done["drain"]["waited_seconds"] < 5, (elapsed, done["drain"])
+    with psycopg.connect(lab["APEX_PG_ADMIN_DSN"], dbname="postgres", autocommit=True) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (target,)).fetchone()[0]
+    assert left == 0
+
+
 # ------------------------------------------------------------------ redis
 
 def test_redis_backup_round_trip(bk, lab, helpers, session_token, prefix):
