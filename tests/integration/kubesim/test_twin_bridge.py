@@ -362,7 +362,7 @@ def _post_task(lab_env):
 def test_scaled_to_zero_the_twin_holds_no_session_and_the_drain_ends_at_once(kube, state, twin, run_module):
     """The restore's situation: apex-api and apex-worker scaled to 0 through Kubernetes. The
     twin's sessions leave pg_stat_activity (a pod that is gone holds no connection), so the
-    drain ends as soon as they are gone, far inside its 30 s grace, terminating nothing; scaled
+    drain ends at once, far inside its 30 s grace, terminating nothing; scaled
     back, the twin serves /health 200 and reconnects."""
     if kube.private:
         pytest.skip("acts on the lab twin's sessions in database apex; a private simulator does not drive them")
@@ -385,7 +385,8 @@ def test_scaled_to_zero_the_twin_holds_no_session_and_the_drain_ends_at_once(kub
         elapsed = time.monotonic() - started
         assert not result.failed, result.get("msg")
         assert result["drain"]["terminated"] == [] and result["changed"] is False, result["drain"]
-        assert elapsed < 5, "the drain took %.1fs with no application session left" % elapsed
+        # grace 30 s: the module (Python start-up included, on a loaded machine) ends in half of it
+        assert result["drain"]["waited_seconds"] < 5 and elapsed < 15, (elapsed, result["drain"])
     finally:
         for name, count in replicas.items():
             kube.kubectl("scale", "deployment/" + name, "-n", "apex", "--replicas=%d" % count)
