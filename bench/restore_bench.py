@@ -203,8 +203,8 @@ def runbook(lab, env, work, bucket, key, sleep):
         health = None
     shutil.rmtree(podtmp, ignore_errors=True)
     if proc.returncode:
-        raise SystemExit("the runbook failed (rc %d):\n%s\n%s" % (proc.returncode, proc.stdout[-2000:],
-                                                                   proc.stderr[-2000:]))
+        raise SystemExit("the runbook failed (rc %d):\n%s\n%s"
+                         % (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:]))
     errors = len(re.findall(r"^pg_restore: error", proc.stderr, re.M))
     return {"wall_s": round(wall, 2), "steps": steps, "pg_restore_rc": rcs.get("pg_restore"), "pg_restore_errors": errors,
             "health_status": (health or {}).get("status") if isinstance(health, dict) else health}
@@ -221,8 +221,8 @@ def playbook(env, prefix, work, profile):
     proc = subprocess.run(argv, env=penv, cwd=str(ROOT), capture_output=True, text=True)
     wall = time.monotonic() - started
     if proc.returncode:
-        raise SystemExit("the restore playbook failed (rc %d):\n%s\n%s" % (proc.returncode, proc.stdout[-4000:],
-                                                                            proc.stderr[-2000:]))
+        raise SystemExit("the restore playbook failed (rc %d):\n%s\n%s"
+                         % (proc.returncode, proc.stdout[-4000:], proc.stderr[-2000:]))
     reports = sorted(Path(work, "reports").glob("*restore*.json"))
     report = json.loads(reports[-1].read_text()) if reports else {}
     out = {"wall_s": round(wall, 2), "drain_s": (report.get("drain") or {}).get("waited_seconds"),
@@ -285,8 +285,8 @@ def main():
                 raise SystemExit("unknown method %s" % method)
             result["tasks_after"] = lab.tasks()
             if expected_tasks is not None and result["tasks_after"] < expected_tasks:
-                raise SystemExit("%s: apex has %s tasks, the backup %s" % (method, result["tasks_after"],
-                                                                            expected_tasks))
+                raise SystemExit("%s: apex has %s tasks, the backup %s"
+                                 % (method, result["tasks_after"], expected_tasks))
             results["methods"][method] = result
             print("  %s" % json.dumps({k: v for k, v in result.items() if k != "profile"}), file=sys.stderr)
             for line in result.get("profile", []):
@@ -311,8 +311,8 @@ def main():
         if target is not None and ratio is not None:
             verdicts.append(ok)
             results["ratio_vs_" + method] = round(ratio, 3)
-        lines.append("| %s | %.1f | %s | %s |" % (method, m[method]["wall_s"], "%.2f" % ratio if ratio else "-",
-                                                 ("<= %.1f %s" % (target, "met" if ok else "MISSED")) if target else "-"))
+        verdict = ("<= %.1f %s" % (target, "met" if ok else "MISSED")) if target else "-"
+        lines.append("| %s | %.1f | %s | %s |" % (method, m[method]["wall_s"], "%.2f" % ratio if ratio else "-", verdict))
     print("\nrestore of apex (%d-byte dump), %d CPUs\n%s" % (results["dump_bytes"], os.cpu_count(), "\n".join(lines)))
     print("reproduce: python3 bench/restore_bench.py%s" % (" --profile" if opts.profile else ""))
     if opts.json:
