@@ -263,7 +263,8 @@ def main():
     s3 = boto3.client("s3", endpoint_url=env.get("AWS_ENDPOINT_URL"), region_name=env.get("AWS_DEFAULT_REGION"),
                       aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
                       aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"))
-    results = {"database": "apex", "host_cpus": os.cpu_count(), "prefix": prefix, "methods": {}}
+    results = {"database": "apex", "host_cpus": os.cpu_count(), "prefix": prefix, "methods": {},
+               "load_average_before": os.getloadavg()[0]}
     extensions = lab.extensions()
     try:
         lab.connected()
@@ -313,7 +314,11 @@ def main():
             results["ratio_vs_" + method] = round(ratio, 3)
         verdict = ("<= %.1f %s" % (target, "met" if ok else "MISSED")) if target else "-"
         lines.append("| %s | %.1f | %s | %s |" % (method, m[method]["wall_s"], "%.2f" % ratio if ratio else "-", verdict))
-    print("\nrestore of apex (%d-byte dump), %d CPUs\n%s" % (results["dump_bytes"], os.cpu_count(), "\n".join(lines)))
+    results["load_average_after"] = os.getloadavg()[0]
+    print("\nrestore of apex (%d-byte dump), %d CPUs, load average %.1f before, %.1f after (the playbook's many\n"
+          "Python processes slow down more than the runbook's few C/Go programs on a busy machine)\n%s"
+          % (results["dump_bytes"], os.cpu_count(), results["load_average_before"], results["load_average_after"],
+             "\n".join(lines)))
     print("reproduce: python3 bench/restore_bench.py%s" % (" --profile" if opts.profile else ""))
     if opts.json:
         with open(opts.json, "w") as handle:
