@@ -619,6 +619,18 @@ def test_drain_ends_when_the_sessions_leave_not_at_the_grace(bk, helpers, scratc
     assert left == 0
 
 
+def test_drain_loads_neither_boto3_nor_redis(bk, helpers, scratch_name):
+    """A drain only reads pg_stat_activity: it does not pay for boto3 (an S3 client) or redis."""
+    target = scratch_name()
+    helpers.create_db(target, tasks=2, events=2, agents=1)
+    done = ok(bk(action="drain", target_db=target, drain_terminate=False, drain_timeout=10,
+                 env={"PYTHONPROFILEIMPORTTIME": "1"}))
+    assert done["drain"]["initial"] == []
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done["_stderr"].splitlines() if line.startswith("import time:")}
+    assert "psycopg" in imported  # the import log is there
+    assert not {"boto3", "botocore", "redis"} & imported, sorted(imported & {"boto3", "botocore", "redis"})
+
+
 # ------------------------------------------------------------------ redis
 
 def test_redis_backup_round_trip(bk, lab, helpers, session_token, prefix):
