@@ -17,4 +17,8 @@ echo "== apex_backup vs bare pg_dump, runbook, community.postgresql + amazon.aws
 python3 bench/backup_bench.py --db apex_bench --size-mb "${BENCH_BACKUP_MB:-256}" --rounds 3 --json "$out/backup.json"
 echo "== apex_cert facts vs kubernetes.core + community.crypto (four tasks)"
 python3 bench/cert_bench.py --rounds 5 --json "$out/cert.json"
+echo "== restore playbook vs the runbook's restore steps (as written and without sleep 30)"
+restore_rc=0
+python3 bench/restore_bench.py --json "$out/restore.json" || restore_rc=$?
 echo "results in $out"
+exit "$restore_rc"

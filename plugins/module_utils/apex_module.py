@@ -73,3 +73,17 @@ def import_error_of(callable_import):
     except ImportError:
         return traceback.format_exc()
     return None
+
+
+def find_error_of(name):
+    """Like :func:`import_error_of` for a top-level package, without importing it.
+
+    ``find_spec`` only locates the package: a module that does not use it on this run (boto3
+    for a drain, redis for a PostgreSQL restore) does not pay for its import (0.2-0.5 s each).
+    """
+    import importlib.util
+
+    def find():
+        if importlib.util.find_spec(name) is None:
+            raise ImportError("No module named %r" % name)
+    return import_error_of(find)

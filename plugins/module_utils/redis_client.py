@@ -7,9 +7,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.apex.ops.plugins.module_utils.apex_module import import_error_of
+from ansible_collections.apex.ops.plugins.module_utils.apex_module import find_error_of
 
-REDIS_IMPORT_ERROR = import_error_of(lambda: __import__("redis"))
+REDIS_IMPORT_ERROR = find_error_of("redis")  # imported where used
 REQUIREMENT = ("redis>=5.0", REDIS_IMPORT_ERROR)
 
 

@@ -25,9 +25,9 @@ import json
 import random
 import time
 
-from ansible_collections.apex.ops.plugins.module_utils.apex_module import import_error_of
+from ansible_collections.apex.ops.plugins.module_utils.apex_module import find_error_of
 
-BOTO3_IMPORT_ERROR = import_error_of(lambda: __import__("boto3"))
+BOTO3_IMPORT_ERROR = find_error_of("boto3")  # imported where used
 REQUIREMENT = ("boto3>=1.34", BOTO3_IMPORT_ERROR)
 
 MIB = 1024 * 1024

@@ -538,11 +538,18 @@ class Runner(object):
         self.secrets = [self.p.get(k) for k in SECRET_OPTIONS if self.p.get(k)]
         self.prefix = self.p["s3_prefix"]
         self.db = self.p["db"] or self.p["login_db"]
-        policy = s3_store.RetryPolicy(max_attempts=max(1, self.p["s3_max_attempts"]))
-        client = s3_store.make_client(self.p, connect_timeout=self.p["s3_connect_timeout"],
-                                      read_timeout=self.p["s3_read_timeout"])
-        self.store = s3_store.Store(client, self.p["s3_bucket"], policy)
+        self._store = None
         self.part_size = self.p["part_size_mb"] * s3_store.MIB
+
+    @property
+    def store(self):
+        """The S3 store, built on first use (a drain never touches S3: no boto3 import, no client)."""
+        if self._store is None:
+            policy = s3_store.RetryPolicy(max_attempts=max(1, self.p["s3_max_attempts"]))
+            client = s3_store.make_client(self.p, connect_timeout=self.p["s3_connect_timeout"],
+                                          read_timeout=self.p["s3_read_timeout"])
+            self._store = s3_store.Store(client, self.p["s3_bucket"], policy)
+        return self._store
 
     # -- helpers
     def name(self):
@@ -793,10 +800,10 @@ def _readable(path):
 
 
 def main():
-    requirements = [s3_store.REQUIREMENT]
     module = ApexModule(ARGSPEC, fragments=(POSTGRES_ARGSPEC, REDIS_ARGSPEC, S3_ARGSPEC),
                         supports_check_mode=True)
     action = module.params["action"]
+    requirements = [] if action == "drain" else [s3_store.REQUIREMENT]  # the drain only reads pg_stat_activity
     if action == "redis_backup":
         requirements.append(redis_client.REQUIREMENT)
     elif action in ("backup", "verify", "restore", "drain"):

@@ -575,6 +575,62 @@ def test_drain_terminates_only_with_confirmation(bk, helpers, scratch_name, lab)
         app.close()
 
 
+def test_drain_ends_when_the_sessions_leave_not_at_the_grace(bk, helpers, scratch_name, lab):
+    """Sessions that end by themselves (pods gone) end the drain at once: it observes them leave
+    instead of sitting out drain_grace, and terminates nothing."""
+    import threading
+
+    import psycopg
+
+    target = scratch_name()
+    helpers.create_db(target, tasks=2, events=2, agents=1)
+    admin = lab["APEX_PG_ADMIN_DSN"]
+    apps = [psycopg.connect(admin, dbname=target, application_name="itest-drain-leaving", autocommit=True)
+            for _ in range(2)]
+    outcome = {}
+    drain = threading.Thread(target=lambda: outcome.update(result=bk(
+        action="drain", target_db=target, confirm=target, drain_applications=["itest-drain-leaving"],
+        drain_grace=30, drain_timeout=60)))
+    try:
+        drain.start()
+        # the sessions leave once the drain is watching them (its pg_stat_activity query seen)
+        deadline = time.monotonic() + 60
+        with psycopg.connect(admin, dbname="postgres", autocommit=True) as watcher:
+            while not watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'apex.ops' "
+                                      "AND query LIKE %s", ("%FROM pg_stat_activity%",)).fetchone()[0]:
+                assert time.monotonic() < deadline and drain.is_alive(), "the drain never queried pg_stat_activity"
+                time.sleep(0.05)
+        left_at = time.monotonic()
+        for app in apps:
+            app.close()
+        drain.join(60)
+        after_leaving = time.monotonic() - left_at
+    finally:
+        for app in apps:
+            app.close()
+        drain.join(60)
+    done = ok(outcome["result"])
+    assert len(done["drain"]["initial"]) == 2, done["drain"]  # they were there when it started
+    assert done["drain"]["terminated"] == [] and done["changed"] is False
+    # grace 30 s: ending within 5 s of the sessions leaving is "at once" with a wide margin
+    assert after_leaving < 5 and done["drain"]["waited_seconds"] < 10, (after_leaving, done["drain"])
+    with psycopg.connect(admin, dbname="postgres", autocommit=True) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (target,)).fetchone()[0]
+    assert left == 0
+
+
+def test_drain_loads_neither_boto3_nor_redis(bk, helpers, scratch_name):
+    """A drain only reads pg_stat_activity: it does not pay for boto3 (an S3 client) or redis."""
+    target = scratch_name()
+    helpers.create_db(target, tasks=2, events=2, agents=1)
+    done = ok(bk(action="drain", target_db=target, drain_terminate=False, drain_timeout=10,
+                 env={"PYTHONPROFILEIMPORTTIME": "1"}))
+    assert done["drain"]["initial"] == []
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done["_stderr"].splitlines() if line.startswith("import time:")}
+    assert "psycopg" in imported  # the import log is there
+    assert not {"boto3", "botocore", "redis"} & imported, sorted(imported & {"boto3", "botocore", "redis"})
+
+
 # ------------------------------------------------------------------ redis
 
 def test_redis_backup_round_trip(bk, lab, helpers, session_token, prefix):

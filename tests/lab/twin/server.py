@@ -38,11 +38,17 @@ class PoolExhausted(Exception):
 
 
 class PgPool:
-    """A tiny bounded pool; the bound follows ``db_max_connections`` live."""
+    """A tiny bounded pool; the bound follows ``db_max_connections`` live.
 
-    def __init__(self, dsn, size_fn, application_name="apex-api"):
+    ``open_fn`` says whether the component has a pod at all: while it is false, no connection
+    goes back to the pool (a pod that is gone holds none); :meth:`close` drops the idle ones.
+    Connections are opened lazily, so the pool reconnects by itself once it is true again.
+    """
+
+    def __init__(self, dsn, size_fn, application_name="apex-api", open_fn=None):
         self.dsn = dsn
         self.size_fn = size_fn
+        self.open_fn = open_fn or (lambda: True)
         self.application_name = application_name
         self.cond = threading.Condition()
         self.idle = []
@@ -77,7 +83,7 @@ class PgPool:
             with self.cond:
                 self.in_use -= 1
                 keep = (ok and conn is not None and not conn.closed and not conn.broken
-                        and len(self.idle) + self.in_use < self.size_fn())
+                        and len(self.idle) + self.in_use < self.size_fn() and self.open_fn())
                 if keep:
                     self.idle.append(conn)
                 self.cond.notify()
@@ -86,11 +92,13 @@ class PgPool:
                     conn.close()
 
     def close(self):
+        """Close the idle connections; returns how many."""
         with self.cond:
             idle, self.idle = self.idle, []
         for conn in idle:
             with contextlib.suppress(Exception):
                 conn.close()
+        return len(idle)
 
 
 class Metrics:
@@ -230,11 +238,31 @@ class App:
         self.tls = TlsManager(self.watcher, args.cert, args.key, log)
         self.metrics = Metrics()
         self.dsn = args.dsn
-        self.pool = PgPool(args.dsn, lambda: self.watcher.get()["db_max_connections"])
+        self.pool = PgPool(args.dsn, lambda: self.watcher.get()["db_max_connections"],
+                           open_fn=lambda: self.api_replicas(self.watcher.get()) > 0)
         self.redis_url = args.redis_url
         self._redis = None
         self.admin_token = env("APEX_ADMIN_TOKEN")
         self.started = time.time()
+
+    @staticmethod
+    def api_replicas(state):
+        """Ready apex-api pods, stable and canary: the pods that would hold database sessions."""
+        return state["api_ready_replicas"] + (state["canary"]["ready_replicas"] if state["canary"] else 0)
+
+    def follow_replicas(self, stop, interval):
+        """Close the pool when apex-api has no ready pod (its pods are gone, and so are their
+        sessions); it reconnects lazily on the first request once pods are back."""
+        had_pods = True
+        while not stop.wait(interval):
+            has_pods = self.api_replicas(self.watcher.get()) > 0
+            if not has_pods:
+                closed = self.pool.close()
+                if had_pods or closed:
+                    self.log("db_pool_closed", reason="apex-api has no ready replicas", closed=closed)
+            elif not had_pods:
+                self.log("db_pool_reopened", note="connections open again on demand")
+            had_pods = has_pods
 
     @property
     def redis(self):
@@ -637,11 +665,15 @@ def main(argv):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    stopped = threading.Event()
+    threading.Thread(target=app.follow_replicas, args=(stopped, app.watcher.interval), name="replicas",
+                     daemon=True).start()
     log("listening", url="https://%s:%d" % (args.host, args.port), version=app.watcher.get()["version"],
         state_file=args.state, pid=os.getpid())
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        stopped.set()
         server.server_close()
         app.pool.close()
         log("stopped")

@@ -12,7 +12,8 @@ task already ``completed`` is not run again.
 Throughput: a token bucket refilled at
 ``worker_ready_replicas * worker_concurrency * $APEX_TWIN_TASK_RATE`` tasks/s (desired state,
 re-read live); ``min(replicas * concurrency, $APEX_TWIN_WORKER_THREADS)`` tasks in flight.
-0 ready replicas: nothing is taken.
+0 ready replicas: nothing is taken, and a slot that no longer exists closes its database
+connection (a pod that is gone holds none); it reconnects on its next task.
 
 Outcome: a payload ``{"fail": true}`` or a random draw under ``task_failure_rate`` (default:
 ``failure_rate``) fails the attempt; the task is retried (back of the queue) until
@@ -245,6 +246,13 @@ class Worker:
         conn = None
         while not self.stop.is_set():
             if index >= self.slots():
+                # this slot's pod is gone (scaled down, 0 ready replicas): so is its session
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+                    conn = None
                 self.stop.wait(0.2)
                 continue
             if not self.bucket.take(self.rate, self.stop):

@@ -74,6 +74,14 @@ def test_import_error_of_reports_missing_module():
     assert "ImportError" in apex_module.import_error_of(lambda: __import__("no_such_module_apex"))
 
 
+def test_find_error_of_checks_presence_without_importing():
+    import sys
+    sys.modules.pop("tabnanny", None)
+    assert apex_module.find_error_of("tabnanny") is None
+    assert "tabnanny" not in sys.modules  # located, not imported: a module that does not use it pays nothing
+    assert "ImportError" in apex_module.find_error_of("no_such_module_apex")
+
+
 def test_every_credential_option_is_no_log():
     for spec in (common_args.POSTGRES_ARGSPEC, common_args.REDIS_ARGSPEC, common_args.K8S_ARGSPEC, common_args.S3_ARGSPEC):
         for name, option in spec.items():
