@@ -195,11 +195,12 @@ def load_connection(params):
             conn["ca_file"] = _abs(cluster["certificate-authority"], cbase)
         if user.get("exec") or user.get("auth-provider"):
             if KUBERNETES_IMPORT_ERROR is not None:
+                plugin = "exec" if user.get("exec") else "auth-provider"
                 raise KubeConfigError(
                     "kubeconfig user %r authenticates with an %s plugin, which needs the Python package %s on "
                     "the host running the module (pip install '%s'); kubeconfigs with a token, client "
-                    "certificate or basic auth do not" % (user_name, "exec" if user.get("exec") else "auth-provider",
-                                                         KUBERNETES_REQUIREMENT[0], KUBERNETES_REQUIREMENT[0]))
+                    "certificate or basic auth do not"
+                    % (user_name, plugin, KUBERNETES_REQUIREMENT[0], KUBERNETES_REQUIREMENT[0]))
             _from_official_loader(conn, params, paths, context_name)
         else:
             if user.get("token"):

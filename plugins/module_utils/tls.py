@@ -24,7 +24,6 @@ import ssl
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import import_error_of
 
 
-
 def _import_verifier():
     # cryptography >= 45: the X.509 path verifier with configurable extension policies
     from cryptography.x509.verification import ExtensionPolicy

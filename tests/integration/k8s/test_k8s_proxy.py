@@ -120,7 +120,7 @@ def test_kubeconfig_proxy_url_is_used(run_module, kubeconfig, tmp_path, proxy, k
 
 
 def test_https_proxy_environment_is_used_by_modules_and_watches(run_module, kubeconfig, proxy, kube, kube_target,
-                                                               monkeypatch):
+                                                                monkeypatch):
     info = run_module("apex_info", kubeconfig=kubeconfig, gather=["workloads"],
                       env={"HTTPS_PROXY": proxy.url, "NO_PROXY": ""}, **CTX)
     assert not info.failed, info.get("msg")
