@@ -177,7 +177,7 @@ notes:
   - Installing into a Secret that a Certificate manages works, but cert-manager replaces it at its
     next renewal; the module warns about it.
 requirements:
-  - cryptography >= 41
+  - cryptography >= 45 (its X.509 path verifier)
 """
 
 EXAMPLES = r"""
