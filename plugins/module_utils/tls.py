@@ -336,7 +336,8 @@ def _verifier_subject(leaf, hostname):
         try:
             return x509.IPAddress(ipaddress.ip_address(hostname.strip("[]")))
         except ValueError:
-            return x509.DNSName(hostname.lower().rstrip("."))
+            # a wildcard hostname (a Certificate's first dnsName) stands for any one label under it
+            return x509.DNSName(hostname.lower().rstrip(".").replace("*.", "wildcard.", 1))
     dns, ips = subject_alt_names(leaf)
     if dns:
         return x509.DNSName(dns[0].replace("*.", "wildcard.", 1).lower())
@@ -375,6 +376,8 @@ def verify_chain(certs, anchors, hostname=None, now=None):
                .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy))
     try:
         path = builder.build_server_verifier(subject).verify(leaf, list(certs[1:]))
+    except ValueError as exc:  # a hostname the verifier cannot take as a DNS name
+        return False, "cannot verify for %s: %s" % (hostname, exc), []
     except VerificationError as exc:
         text = str(exc)
         if text.startswith("validation failed: "):

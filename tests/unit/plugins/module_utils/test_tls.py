@@ -554,3 +554,11 @@ def test_verify_chain_reports_path_and_error(pki):
     no_san = make_cert("x", make_key(), pki["inter"], pki["int_key"])
     ok, error, dummy = tls.verify_chain([no_san, pki["inter"]], [pki["root"]], None, NOW)
     assert not ok and "subjectAltName" in error
+
+
+def test_wildcard_hostname_and_odd_names(pki):
+    # apex_cert falls back to the Certificate's first dnsName, which may be a wildcard
+    report = _bundle(pki["leaf"], pki["leaf_key"], [pki["inter"]], ca=[pki["root"]], hostnames=["*.apps.lab.test"])
+    assert report["problems"] == [] and report["verified"]
+    ok, error, dummy = tls.verify_chain([pki["leaf"], pki["inter"]], [pki["root"]], "bad name..", NOW)
+    assert not ok and error
