@@ -28,7 +28,8 @@ def _import_verifier():
     # cryptography >= 45: the X.509 path verifier with configurable extension policies
     from cryptography.x509.verification import ExtensionPolicy
 
-    ExtensionPolicy.webpki_defaults_ca
+    if not hasattr(ExtensionPolicy, "webpki_defaults_ca"):
+        raise ImportError("cryptography.x509.verification.ExtensionPolicy lacks webpki_defaults_ca")
 
 
 CRYPTOGRAPHY_IMPORT_ERROR = import_error_of(_import_verifier)
