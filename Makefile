@@ -3,7 +3,7 @@ PYTHON ?= python3
 LAB ?= $(PYTHON) tests/lab/lab.py
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: deps lab-up lab-down lab-status demo test test-unit test-integration sanity lint molecule bench build clean
+.PHONY: deps lab-up lab-down lab-status demo test test-unit test-integration sanity lint molecule bench build ee-tarball ee-context clean
 
 deps:            ## install Python and Debian packages the lab and tests need
 	bash tests/lab/install-deps.sh
@@ -43,3 +43,11 @@ bench: lab-up
 
 build:
 	ansible-galaxy collection build --force --output-path .lab/dist
+
+ee-tarball:      ## the collection tarball execution-environment.yml copies into the EE build context
+	rm -rf build/ee
+	ansible-galaxy collection build --force --output-path build/ee .
+	mv build/ee/apex-ops-*.tar.gz build/ee/apex-ops.tar.gz
+
+ee-context: ee-tarball   ## the EE build context in build/ee/context (then: podman build -t apex-ee build/ee/context)
+	ansible-builder create -f execution-environment.yml -c build/ee/context

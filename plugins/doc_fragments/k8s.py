@@ -15,6 +15,10 @@ options:
     description:
       - Path to a kubeconfig file. Falls back to E(K8S_AUTH_KUBECONFIG), then E(KUBECONFIG),
         then C(~/.kube/config) or the in-cluster service account.
+      - Proxies are used as kubectl uses them - the cluster's C(proxy-url) (http, https or socks5;
+        credentials in it become the proxy's Basic authorization), else E(HTTPS_PROXY) (E(HTTP_PROXY)
+        for an C(http://) server) unless E(NO_PROXY) covers the server (names with their subdomains,
+        IP addresses, CIDRs, C(*)).
     type: path
   context:
     description:
@@ -44,5 +48,6 @@ options:
     type: str
     default: apex
 requirements:
-  - kubernetes >= 30, < 37
+  - urllib3 and PyYAML (the collection's own client)
+  - kubernetes >= 30, < 37 only for kubeconfig users with an C(exec) or C(auth-provider) plugin
 """

@@ -11,9 +11,15 @@ turns a watch on one named object into the ``(relist, watch)`` pair ``waiting.wa
 
 The kubeconfig reader handles what kubeconfigs carry in practice: token, tokenFile,
 client certificate/key (paths or inline data), basic auth, CA (path or data),
-``insecure-skip-tls-verify``, ``tls-server-name``, several files in ``KUBECONFIG``, and the
-in-cluster service account. A user with an ``exec`` or ``auth-provider`` plugin is handed to
-the official client's loader (which runs the plugin) and its resulting configuration is used.
+``insecure-skip-tls-verify``, ``tls-server-name``, ``proxy-url``, several files in ``KUBECONFIG``,
+and the in-cluster service account. A user with an ``exec`` or ``auth-provider`` plugin is handed
+to the official client's loader (which runs the plugin) and its resulting configuration is used:
+only those kubeconfigs need the ``kubernetes`` package (``KUBERNETES_REQUIREMENT``); the lean
+client itself needs urllib3 and PyYAML (``REQUIREMENT``).
+
+Proxies (``proxy_for``) are chosen as kubectl chooses them: the cluster's ``proxy-url`` when the
+kubeconfig has one, else ``HTTPS_PROXY`` (``HTTP_PROXY`` for an ``http://`` server), lower-case
+names too, unless ``NO_PROXY`` covers the server.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -37,8 +43,16 @@ def _find_kubernetes():
         raise ImportError("No module named 'kubernetes'")
 
 
+def _import_lean_client():
+    import urllib3  # noqa: F401  pylint: disable=unused-import
+    import yaml  # noqa: F401  pylint: disable=unused-import
+
+
 KUBERNETES_IMPORT_ERROR = import_error_of(_find_kubernetes)
-REQUIREMENT = ("kubernetes>=30,<37", KUBERNETES_IMPORT_ERROR)
+# What the modules check before any work: the lean client's own dependencies.
+REQUIREMENT = ("urllib3", import_error_of(_import_lean_client))
+# Only for kubeconfig users with an exec or auth-provider plugin (checked by load_connection).
+KUBERNETES_REQUIREMENT = ("kubernetes>=30,<37", KUBERNETES_IMPORT_ERROR)
 
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 IN_CLUSTER_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
@@ -145,11 +159,12 @@ def load_connection(params):
 
     Keys: ``server``, ``token``, ``basic_auth`` ('user:pass'), ``ca_file``, ``ca_data`` (bytes),
     ``cert_file``/``key_file`` or ``cert_data``/``key_data`` (bytes), ``verify`` (bool),
-    ``tls_server_name``, ``context``, ``source`` (where it came from, for messages).
+    ``tls_server_name``, ``context``, ``source`` (where it came from, for messages), ``proxy_url``
+    (the cluster's ``proxy-url``; the environment's proxy is decided by ``proxy_for``).
     """
     conn = dict(server=None, token=None, basic_auth=None, ca_file=None, ca_data=None, cert_file=None,
                 key_file=None, cert_data=None, key_data=None, verify=True, tls_server_name=None,
-                context=None, source=None)
+                context=None, source=None, proxy_url=None)
     host = params.get("host")
     paths = [] if (host and not params.get("kubeconfig") and not params.get("context")) else _kubeconfig_paths(params)
     if paths:
@@ -173,11 +188,19 @@ def load_connection(params):
         conn["server"] = cluster.get("server")
         conn["verify"] = not cluster.get("insecure-skip-tls-verify", False)
         conn["tls_server_name"] = cluster.get("tls-server-name")
+        conn["proxy_url"] = cluster.get("proxy-url") or None
         if cluster.get("certificate-authority-data"):
             conn["ca_data"] = _b64(cluster["certificate-authority-data"])
         elif cluster.get("certificate-authority"):
             conn["ca_file"] = _abs(cluster["certificate-authority"], cbase)
         if user.get("exec") or user.get("auth-provider"):
+            if KUBERNETES_IMPORT_ERROR is not None:
+                plugin = "exec" if user.get("exec") else "auth-provider"
+                raise KubeConfigError(
+                    "kubeconfig user %r authenticates with an %s plugin, which needs the Python package %s on "
+                    "the host running the module (pip install '%s'); kubeconfigs with a token, client "
+                    "certificate or basic auth do not"
+                    % (user_name, plugin, KUBERNETES_REQUIREMENT[0], KUBERNETES_REQUIREMENT[0]))
             _from_official_loader(conn, params, paths, context_name)
         else:
             if user.get("token"):
@@ -239,6 +262,127 @@ def _from_official_loader(conn, params, paths, context_name):
         conn["cert_file"], conn["key_file"] = configuration.cert_file, configuration.key_file
 
 
+# --------------------------------------------------------------------------- proxies
+
+
+def _split_host_port(netloc, default_port=None):
+    host, port = netloc, default_port
+    if netloc.startswith("["):
+        host, dummy, rest = netloc[1:].partition("]")
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+    elif netloc.count(":") == 1:
+        host, dummy, text = netloc.partition(":")
+        if text.isdigit():
+            port = int(text)
+    return host.lower().rstrip("."), port
+
+
+def _server_host_port(server):
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server)
+    default = 443 if parts.scheme == "https" else 80
+    return parts.scheme, _split_host_port(parts.netloc.rpartition("@")[2], default)
+
+
+def no_proxy_entry_matches(entry, host, port):
+    """One ``NO_PROXY`` entry against the server's host and port (curl and Go semantics):
+    ``*`` matches everything; an IP address or CIDR matches addresses; a name matches itself and
+    its subdomains (a leading ``.`` or ``*.`` is the same); ``:port`` restricts it to that port."""
+    import ipaddress
+
+    entry = entry.strip().lower()
+    if not entry:
+        return False
+    if entry == "*":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        address = None
+    if "/" in entry:
+        try:
+            return address is not None and address in ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return False
+    name, entry_port = _split_host_port(entry)
+    if entry_port is not None and entry_port != port:
+        return False
+    try:
+        entry_address = ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        entry_address = None
+    if entry_address is not None or address is not None:
+        return entry_address is not None and entry_address == address
+    if name.startswith("*."):
+        name = name[1:]
+    name = name.lstrip(".")
+    return bool(name) and (host == name or host.endswith("." + name))
+
+
+def proxy_for(server, proxy_url=None, environ=None):
+    """The proxy to reach ``server`` through, as kubectl decides it.
+
+    Returns ``(url, source)`` — ``(None, reason)`` when the connection is direct. The kubeconfig
+    cluster's ``proxy-url`` wins and ignores ``NO_PROXY`` (as in kubectl); otherwise
+    ``HTTPS_PROXY`` for an ``https://`` server (``HTTP_PROXY`` for ``http://``), upper case first,
+    unless an entry of ``NO_PROXY`` covers the server's host (and port).
+    """
+    if proxy_url:
+        return proxy_url, "kubeconfig proxy-url"
+    environ = os.environ if environ is None else environ
+    scheme, (host, port) = _server_host_port(server)
+    name = "HTTPS_PROXY" if scheme == "https" else "HTTP_PROXY"
+    source = name if environ.get(name) else name.lower()
+    url = environ.get(name) or environ.get(name.lower())
+    if not url:
+        return None, "no proxy configured"
+    no_proxy_name = "NO_PROXY" if environ.get("NO_PROXY") else "no_proxy"
+    for entry in (environ.get(no_proxy_name) or "").split(","):
+        if no_proxy_entry_matches(entry, host, port):
+            return None, "%s entry %r covers %s" % (no_proxy_name, entry.strip(), host)
+    return url, source
+
+
+def redact_url(url):
+    """A proxy URL without its credentials (for messages)."""
+    if not url or "@" not in url:
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    netloc, slash, tail = rest.partition("/")
+    netloc = "***@" + netloc.rpartition("@")[2]
+    return (scheme + "://" if sep else "") + netloc + slash + tail
+
+
+def _proxy_manager(proxy_url, pool_kwargs):
+    """A urllib3 pool manager that tunnels through ``proxy_url`` (http/https: CONNECT; socks5/socks4
+    with PySocks). Credentials in the URL become the proxy's Basic authorization."""
+    import urllib3
+    from urllib.parse import unquote, urlsplit
+
+    if "://" not in proxy_url:
+        proxy_url = "http://" + proxy_url  # as Go and curl read a bare host:port
+    parts = urlsplit(proxy_url)
+    scheme = parts.scheme.lower()
+    if scheme.startswith("socks"):
+        try:
+            from urllib3.contrib.socks import SOCKSProxyManager
+        except ImportError:
+            raise KubeConfigError("proxy %s is a SOCKS proxy, which needs the Python package PySocks "
+                                  "(pip install 'urllib3[socks]')" % redact_url(proxy_url))
+        return SOCKSProxyManager(proxy_url, **pool_kwargs)
+    if scheme not in ("http", "https"):
+        raise KubeConfigError("proxy %s: unsupported scheme %r (http, https, socks5)" % (redact_url(proxy_url), scheme))
+    headers = None
+    if parts.username is not None:
+        headers = urllib3.make_headers(proxy_basic_auth="%s:%s" % (unquote(parts.username), unquote(parts.password or "")))
+    clean = "%s://%s" % (scheme, parts.netloc.rpartition("@")[2])
+    return urllib3.ProxyManager(clean, proxy_headers=headers, **pool_kwargs)
+
+
 # --------------------------------------------------------------------------- the lean client
 
 
@@ -269,6 +413,12 @@ class KubeClient(object):
 
     def __init__(self, params=None, connection=None, request_timeout=30.0, pool_size=16):
         self.connection = connection if connection is not None else load_connection(params or {})
+        self.proxy, self.proxy_source = proxy_for(self.connection["server"], self.connection.get("proxy_url"))
+        if self.proxy:
+            scheme = self.proxy.partition("://")[0].lower() if "://" in self.proxy else "http"
+            if scheme not in ("http", "https", "socks4", "socks4a", "socks5", "socks5h"):
+                raise KubeConfigError("proxy %s (%s): unsupported scheme %r (http, https, socks5)"
+                                      % (redact_url(self.proxy), self.proxy_source, scheme))
         self.request_timeout = request_timeout
         self._pool_size = pool_size
         self._pool = None
@@ -333,7 +483,10 @@ class KubeClient(object):
                     elif self.connection["tls_server_name"]:
                         kwargs["server_hostname"] = self.connection["tls_server_name"]
                         kwargs["assert_hostname"] = self.connection["tls_server_name"]
-                self._pool = urllib3.PoolManager(**kwargs)
+                if self.proxy:
+                    self._pool = _proxy_manager(self.proxy, kwargs)
+                else:
+                    self._pool = urllib3.PoolManager(**kwargs)
             return self._pool
 
     def _headers(self, content_type=None):
@@ -363,8 +516,9 @@ class KubeClient(object):
                 preload_content=not stream, redirect=False)
         except urllib3.exceptions.HTTPError as exc:
             reason = getattr(exc, "reason", None) or exc
-            raise KubeApiError(0, "Unreachable", "cannot reach the Kubernetes API at %s (%s): %s"
-                               % (self.server, self.connection.get("source") or "configured", reason),
+            via = (" through proxy %s (%s)" % (redact_url(self.proxy), self.proxy_source)) if self.proxy else ""
+            raise KubeApiError(0, "Unreachable", "cannot reach the Kubernetes API at %s%s (%s): %s"
+                               % (self.server, via, self.connection.get("source") or "configured", reason),
                                method=method, path=path)
 
     @staticmethod

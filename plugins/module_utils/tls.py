@@ -23,8 +23,17 @@ import ssl
 
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import import_error_of
 
-CRYPTOGRAPHY_IMPORT_ERROR = import_error_of(lambda: __import__("cryptography.x509"))
-REQUIREMENT = ("cryptography>=41", CRYPTOGRAPHY_IMPORT_ERROR)
+
+def _import_verifier():
+    # cryptography >= 45: the X.509 path verifier with configurable extension policies
+    from cryptography.x509.verification import ExtensionPolicy
+
+    if not hasattr(ExtensionPolicy, "webpki_defaults_ca"):
+        raise ImportError("cryptography.x509.verification.ExtensionPolicy lacks webpki_defaults_ca")
+
+
+CRYPTOGRAPHY_IMPORT_ERROR = import_error_of(_import_verifier)
+REQUIREMENT = ("cryptography>=45", CRYPTOGRAPHY_IMPORT_ERROR)
 
 DEFAULT_WARNING_DAYS = 30
 DEFAULT_CRITICAL_DAYS = 7
@@ -298,6 +307,88 @@ def chain_anchored(chain, ca_certs):
     return False
 
 
+def _ca_key_usage(policy, cert, key_usage):
+    """A CA certificate may omit keyUsage; when present it must allow certificate signing."""
+    if key_usage is not None and not key_usage.key_cert_sign:
+        raise ValueError("keyUsage of a CA certificate lacks keyCertSign")
+
+
+def _extension_policies():
+    """RFC 5280 / CA-B Forum checks of ``cryptography``'s verifier (basicConstraints CA:TRUE and
+    pathLenConstraint on every issuer, name constraints, EKU, SAN on the leaf), relaxed only where
+    private CAs commonly differ: authority/subject key identifiers may be absent, and a CA's
+    keyUsage may be absent (when present it must allow keyCertSign)."""
+    from cryptography import x509
+    from cryptography.x509.verification import Criticality, ExtensionPolicy
+
+    ca_policy = (ExtensionPolicy.webpki_defaults_ca()
+                 .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
+                 .may_be_present(x509.SubjectKeyIdentifier, Criticality.AGNOSTIC, None)
+                 .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _ca_key_usage))
+    ee_policy = (ExtensionPolicy.webpki_defaults_ee()
+                 .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None))
+    return ca_policy, ee_policy
+
+
+def _verifier_subject(leaf, hostname):
+    from cryptography import x509
+
+    if hostname:
+        try:
+            return x509.IPAddress(ipaddress.ip_address(hostname.strip("[]")))
+        except ValueError:
+            # a wildcard hostname (a Certificate's first dnsName) stands for any one label under it
+            return x509.DNSName(hostname.lower().rstrip(".").replace("*.", "wildcard.", 1))
+    dns, ips = subject_alt_names(leaf)
+    if dns:
+        return x509.DNSName(dns[0].replace("*.", "wildcard.", 1).lower())
+    if ips:
+        return x509.IPAddress(ipaddress.ip_address(ips[0]))
+    return None
+
+
+def _not_a_ca_problems(certs):
+    """Diagnosis for the verifier's verdict: chain certificates that sign the previous one
+    although they are not CAs (basicConstraints absent or CA:FALSE)."""
+    problems = []
+    for index in range(1, len(certs)):
+        if _issued_by(certs[index - 1], certs[index]) and not _is_ca(certs[index]):
+            problems.append("chain: certificate %d (%s) issues certificate %d but is not a CA (basicConstraints CA:FALSE "
+                            "or absent)" % (index, certs[index].subject.rfc4514_string(), index - 1))
+    return problems
+
+
+def verify_chain(certs, anchors, hostname=None, now=None):
+    """The trust decision, made by ``cryptography``'s X.509 path verifier.
+
+    ``certs`` is the supplied chain (leaf first, any order after it), ``anchors`` the trust
+    store. Returns ``(verified, error, path)``: ``path`` is the verified chain as subjects
+    (leaf to anchor), ``error`` the verifier's reason when it refuses.
+    """
+    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+    now = now or utcnow()
+    leaf = certs[0]
+    subject = _verifier_subject(leaf, hostname)
+    if subject is None:
+        return False, "the certificate has no subjectAltName (no TLS client accepts it)", []
+    ca_policy, ee_policy = _extension_policies()
+    builder = (PolicyBuilder().store(Store(list(anchors))).time(now)
+               .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy))
+    try:
+        path = builder.build_server_verifier(subject).verify(leaf, list(certs[1:]))
+    except ValueError as exc:  # a hostname the verifier cannot take as a DNS name
+        return False, "cannot verify for %s: %s" % (hostname, exc), []
+    except VerificationError as exc:
+        text = str(exc)
+        if text.startswith("validation failed: "):
+            text = text[len("validation failed: "):]
+        if "all candidates exhausted with no interior errors" in text:
+            text = "no path from the certificate to a trusted certificate (missing intermediate or untrusted root)"
+        return False, text, []
+    return True, None, [c.subject.rfc4514_string() for c in path]
+
+
 def validate_bundle(cert_pem, key_pem, chain_pem=None, hostnames=(), passphrase=None, now=None,
                     ca_pem=None, warning_days=DEFAULT_WARNING_DAYS, critical_days=DEFAULT_CRITICAL_DAYS):
     """Validate a supplied certificate/key/chain before it is installed.
@@ -305,6 +396,12 @@ def validate_bundle(cert_pem, key_pem, chain_pem=None, hostnames=(), passphrase=
     ``cert_pem`` may hold the leaf alone or the leaf followed by its chain; ``chain_pem``
     adds intermediates. Returns ``(report, leaf, chain, key)``; ``report['problems']``
     is empty when the bundle may be installed. The report holds no key material.
+
+    The trust decision is ``verify_chain`` (``cryptography``'s verifier): against ``ca_pem``
+    when given, else against the top certificate of the supplied chain (which must then be
+    a CA itself: the verifier checks the anchor's basicConstraints too). A lone self-signed
+    certificate is trusted only when ``ca_pem`` contains it. The other checks are kept for
+    diagnosis: they say which certificate is wrong and why.
     """
     now = now or utcnow()
     problems = []
@@ -333,17 +430,50 @@ def validate_bundle(cert_pem, key_pem, chain_pem=None, hostnames=(), passphrase=
         dns, ips = subject_alt_names(leaf)
         problems.append("certificate %s does not cover %s (SANs: %s)" % (serial_hex(leaf), ", ".join(uncovered), ", ".join(dns + ips) or "none"))
     problems.extend(chain_problems(certs))
+    problems.extend(_not_a_ca_problems(certs))
     anchored = None
     if ca_pem:
-        anchored = chain_anchored(certs, load_certificates(ca_pem))
+        anchors = load_certificates(ca_pem)
+        anchored = chain_anchored(certs, anchors)
         if not anchored:
             problems.append("the chain does not lead to the given CA bundle")
+        trust_anchor = "ca_bundle"
+        intermediates = certs
+    elif len(certs) == 1 and leaf.issuer == leaf.subject:
+        anchors = []
+        trust_anchor = None
+        problems.append("certificate %s (%s) is self-signed and not in the trust store: give the CA bundle "
+                        "(tls_ca_file) that contains it to install it" % (serial_hex(leaf), leaf.subject.rfc4514_string()))
+        intermediates = certs
+    elif len(certs) == 1:
+        # the leaf alone, issued by a CA that was not supplied: nothing to verify a path against
+        anchors = [leaf]
+        trust_anchor = "none"
+        intermediates = certs
+    else:
+        anchors = [certs[-1]]
+        trust_anchor = "supplied_chain"
+        intermediates = certs[:-1]
+    verified, verify_error, path = False, None, []
+    if anchors:
+        names = [h for h in hostnames if h] or [None]
+        for name in names:
+            verified, verify_error, path = verify_chain(intermediates, anchors, name, now)
+            if not verified:
+                break
+        if not verified:
+            problems.append("the chain does not verify (X.509 path validation%s): %s"
+                            % (" for %s" % name if name else "", verify_error))
     report = dict(
         certificate=cert_info(leaf, now, warning_days, critical_days),
         chain=[cert_info(c, now, warning_days, critical_days) for c in certs[1:]],
         key_matches=matches,
         hostnames=list(hostnames),
         anchored_to_ca=anchored,
+        trust_anchor=trust_anchor,
+        verified=verified,
+        verify_error=verify_error,
+        verified_path=path,
         problems=problems,
     )
     return report, leaf, certs, key

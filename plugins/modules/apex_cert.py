@@ -89,8 +89,9 @@ options:
   tls_ca_file:
     description:
       - CA bundle (PEM) the endpoint's chain is verified against, and that a supplied chain must
-        lead to with O(state=install). Defaults to the system trust store for the endpoint and no
-        anchor check for installs.
+        lead to with O(state=install). Defaults to the system trust store for the endpoint; for
+        installs without it, the top certificate of the supplied chain is the trust anchor (it must
+        be a CA), and a lone self-signed certificate is refused.
     type: path
   endpoint_timeout:
     description: Seconds for each TLS connection to the endpoint.
@@ -176,7 +177,7 @@ notes:
   - Installing into a Secret that a Certificate manages works, but cert-manager replaces it at its
     next renewal; the module warns about it.
 requirements:
-  - cryptography >= 41
+  - cryptography >= 45 (its X.509 path verifier)
 """
 
 EXAMPLES = r"""
@@ -281,7 +282,12 @@ previous:
   returned: state=renew or state=install
   type: dict
 validation:
-  description: The validation report of a supplied certificate (certificate, chain, key_matches, problems).
+  description:
+    - The validation report of a supplied certificate (certificate, chain, key_matches, problems).
+    - The trust decision is made by the X.509 path verifier of C(cryptography) (every issuer a CA,
+      path lengths, validity of every certificate, hostname); C(verified), C(verify_error),
+      C(verified_path) (subjects, leaf to anchor) and C(trust_anchor) (C(ca_bundle) = O(tls_ca_file),
+      C(supplied_chain) = the top certificate of the supplied chain, C(none) = the leaf alone) report it.
   returned: state=install
   type: dict
 ingress_restart:

@@ -423,3 +423,65 @@ def test_certificate_bundle_with_a_key_is_refused_and_the_key_not_shown(run_modu
     for line in key_pem.splitlines()[1:-1]:
         assert line not in res["_stdout"]
     assert _secret_raw(kube) == raw
+
+
+def _lab_chain(lab_ca, intermediate_is_ca, hostname="manual.apex.lab.test"):
+    """leaf <- intermediate <- the lab CA; the intermediate with CA:TRUE or CA:FALSE."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_cert = x509.load_pem_x509_certificate(lab_ca[0])
+    ca_key = serialization.load_pem_private_key(lab_ca[1], password=None)
+    int_key = ec.generate_private_key(ec.SECP256R1())
+    inter = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "apex test issuer")]))
+             .issuer_name(ca_cert.subject).public_key(int_key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=intermediate_is_ca, path_length=None), critical=True)
+             .sign(ca_key, hashes.SHA256()))
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+            .issuer_name(inter.subject).public_key(leaf_key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=20))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+            .sign(int_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    key_pem = leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    return leaf.public_bytes(pem).decode(), inter.public_bytes(pem).decode(), key_pem
+
+
+@pytest.mark.parametrize("with_ca_file", [True, False])
+def test_install_refuses_intermediate_that_is_not_a_ca(run_module, kube, lab_ca, tmp_path, with_ca_file):
+    """Issue 9: names and signatures chain, but the 'intermediate' is CA:FALSE — no client trusts
+    that chain. Before the fix it was installed into the Secret."""
+    secret = "apex-notca-tls"
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(lab_ca[0])
+    extra = dict(tls_ca_file=str(ca_file)) if with_ca_file else {}
+    # with the root in the chain instead of a CA file, the supplied root is the anchor
+    leaf_pem, inter_pem, key_pem = _lab_chain(lab_ca, intermediate_is_ca=False)
+    chain = inter_pem if with_ca_file else inter_pem + lab_ca[0].decode()
+    kube.delete_secret(NS, secret)
+    try:
+        res = run_module("apex_cert", state="install", secret_name=secret, certificate=leaf_pem, private_key=key_pem,
+                         chain=chain, hostname="manual.apex.lab.test", **extra, **CTX)
+        assert res.failed and "nothing was changed" in res["msg"]
+        assert "is not a CA" in res["msg"] and "does not verify" in res["msg"], res["msg"]
+        assert res["validation"]["verified"] is False
+        assert kube.get_secret(NS, secret) is None, "a Secret was written although the chain was refused"
+        # the same chain with a real CA as intermediate is installed, and the Secret holds it
+        leaf_pem, inter_pem, key_pem = _lab_chain(lab_ca, intermediate_is_ca=True)
+        chain = inter_pem if with_ca_file else inter_pem + lab_ca[0].decode()
+        res = run_module("apex_cert", state="install", secret_name=secret, certificate=leaf_pem, private_key=key_pem,
+                         chain=chain, hostname="manual.apex.lab.test", **extra, **CTX)
+        assert not res.failed, res.get("msg")
+        assert res["validation"]["verified"] is True
+        assert res["validation"]["trust_anchor"] == ("ca_bundle" if with_ca_file else "supplied_chain")
+        stored = base64.b64decode(kube.get_secret(NS, secret)["data"]["tls.crt"]).decode()
+        assert stored.startswith(leaf_pem.strip())
+    finally:
+        kube.delete_secret(NS, secret)

@@ -339,3 +339,95 @@ def test_restart_patch_stamps_differ_within_one_second():
     assert first[0] == "2026-11-27T03:00:00.000100Z"
     assert first[1]["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT] == first[0]
     assert first[0] != second[0]
+
+
+# --------------------------------------------------------------------------- proxy decision (kubectl's rules)
+
+@pytest.mark.parametrize("server,environ,expected", [
+    ("https://api.example.com", {}, None),
+    ("https://api.example.com", {"HTTPS_PROXY": "http://p:3128"}, ("http://p:3128", "HTTPS_PROXY")),
+    ("https://api.example.com", {"https_proxy": "http://p:3128"}, ("http://p:3128", "https_proxy")),
+    ("https://api.example.com", {"HTTPS_PROXY": "http://P:1", "https_proxy": "http://p:2"}, ("http://P:1", "HTTPS_PROXY")),
+    # an https server never uses HTTP_PROXY, an http server never HTTPS_PROXY (as in Go / kubectl)
+    ("https://api.example.com", {"HTTP_PROXY": "http://p:3128"}, None),
+    ("http://api.example.com:8080", {"HTTP_PROXY": "http://p:3128"}, ("http://p:3128", "HTTP_PROXY")),
+    ("http://api.example.com:8080", {"HTTPS_PROXY": "http://p:3128"}, None),
+])
+def test_proxy_for_environment(server, environ, expected):
+    url, reason = k8s.proxy_for(server, None, environ)
+    assert (url, reason) == expected if expected else url is None
+
+
+@pytest.mark.parametrize("no_proxy,server,bypass", [
+    ("*", "https://api.example.com", True),
+    ("example.com", "https://api.example.com", True),
+    ("example.com", "https://example.com:6443", True),
+    (".example.com", "https://api.example.com", True),
+    ("*.example.com", "https://api.example.com", True),
+    ("example.com", "https://notexample.com", False),
+    ("api.example.com:6443", "https://api.example.com:6443", True),
+    ("api.example.com:443", "https://api.example.com:6443", False),
+    ("api.example.com:443", "https://api.example.com", True),
+    ("10.0.0.0/8", "https://10.20.30.40:6443", True),
+    ("10.0.0.0/8", "https://11.0.0.1:6443", False),
+    ("10.0.0.1", "https://10.0.0.1:6443", True),
+    ("10.0.0.1", "https://api.example.com", False),
+    ("::1", "https://[::1]:6443", True),
+    ("fd00::/8", "https://[fd00::5]:6443", True),
+    ("other.test, , api.EXAMPLE.com.", "https://API.example.com", True),
+    ("", "https://api.example.com", False),
+    ("example.com", "https://10.0.0.1", False),
+])
+def test_no_proxy_rules(no_proxy, server, bypass):
+    url, reason = k8s.proxy_for(server, None, {"HTTPS_PROXY": "http://p:3128", "HTTP_PROXY": "http://p:3128",
+                                               "NO_PROXY": no_proxy})
+    assert (url is None) == bypass, reason
+    if bypass:
+        assert "NO_PROXY entry" in reason
+
+
+def test_kubeconfig_proxy_url_wins_and_ignores_no_proxy():
+    env = {"HTTPS_PROXY": "http://env:1", "NO_PROXY": "*"}
+    assert k8s.proxy_for("https://10.0.0.1:6443", "socks5://jump:1080", env) == ("socks5://jump:1080", "kubeconfig proxy-url")
+    assert k8s.proxy_for("https://10.0.0.1:6443", None, {"no_proxy": "10.0.0.1", "HTTPS_PROXY": "http://e:1"})[0] is None
+
+
+def test_load_connection_reads_proxy_url(tmp_path):
+    path = write_kubeconfig(tmp_path)
+    doc = yaml.safe_load(open(path))
+    doc["clusters"][0]["cluster"]["proxy-url"] = "http://proxy.corp:3128"
+    open(path, "w").write(yaml.safe_dump(doc))
+    assert k8s.load_connection({"kubeconfig": path})["proxy_url"] == "http://proxy.corp:3128"
+    assert k8s.load_connection({"kubeconfig": path, "context": "apex-secondary"})["proxy_url"] is None
+
+
+def test_redact_url():
+    assert k8s.redact_url("http://user:pa55@proxy:3128/x") == "http://***@proxy:3128/x"
+    assert k8s.redact_url("http://proxy:3128") == "http://proxy:3128"
+    assert k8s.redact_url("user:pw@proxy:1") == "***@proxy:1"
+
+
+def test_client_rejects_unknown_proxy_scheme(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "ftp://user:secret@p:21")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(k8s.KubeConfigError) as err:
+        k8s.KubeClient(connection=dict(server="https://api.example.com", proxy_url=None))
+    assert "unsupported scheme 'ftp'" in str(err.value) and "secret" not in str(err.value)
+
+
+def test_http_server_through_http_proxy_env(server, monkeypatch):
+    """An http:// API server through HTTP_PROXY: the request goes to the proxy in absolute form
+    (here the tiny server plays the proxy and sees the absolute URL)."""
+    base = server
+    monkeypatch.setenv("HTTP_PROXY", base)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    conn = dict(server="http://apiserver.invalid:8080", token=TOKEN, basic_auth=None, ca_file=None, ca_data=None,
+                cert_file=None, key_file=None, cert_data=None, key_data=None, verify=True, tls_server_name=None,
+                context=None, source="test", proxy_url=None)
+    client = k8s.KubeClient(connection=conn)
+    assert client.proxy == base
+    Handler.seen[:] = []
+    client.get("/api/v1/namespaces/apex")
+    assert Handler.seen and Handler.seen[-1][1].startswith("http://apiserver.invalid:8080/api/v1/namespaces/apex")

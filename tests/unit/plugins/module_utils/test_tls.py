@@ -445,3 +445,120 @@ def test_judge_problems_and_status():
     assert overall_status([]) == "ok"
     assert judge({"endpoint": {"host": "h", "port": 1, "error": "refused"}})[0]["severity"] == "critical"
     assert judge({"secrets": {"s": {"present": False}}})[0]["message"] == "Secret s does not exist"
+
+
+# ------------------------------------------------------------------ trust decision (X.509 path verifier)
+
+def _bundle(leaf, leaf_key, chain=(), ca=None, hostnames=("apex.lab.test",), now=None):
+    return tls.validate_bundle(pem(leaf), key_pem(leaf_key), pem(*chain) if chain else None, hostnames=list(hostnames),
+                               ca_pem=pem(*ca) if ca else None, now=now)[0]
+
+
+def _refused(report, *fragments):
+    assert report["verified"] is False and report["problems"], report
+    text = " | ".join(report["problems"])
+    for fragment in fragments:
+        assert fragment in text, text
+    return text
+
+
+def test_verifier_accepts_good_chain_with_and_without_ca_bundle(pki):
+    report = _bundle(pki["leaf"], pki["leaf_key"], [pki["inter"]], ca=[pki["root"]])
+    assert report["problems"] == [] and report["verified"] and report["trust_anchor"] == "ca_bundle"
+    assert report["verified_path"] == ["CN=apex.lab.test", "CN=Lab Intermediate", "CN=Lab Root CA"]
+    report = _bundle(pki["leaf"], pki["leaf_key"], [pki["inter"], pki["root"]])
+    assert report["problems"] == [] and report["verified"] and report["trust_anchor"] == "supplied_chain"
+    # no hostname given: the chain is still verified (against the leaf's own SAN, wildcard too)
+    report = _bundle(pki["leaf"], pki["leaf_key"], [pki["inter"]], ca=[pki["root"]], hostnames=())
+    assert report["problems"] == [] and report["verified"]
+
+
+def test_intermediate_that_is_not_a_ca_is_refused(pki):
+    """The fault: an 'intermediate' with CA:FALSE signing the leaf was accepted (names and signatures chain)."""
+    fake_key = make_key()
+    not_ca = make_cert("Lab Intermediate", fake_key, pki["root"], pki["root_key"], ca=False)
+    leaf = make_cert("apex.lab.test", pki["leaf_key"], not_ca, fake_key, dns=["apex.lab.test"])
+    assert tls.chain_problems([leaf, not_ca, pki["root"]]) == []  # what the old check looked at
+    text = _refused(_bundle(leaf, pki["leaf_key"], [not_ca], ca=[pki["root"]]),
+                    "certificate 1 (CN=Lab Intermediate) issues certificate 0 but is not a CA", "basicConstraints")
+    assert "does not verify" in text
+    # the same chain with its root supplied and no CA bundle: refused too
+    _refused(_bundle(leaf, pki["leaf_key"], [not_ca, pki["root"]]), "is not a CA")
+    # and with the non-CA certificate at the top of the supplied chain (it becomes the anchor)
+    _refused(_bundle(leaf, pki["leaf_key"], [not_ca]), "is not a CA")
+
+
+def test_expired_intermediate_is_refused(pki):
+    key = make_key()
+    old = make_cert("Old Intermediate", key, pki["root"], pki["root_key"], ca=True,
+                    not_before=NOW - 400 * DAY, not_after=NOW - DAY)
+    leaf = make_cert("apex.lab.test", pki["leaf_key"], old, key, dns=["apex.lab.test"])
+    _refused(_bundle(leaf, pki["leaf_key"], [old], ca=[pki["root"]]), "chain: certificate", "has expired", "does not verify")
+
+
+def test_missing_intermediate_and_wrong_order(pki):
+    # missing intermediate: the leaf alone against the root
+    _refused(_bundle(pki["leaf"], pki["leaf_key"], ca=[pki["root"]]), "does not lead to the given CA bundle",
+             "no path from the certificate to a trusted certificate")
+    # wrong order: refused for the order (clients expect it), with the diagnosis naming the pair
+    report = _bundle(pki["leaf"], pki["leaf_key"], [pki["root"], pki["inter"]])
+    assert any("out of order" in p for p in report["problems"])
+    # an unrelated intermediate: no path
+    other_key = make_key()
+    other_root = make_cert("Other Root", other_key, ca=True)
+    other_int = make_cert("Other Int", make_key(), other_root, other_key, ca=True)
+    _refused(_bundle(pki["leaf"], pki["leaf_key"], [other_int], ca=[pki["root"]]), "out of order", "does not verify")
+
+
+def test_leaf_not_matching_hostname_is_refused_by_the_verifier(pki):
+    text = _refused(_bundle(pki["leaf"], pki["leaf_key"], [pki["inter"]], ca=[pki["root"]], hostnames=["www.example.com"]),
+                    "does not cover www.example.com", "for www.example.com")
+    assert "subjectAltName" in text
+    # IP hostnames go to the verifier as IP addresses
+    assert _bundle(pki["leaf"], pki["leaf_key"], [pki["inter"]], ca=[pki["root"]], hostnames=["127.0.0.1"])["verified"]
+
+
+def test_self_signed_leaf_not_in_trust_store_is_refused(pki):
+    key = make_key()
+    self_signed = make_cert("apex.lab.test", key, dns=["apex.lab.test"])
+    _refused(_bundle(self_signed, key), "self-signed and not in the trust store")
+    _refused(_bundle(self_signed, key, ca=[pki["root"]]), "does not verify")
+    # trusted when the trust store holds it
+    report = _bundle(self_signed, key, ca=[self_signed])
+    assert report["problems"] == [] and report["verified"]
+
+
+def test_path_length_violation_is_refused():
+    root_key = make_key()
+    root = (x509.CertificateBuilder().subject_name(_name("PathLen0 Root")).issuer_name(_name("PathLen0 Root"))
+            .public_key(root_key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - DAY).not_valid_after(NOW + 365 * DAY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(root_key, hashes.SHA256()))
+    int_key = make_key()
+    inter = make_cert("Sub CA", int_key, root, root_key, ca=True)
+    leaf_key = make_key()
+    leaf = make_cert("apex.lab.test", leaf_key, inter, int_key, dns=["apex.lab.test"])
+    text = _refused(_bundle(leaf, leaf_key, [inter], ca=[root]), "does not verify")
+    assert "path length" in text.lower() or "pathlen" in text.lower(), text
+    # the same root may issue the leaf directly
+    direct = make_cert("apex.lab.test", leaf_key, root, root_key, dns=["apex.lab.test"])
+    assert _bundle(direct, leaf_key, ca=[root])["verified"]
+
+
+def test_verify_chain_reports_path_and_error(pki):
+    ok, error, path = tls.verify_chain([pki["leaf"], pki["inter"]], [pki["root"]], "apex.lab.test", NOW)
+    assert ok and error is None and len(path) == 3
+    ok, error, path = tls.verify_chain([pki["leaf"]], [pki["root"]], "apex.lab.test", NOW)
+    assert not ok and "no path" in error and path == []
+    no_san = make_cert("x", make_key(), pki["inter"], pki["int_key"])
+    ok, error, dummy = tls.verify_chain([no_san, pki["inter"]], [pki["root"]], None, NOW)
+    assert not ok and "subjectAltName" in error
+
+
+def test_wildcard_hostname_and_odd_names(pki):
+    # apex_cert falls back to the Certificate's first dnsName, which may be a wildcard
+    report = _bundle(pki["leaf"], pki["leaf_key"], [pki["inter"]], ca=[pki["root"]], hostnames=["*.apps.lab.test"])
+    assert report["problems"] == [] and report["verified"]
+    ok, error, dummy = tls.verify_chain([pki["leaf"], pki["inter"]], [pki["root"]], "bad name..", NOW)
+    assert not ok and error
