@@ -586,7 +586,7 @@ def test_drain_ends_when_the_sessions_leave_not_at_the_grace(bk, helpers, scratc
     helpers.create_db(target, tasks=2, events=2, agents=1)
     admin = lab["APEX_PG_ADMIN_DSN"]
     apps = [psycopg.connect(admin, dbname=target, application_name="itest-drain-leaving", autocommit=True)
-            for _ in range(2)]
+            for dummy in range(2)]
     outcome = {}
     drain = threading.Thread(target=lambda: outcome.update(result=bk(
         action="drain", target_db=target, confirm=target, drain_applications=["itest-drain-leaving"],

@@ -27,7 +27,7 @@ def _sessions(admin_dsn, db):
 
 def _submit_and_complete(twin, scratch_db, n=4):
     ids = []
-    for _ in range(n):
+    for dummy in range(n):
         status, _headers, doc = twin.request("POST", "/api/v1/tasks", body={"payload": {"sleep": 0}})
         assert status == 202, (status, doc)
         ids.append(doc["task_id"])
