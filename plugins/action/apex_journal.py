@@ -14,8 +14,8 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.apex.ops.plugins.module_utils import journal
-from ansible_collections.apex.ops.plugins.module_utils.common_args import K8S_ARGSPEC, with_fallbacks
-from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, KubeConfigError, connect
+from ansible_collections.apex.ops.plugins.module_utils.common_args import K8S_ARGSPEC
+from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, KubeConfigError
 
 STATES = ("present", "absent", "facts")
 OWN_ARGS = ("state", "procedure", "run_id", "phase", "undo", "details")
@@ -23,13 +23,6 @@ OWN_ARGS = ("state", "procedure", "run_id", "phase", "undo", "details")
 
 def utcnow_iso():
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
-
-
-def journal_store(args):
-    """The JournalStore of the namespace the K8S options name, connected from the controller."""
-    params = with_fallbacks(K8S_ARGSPEC, args)
-    client = connect(params, request_timeout=15.0)
-    return journal.JournalStore(client, params["namespace"]), client
 
 
 class ActionModule(ActionBase):
@@ -47,7 +40,7 @@ class ActionModule(ActionBase):
         if state != "facts" and not run_id:
             raise AnsibleActionFail("state=%s needs run_id" % state)
         try:
-            store, client = journal_store(args)
+            store, client = journal.connect_store(args)
         except KubeConfigError as exc:
             raise AnsibleActionFail("cannot reach the cluster to keep the procedure journal: %s" % exc)
         try:

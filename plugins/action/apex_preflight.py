@@ -20,8 +20,8 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.apex.ops.plugins.module_utils import journal, role_vars
-from ansible_collections.apex.ops.plugins.module_utils.common_args import K8S_ARGSPEC, with_fallbacks
-from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, KubeConfigError, connect
+from ansible_collections.apex.ops.plugins.module_utils.common_args import K8S_ARGSPEC
+from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, KubeConfigError
 
 JOURNAL_MODES = ("refuse", "warn", "skip")
 OWN_ARGS = ("role", "scopes", "journal", "allow_interrupted")
@@ -116,17 +116,16 @@ class ActionModule(ActionBase):
                       started=now.isoformat(), interrupted=None)
         if mode == "skip":
             return result
-        params = with_fallbacks(K8S_ARGSPEC, args)
         try:
-            client = connect(params, request_timeout=10.0)
+            store, client = journal.connect_store(args, request_timeout=10.0)
         except KubeConfigError as exc:
             result["warnings"] = ["could not check for an interrupted apex.ops procedure: %s" % exc]
             return result
         try:
-            record = journal.JournalStore(client, params["namespace"]).read()
+            record = store.read()
         except (KubeApiError, journal.JournalError, OSError) as exc:
             result["warnings"] = ["could not check for an interrupted apex.ops procedure in namespace %s: %s"
-                                  % (params["namespace"], exc)]
+                                  % (store.namespace, exc)]
             return result
         finally:
             client.close()

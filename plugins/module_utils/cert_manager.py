@@ -26,7 +26,7 @@ import base64
 import time
 
 from ansible_collections.apex.ops.plugins.module_utils import tls
-from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, object_stream, restart_patch
+from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, get_or_none, object_stream, restart_patch
 from ansible_collections.apex.ops.plugins.module_utils.k8s_workloads import rollout_state as workload_rollout_state
 from ansible_collections.apex.ops.plugins.module_utils.waiting import poll_until, watch_until
 
@@ -183,12 +183,7 @@ class CertManager(object):
 
     # ------------------------------------------------------------------ reads
     def _get_or_none(self, path):
-        try:
-            return self.client.get(path)
-        except KubeApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return get_or_none(self.client, path)
 
     def get_certificate(self, namespace, name):
         return self._get_or_none(certificates_path(namespace, name))

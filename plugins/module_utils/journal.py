@@ -22,7 +22,7 @@ __metaclass__ = type
 import json
 import os
 
-from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError
+from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, get_or_none
 
 JOURNAL_CONFIGMAP = "apex-ops-journal"
 RECORD_KEY = "record"
@@ -110,6 +110,17 @@ def holder_alive(record, host=None):
     return True
 
 
+def connect_store(args, request_timeout=15.0):
+    """``(JournalStore, client)`` for the K8S options in ``args``, resolved as a module would (environment
+    fallbacks, defaults) - for the action plugins, which run on the controller."""
+    from ansible_collections.apex.ops.plugins.module_utils.common_args import K8S_ARGSPEC, with_fallbacks
+    from ansible_collections.apex.ops.plugins.module_utils.k8s import connect
+
+    params = with_fallbacks(K8S_ARGSPEC, args)
+    client = connect(params, request_timeout=request_timeout)
+    return JournalStore(client, params["namespace"]), client
+
+
 class JournalStore(object):
     """The journal ConfigMap of one namespace (one record: one procedure at a time)."""
 
@@ -120,12 +131,7 @@ class JournalStore(object):
         self.path = "/api/v1/namespaces/%s/configmaps" % namespace
 
     def _get(self):
-        try:
-            return self.client.get("%s/%s" % (self.path, self.name))
-        except KubeApiError as exc:
-            if exc.not_found:
-                return None
-            raise
+        return get_or_none(self.client, "%s/%s" % (self.path, self.name))
 
     def read(self):
         cm = self._get()

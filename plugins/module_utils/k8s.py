@@ -626,6 +626,17 @@ class KubeClient(object):
                 self._pool = None
 
 
+def get_or_none(client, path, query=None):
+    """The object at ``path``, or None when it does not exist (404); other errors raise.
+    Works with any client that has ``get`` (the lean client, the test fakes)."""
+    try:
+        return client.get(path, query=query)
+    except KubeApiError as exc:
+        if exc.not_found:
+            return None
+        raise
+
+
 def connect(params, **kwargs):
     """A ``KubeClient`` for the module's K8S_ARGSPEC params (raises KubeConfigError)."""
     return KubeClient(params, **kwargs)

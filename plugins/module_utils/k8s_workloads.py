@@ -31,7 +31,7 @@ import re
 import time
 from datetime import datetime
 
-from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, object_stream, restart_patch
+from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, get_or_none, object_stream, restart_patch
 from ansible_collections.apex.ops.plugins.module_utils.waiting import Deadline, watch_until
 
 try:
@@ -863,12 +863,7 @@ class StateStore(object):
         self.path = "/api/v1/namespaces/%s/configmaps" % namespace
 
     def _get(self):
-        try:
-            return self.client.get("%s/%s" % (self.path, self.name))
-        except KubeApiError as exc:
-            if exc.not_found:
-                return None
-            raise
+        return get_or_none(self.client, "%s/%s" % (self.path, self.name))
 
     def read(self, state_name):
         cm = self._get()

@@ -86,8 +86,10 @@ def _local_dir(ctx, steps, workdir):
 
 
 def _replay_run(arg, build_args, path_map):
-    """A RUN line as an argument list and environment: ARGs substituted, image paths mapped."""
-    env = dict(os.environ)
+    """A RUN line as an argument list and environment: ARGs substituted, image paths mapped. The image
+    has none of the checkout's Ansible settings (``make`` exports ANSIBLE_CONFIG, whose collections_path
+    already holds apex.ops, and ansible-galaxy would then skip the install as done)."""
+    env = dict((k, v) for k, v in os.environ.items() if not k.startswith("ANSIBLE_"))
     words = []
     for word in shlex.split(arg):
         if not words and re.match(r"^[A-Z_]+=", word):
