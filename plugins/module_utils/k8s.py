@@ -630,7 +630,7 @@ def get_or_none(client, path, query=None):
     """The object at ``path``, or None when it does not exist (404); other errors raise.
     Works with any client that has ``get`` (the lean client, the test fakes)."""
     try:
-        return client.get(path, query=query)
+        return client.get(path, query=query) if query else client.get(path)
     except KubeApiError as exc:
         if exc.not_found:
             return None
