@@ -409,6 +409,7 @@ def _wait_for(predicate, timeout, what):
 def _start_big_backup(start_module, big_db, helpers, prefix):
     proc, cleanup = start_module(action="backup", db=big_db, part_size_mb=5, upload_concurrency=1, compress=9)
     big_prefix = "%s/postgres/%s/" % (prefix, big_db)
+
     def dumping():
         # the module first runs `pg_dump --version` (a short-lived child of the same name): skip it, or the
         # test may pick that pid and find it gone when it kills it (seen under load)
