@@ -54,7 +54,7 @@ def test_the_scan_sees_links_and_paths(tmp_path):
     page = tmp_path / "x.md"
     page.write_text("See [a](a.md#top), [web](https://x.org), `roles/scale/{tasks,meta}/`, `make test`,\n"
                     "`roles/<role>/meta`, `tests/unit/y.py::test_z`, `galaxy.yml`.\n")
-    cited = [(what, [p.name for p in paths]) for _, what, paths in citations(page)]
+    cited = [(cited_item[1], [p.name for p in cited_item[2]]) for cited_item in citations(page)]
     assert cited == [("a.md", ["a.md"]), ("roles/scale/{tasks,meta}/", ["tasks", "meta"]),
                      ("tests/unit/y.py::test_z", ["y.py"]), ("galaxy.yml", ["galaxy.yml"])]
 
