@@ -10,7 +10,7 @@ dest="$work/ansible_collections/apex/ops"
 rm -rf "$work" && mkdir -p "$dest"
 cd "$root"
 git ls-files -co --exclude-standard -z \
-  | grep -zvE '^(tests/lab/|bench/|extensions/|\.ci/|Makefile$|ansible\.cfg$)' \
+  | grep -zvE '^(tests/lab/|bench/|extensions/molecule/|\.ci/|Makefile$|ansible\.cfg$)' \
   | xargs -0 cp --parents -t "$dest"
 cd "$dest"
 git init -q . && git add -A
