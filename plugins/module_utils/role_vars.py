@@ -55,6 +55,10 @@ def unknown_vars(prefix, names, declared, internal=(), sibling_prefixes=()):
     for name in names:
         if not name.startswith(prefix) or name in known:
             continue
+        # a sibling role's own name is its set_stats artifact key: AWX workflows pass the
+        # artifacts of earlier nodes (backup_verify -> backup) as extra variables
+        if name + "_" in prefixes:
+            continue
         if owning_prefix(name, prefixes) != prefix:
             continue
         unknown.append((name, suggest(name, declared)))

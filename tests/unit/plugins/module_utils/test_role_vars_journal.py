@@ -31,6 +31,14 @@ def test_backup_prune_variables_are_not_the_backup_roles():
                                   sibling_prefixes=SIBLINGS) == []
 
 
+def test_a_sibling_roles_artifact_key_is_not_unknown():
+    # an AWX workflow passes backup_verify's set_stats artifact (key: its role name) to the next node
+    names = ["backup_verify", "backup_prune", "backup_verifyy"]
+    unknown = role_vars.unknown_vars("backup_", names, {"backup_databases"},
+                                     sibling_prefixes=SIBLINGS | {"backup_verify_"})
+    assert [name for name, _hint in unknown] == ["backup_verifyy"]
+
+
 def test_no_suggestion_when_nothing_is_close():
     assert role_vars.unknown_vars("scale_", ["scale_zzzzzzzzzzzzzz"], SCALE_DECLARED) == [("scale_zzzzzzzzzzzzzz", None)]
 
