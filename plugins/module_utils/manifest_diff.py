@@ -105,7 +105,8 @@ def mask_secret_pair(before, after):
             out["metadata"] = dict(out["metadata"], annotations=dict(
                 (k, v) for k, v in annotations.items() if k != "kubectl.kubernetes.io/last-applied-configuration"))
         if data:
-            out["data"] = dict((key, MASKED if other is None or other.get(key) == value or obj is before
+            # a key on one side only shows as added/removed by itself; a changed value is marked
+            out["data"] = dict((key, MASKED if obj is before or other is None or other.get(key, value) == value
                                 else MASKED_CHANGED) for key, value in sorted(data.items()))
         return out
     return masked(before, before_data, after_data if after is not None else None), \
