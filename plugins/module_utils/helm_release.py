@@ -17,8 +17,6 @@ __metaclass__ = type
 import os
 import time
 
-import yaml
-
 from ansible_collections.apex.ops.plugins.module_utils import manifest_diff as md
 from ansible_collections.apex.ops.plugins.module_utils.helm_client import HelmCallError
 from ansible_collections.apex.ops.plugins.module_utils.k8s_workloads import pod_summary, rollout_state, selector_string
@@ -69,6 +67,8 @@ def merge_values(values_files=(), values=None, set_values=(), parse_set=None, re
 
 
 def _read_yaml_file(path):
+    import yaml  # PyYAML comes with ansible-core; imported here as the sanity import test requires
+
     try:
         with open(path) as handle:
             return yaml.safe_load(handle)

@@ -65,10 +65,9 @@ def main():
     except ImportError as exc:
         answers.write(json.dumps({"error": {"type": "ImportError", "message": str(exc)}}) + "\n")
         answers.flush()
-        return 1
+        return
     serve(sys.stdin, answers, helm)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

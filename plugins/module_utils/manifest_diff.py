@@ -22,8 +22,6 @@ import base64
 import hashlib
 import re
 
-import yaml
-
 MASKED = "<masked>"
 MASKED_CHANGED = "<masked, changed>"
 SENSITIVE_KEY = re.compile(r"(password|passwd|secret|token|credential|private[-_]?key|api[-_]?key|"
@@ -37,6 +35,8 @@ CLUSTER_SCOPED = frozenset(["Namespace", "Node", "PersistentVolume", "StorageCla
 
 def parse_manifest(text):
     """The objects of a multi-document manifest, in order (empty documents dropped)."""
+    import yaml  # PyYAML comes with ansible-core; imported here as the sanity import test requires
+
     return [doc for doc in yaml.safe_load_all(text or "") if isinstance(doc, dict) and doc.get("kind")]
 
 
@@ -166,6 +166,8 @@ def _secret_view(live, desired):
 
 
 def _yaml(obj):
+    import yaml
+
     if obj is None:
         return ""
     return yaml.safe_dump(obj, default_flow_style=False, sort_keys=True)
