@@ -21,12 +21,13 @@ import subprocess
 import sys
 import tempfile
 
+from ansible_collections.apex.ops.plugins.module_utils import helm_worker
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import find_error_of
 
 PIP_NAME = "helm-python-sdk"
 REQUIREMENT = (PIP_NAME, find_error_of("helm_python"))
 SQL_CONNECTION_ENV = "HELM_DRIVER_SQL_CONNECTION_STRING"
-WORKER = "ansible_collections.apex.ops.plugins.module_utils.helm_worker"
+WORKER = helm_worker.__name__  # imported so that Ansible ships it in the module's payload
 STORAGE_DRIVERS = ("secret", "configmap", "sql")
 # Helm's own actions carry their timeout; the pipe waits this much longer before it gives up.
 ANSWER_MARGIN = 60.0
@@ -67,10 +68,18 @@ def config_kwargs(params):
     return kwargs
 
 
+def collections_root(module_file=None):
+    """The directory (or the module payload's zip) that holds ``ansible_collections``: the
+    worker imports from there only, not from the module's whole ``sys.path``."""
+    path = os.path.abspath(module_file or helm_worker.__file__)
+    marker = os.sep + "ansible_collections" + os.sep
+    return path[:path.rindex(marker)] if marker in path else os.path.dirname(path)
+
+
 def worker_environment(params, environ=None):
     """The child's environment: ours, the module's import path, and the sql connection string."""
     env = dict(os.environ if environ is None else environ)
-    env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (collections_root(), env.get("PYTHONPATH")) if x)
     if (params.get("storage_driver") or "secret") == "sql":
         if not params.get("sql_connection_string"):
             raise ValueError("storage_driver=sql needs sql_connection_string (or %s in the environment): the "

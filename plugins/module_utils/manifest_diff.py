@@ -66,7 +66,9 @@ def _named(items):
 def project(live, desired):
     """``live`` cut down to the shape of ``desired``: the keys the manifest sets, list entries
     matched by ``name`` where they have one (containers, env, ports), by position otherwise.
-    Live list entries the manifest does not name stay in (applying the manifest removes them)."""
+    Named entries the manifest does not have are left out: applying merges such lists by name
+    and keeps them (another writer's env var stays). Extra entries of a positional list stay in:
+    applying replaces that list whole."""
     if isinstance(desired, dict) and isinstance(live, dict):
         # an empty value the manifest sets and the server omits is the same thing
         return dict((key, project(live[key], value) if key in live else value) for key, value in desired.items()
@@ -74,9 +76,7 @@ def project(live, desired):
     if isinstance(desired, list) and isinstance(live, list):
         if _named(desired) and all(isinstance(item, dict) for item in live):
             by_name = dict((item.get("name"), item) for item in live)
-            wanted = set(item["name"] for item in desired)
-            kept = [project(by_name[item["name"]], item) for item in desired if item["name"] in by_name]
-            return kept + [item for item in live if item.get("name") not in wanted]
+            return [project(by_name[item["name"]], item) for item in desired if item["name"] in by_name]
         return [project(item, want) for item, want in zip(live, desired)] + live[len(desired):]
     if _same_scalar(live, desired):
         return desired

@@ -32,6 +32,8 @@ def test_upgrade_new_tag_is_served_and_rerun_changes_nothing(apex_release, run_m
     assert result["changed"] and result["action"] == "upgrade"
     assert result["revision_after"] == before[-1] + 1 == result["release"]["revision"]
     assert "Deployment/apex/apex-api" in result["plan"]["update"]
+    # the seeded env vars from Secret apex-secrets (not in the chart) are kept by the merge: no difference
+    assert "Deployment/apex/apex-worker" in result["plan"]["unchanged"]
     api = [w for w in result["workloads"] if w["name"] == "apex-api"][0]
     assert api["rollout"] == "complete" and api["images"] == {"api": "apex/api:1.1.0"}
     # the cluster and the twin, not the module, say what runs
@@ -131,7 +133,7 @@ def test_check_mode_plans_against_live_objects_and_masks_secrets(run_module, scr
                            values_files=[str(first)], timeout=60)
     assert not installed.failed, installed.get("msg")
     assert installed["chart_source"] == "package" and installed["action"] == "install"
-    assert "Secret/%s/apex-secrets" % ns in installed["plan"]["create"]
+    assert "Secret/%s/apex-release-secrets" % ns in installed["plan"]["create"]
 
     plan = run_module("apex_release", check_mode=True, diff=True, chart=package, namespace=ns,
                       context="apex-primary", values=SMALL, values_files=[str(second)],
@@ -139,12 +141,12 @@ def test_check_mode_plans_against_live_objects_and_masks_secrets(run_module, scr
     assert not plan.failed, plan.get("msg")
     assert plan["changed"] and plan["action"] == "upgrade" and plan["revision_after"] is None
     assert sorted(plan["plan"]["update"]) == sorted(["ConfigMap/%s/apex-config" % ns, "Deployment/%s/apex-api" % ns,
-                                                     "Secret/%s/apex-secrets" % ns])
+                                                     "Secret/%s/apex-release-secrets" % ns])
     by_key = dict((d["after_header"].split(" ")[0], d) for d in plan["diff"])
     api = by_key["Deployment/%s/apex-api" % ns]
     assert "image: apex/api:1.0.0" in api["before"] and "image: apex/api:1.1.0" in api["after"]
     assert "status" not in api["before"]  # live-only fields are not a difference
-    secret = by_key["Secret/%s/apex-secrets" % ns]
+    secret = by_key["Secret/%s/apex-release-secrets" % ns]
     assert "DB_PASSWORD: <masked>" in secret["before"]
     assert "DB_PASSWORD: <masked, changed>" in secret["after"] and "API_TOKEN: <masked>" in secret["after"]
     for leak in ("first-S3cret-value", "second-S3cret-value", "tok-S3cret-value"):

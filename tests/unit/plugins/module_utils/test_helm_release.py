@@ -144,3 +144,9 @@ def test_worker_serves_whitelisted_operations_only():
     assert lines[1] == {"error": {"type": "LookupError", "message": "release: not found"}}
     assert lines[2] == {"result": {"parsed": "a=1"}}
     assert lines[3]["error"]["type"] == "ValueError"
+
+
+def test_collections_root_for_a_directory_and_a_module_payload():
+    assert helm_client.collections_root("/c/ansible_collections/apex/ops/plugins/module_utils/helm_worker.py") == "/c"
+    zipped = "/tmp/ansible_x/payload.zip/ansible_collections/apex/ops/plugins/module_utils/helm_worker.py"
+    assert helm_client.collections_root(zipped) == "/tmp/ansible_x/payload.zip"

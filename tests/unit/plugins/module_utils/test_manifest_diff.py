@@ -45,10 +45,16 @@ def test_project_keeps_only_what_the_manifest_sets():
     assert container["resources"] == {"limits": {"cpu": "2"}}  # 2 and "2" are the same quantity
 
 
-def test_project_shows_live_list_entries_the_manifest_drops():
+def test_project_leaves_out_named_entries_another_writer_added():
+    # applying merges env by name: B (set by someone else) stays, so it is no difference
     view = md.project(live_deployment(extra_env=[{"name": "B", "value": "x"}]), DEPLOYMENT)
     env = view["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env == [{"name": "A", "value": "1"}, {"name": "B", "value": "x"}]
+    assert env == [{"name": "A", "value": "1"}]
+
+
+def test_project_keeps_extra_entries_of_positional_lists():
+    live = {"spec": {"args": ["--a", "--b"]}}
+    assert md.project(live, {"spec": {"args": ["--a"]}}) == {"spec": {"args": ["--a", "--b"]}}
 
 
 def test_project_empty_values_the_server_omits_are_no_difference():
