@@ -372,10 +372,6 @@ ARGUMENT_SPEC = dict(
     state_configmap=dict(type="str", default="apex-ops-scale-state"),
 )
 
-RESTORE_EXCLUSIVE = ("names", "label_selectors", "targets", "replicas", "replicas_delta", "current_replicas",
-                     "hpa_min_replicas", "hpa_max_replicas", "hpa_target_cpu", "save_state", "restart")
-
-
 def main():
     module = ApexModule(
         argument_spec=ARGUMENT_SPEC,
@@ -384,23 +380,16 @@ def main():
         mutually_exclusive=[("replicas", "replicas_delta")],
         supports_check_mode=True,
     )
-    from ansible_collections.apex.ops.plugins.module_utils import k8s_workloads as wl
+    from ansible_collections.apex.ops.plugins.module_utils import k8s_scaler
+    from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import WorkloadError
 
     params = module.params
-    if params["restore_state"]:
-        given = [k for k in RESTORE_EXCLUSIVE if params.get(k) not in (None, [], False)]
-        if given:
-            module.fail("restore_state restores the recorded targets exactly; it cannot be combined with %s"
-                        % ", ".join(given))
-    if params["max_replicas_ceiling"] is not None and params["max_replicas_ceiling"] < 1:
-        module.fail("max_replicas_ceiling must be at least 1")
-    if params["wait"] and params["wait_timeout"] < 1:
-        module.fail("wait_timeout must be at least 1 second (or set wait: false)")
     try:
+        k8s_scaler.check_options(params)
         client = k8s.connect(params)
-        result = wl.run_scale(client, params["namespace"], params, check_mode=module.check_mode,
-                              context=client.connection.get("context"))
-    except wl.ScaleError as exc:
+        result = k8s_scaler.run_scale(client, params["namespace"], params, check_mode=module.check_mode,
+                                      context=client.connection.get("context"), diff=module._diff)
+    except WorkloadError as exc:
         module.fail(str(exc), last_state=exc.last_state)
     except k8s.KubeConfigError as exc:
         module.fail("Kubernetes connection is not configured: %s" % exc)
@@ -408,8 +397,6 @@ def main():
         module.fail("Kubernetes API error: %s" % exc)
     for change in result.get("concurrent_changes") or []:
         module.warn(change["message"])
-    if module._diff:
-        result["diff"] = wl.scale_diff(result)
     module.exit_json(**result)
 
 
