@@ -224,9 +224,11 @@ EXAMPLES = r"""
 
 RETURN = r"""
 certificates:
-  description: Facts of each Certificate looked at (conditions, not_after, renewal_time, issuer_ref, dns_names,
-    secret_name, failed_issuance_attempts, days_left, expiry_status...).
-  returned: when Kubernetes was consulted
+  description:
+    - Facts of each Certificate looked at (conditions, not_after, renewal_time, issuer_ref, dns_names,
+      secret_name, failed_issuance_attempts, days_left, expiry_status...).
+    - On failure, when O(method=delete_secret) was refused because the issuer is not Ready.
+  returned: when Kubernetes was consulted; failure (the delete_secret refusal)
   type: list
   elements: dict
 cert_manager_installed:
@@ -234,18 +236,24 @@ cert_manager_installed:
   returned: state=facts
   type: bool
 secret:
-  description: The certificate stored in the TLS Secret (subject, dns_names, issuer, serial, not_before, not_after,
-    days_left), its chain, key_matches. Never key material.
-  returned: when the Secret was consulted
+  description:
+    - The certificate stored in the TLS Secret (subject, dns_names, issuer, serial, not_before, not_after,
+      days_left), its chain, key_matches. Never key material.
+    - On failure, what the Secret holds when the failure came after it changed (the new certificate of a renewal
+      or an install whose ingress restart or endpoint wait failed), when an install was refused (the Secret as
+      it is, unchanged), or when O(state=reload) could not probe the endpoint.
+  returned: when the Secret was consulted; failure (see the description)
   type: dict
 secrets:
   description: Secret facts by Secret name, for every Certificate reported.
   returned: state=facts
   type: dict
 endpoint:
-  description: The live endpoint (host, port, server_name, sni_sent, tls_version, cipher, certificate, chain,
-    chain_problems, verified, verify_error, hostname_match, trusted, days_left, expiry_status).
-  returned: when an endpoint was probed
+  description:
+    - The live endpoint (host, port, server_name, sni_sent, tls_version, cipher, certificate, chain,
+      chain_problems, verified, verify_error, hostname_match, trusted, days_left, expiry_status).
+    - On failure, when O(state=reload) could not probe it (with C(error); nothing was restarted).
+  returned: when an endpoint was probed; failure (state=reload, endpoint unreachable)
   type: dict
 drift:
   description: Comparison of the Secret's certificate with the served one (drift, secret_newer, both serials).
@@ -270,16 +278,18 @@ expiry:
   returned: state=facts
   type: dict
 renewed:
-  description: Whether a renewal was triggered (state=renew).
-  returned: state=renew
+  description: Whether a renewal was triggered (state=renew). True on a failure that came after the trigger.
+  returned: state=renew; failure after the renewal was triggered
   type: bool
 reason:
   description: Why a renewal was or was not done.
   returned: state=renew
   type: str
 previous:
-  description: Serial, fingerprint and dates of the certificate before the action.
-  returned: state=renew or state=install
+  description:
+    - Serial, fingerprint and dates of the certificate before the action.
+    - On failure, what an install replaced, when the ingress restart or the endpoint wait after it failed.
+  returned: state=renew or state=install; failure after an install replaced the Secret
   type: dict
 validation:
   description:
@@ -288,7 +298,8 @@ validation:
       path lengths, validity of every certificate, hostname); C(verified), C(verify_error),
       C(verified_path) (subjects, leaf to anchor) and C(trust_anchor) (C(ca_bundle) = O(tls_ca_file),
       C(supplied_chain) = the top certificate of the supplied chain, C(none) = the leaf alone) report it.
-  returned: state=install
+    - On failure, the report of a certificate refused (its C(problems) say why); nothing was changed.
+  returned: state=install; failure (an install refused by validation)
   type: dict
 ingress_restart:
   description: The rollout of the ingress controller (restarted_at and final rollout state).
@@ -298,6 +309,40 @@ elapsed:
   description: Seconds spent waiting.
   returned: state=renew or state=install
   type: float
+changed:
+  description: On failure, true when the failure came after a change (a renewal triggered, a Secret replaced).
+  returned: failure after a change
+  type: bool
+last_state:
+  description:
+    - What the module last observed when a wait failed or a precondition on the cluster did not hold.
+  returned: failure
+  type: dict
+  contains:
+    certificate:
+      description: The Certificate's facts, when waiting for the reissue timed out (Ready, Issuing, failed attempts).
+      type: dict
+    secret:
+      description:
+        - When waiting for the reissue timed out, the Secret's certificate as last read (serials and dates).
+        - With O(state=reload), the Secret's facts when it holds no certificate to serve.
+      type: dict
+    rollout:
+      description:
+        - When the ingress rollout failed or timed out, its status as last seen (state, message, complete,
+          generation, observed_generation, replicas, updated_replicas, ready_replicas, available_replicas,
+          desired_replicas, conditions).
+      type: dict
+    endpoint:
+      description: When waiting for the endpoint to serve the new certificate timed out, the endpoint as last probed.
+      type: dict
+    error:
+      description: With RV(last_state.endpoint), the last probe's error (the ingress refuses while it restarts).
+      type: str
+exception:
+  description: The traceback of an unexpected error (the message names its type and text); never key material.
+  returned: failure (unexpected errors)
+  type: str
 """
 
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import ApexModule

@@ -150,6 +150,13 @@ api_calls:
   description: Number of API list calls issued (concurrently).
   returned: always
   type: int
+last_state:
+  description:
+    - With O(fail_on_missing=true) and names that do not exist, everything gathered (the keys above, and C(context)),
+      so the failure shows what the namespace holds. The other failures (connection, API errors, an unsupported
+      kind in O(names)) return only C(msg).
+  returned: failure
+  type: dict
 """
 
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import ApexModule

@@ -324,9 +324,32 @@ elapsed_seconds:
   returned: always
   type: float
 last_state:
-  description: On failure, the targets as last observed and what was rolled back.
-  returned: on failure
+  description:
+    - When a write failed or a target did not roll out and get ready within O(wait_timeout) (the other failures,
+      refusals included, change nothing and return only C(msg)), the targets as this call left them and what
+      was rolled back.
+  returned: failure
   type: dict
+  contains:
+    targets:
+      description:
+        - One entry per target, as in RV(targets), plus C(error) (the write that failed), C(observed) (what the
+          cluster showed last) and C(wait_failure) (C(target), C(desired), C(ready), C(updated), C(current),
+          C(rollout), C(message), C(pods_not_ready) with why each pod is not ready, and the C(line) of the message).
+      type: list
+      elements: dict
+    rolled_back:
+      description:
+        - What O(rollback_on_failure) put back, one line per changed target (C(Deployment/apex-api -> 3 replicas));
+          a rolling restart cannot be undone and says so. Empty with O(rollback_on_failure=false).
+      type: list
+      elements: str
+  sample:
+    targets:
+      - key: Deployment/apex-worker
+        wait_failure: {target: Deployment/apex-worker, desired: 8, ready: 5, rollout: progressing,
+                       pods_not_ready: ["apex-worker-7c9-x2: ContainersNotReady; last event Unhealthy: ..."]}
+    rolled_back: ["Deployment/apex-worker -> 5 replicas"]
 """
 
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import ApexModule

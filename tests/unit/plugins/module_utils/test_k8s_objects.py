@@ -37,3 +37,33 @@ def test_label_selector_strings():
     assert k8s_objects.selector_string({"matchLabels": {"b": "2", "a": "1"},
                                "matchExpressions": [{"key": "c", "operator": "In", "values": ["x", "y"]}]}) == \
         "a=1,b=2,c in (x,y)"
+
+
+def test_one_matcher_for_object_selectors_and_selector_strings():
+    """A workload's LabelSelector and its string form (selector_string, what kubectl -l takes) select the
+    same labels through the one matcher; != and notin match objects without the label, as on the server."""
+    selector = {"matchLabels": {"app": "apex-api"},
+                "matchExpressions": [{"key": "track", "operator": "In", "values": ["stable", "canary"]},
+                                     {"key": "tier", "operator": "NotIn", "values": ["db"]},
+                                     {"key": "team", "operator": "Exists"},
+                                     {"key": "legacy", "operator": "DoesNotExist"}]}
+    text = k8s_objects.selector_string(selector)
+    for labels in ({"app": "apex-api", "track": "stable", "team": "x"},
+                   {"app": "apex-api", "track": "canary", "team": "x", "tier": "db"},
+                   {"app": "apex-api", "track": "stable", "team": "x", "legacy": "1"},
+                   {"app": "apex-api", "track": "beta", "team": "x"},
+                   {"app": "other", "track": "stable", "team": "x"}, {}):
+        assert k8s_objects.selector_matches(selector, labels) == matches(text, labels), labels
+    assert matches("tier!=db", {}) and matches("tier notin (db)", {"app": "x"})
+    assert not matches("app=a,app=b", {"app": "a"})
+    assert matches("", {"app": "a"}) and not k8s_objects.selector_matches(None, {"app": "a"})
+
+
+def test_condition_lookup():
+    obj = {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Ok"},
+                                     {"type": "Issuing", "status": "False"}]}}
+    assert k8s_objects.condition(obj, "Ready")["reason"] == "Ok"
+    assert k8s_objects.condition(obj, "Progressing") is None and k8s_objects.condition(None, "Ready") is None
+    assert k8s_objects.condition_true(obj, "Ready") and not k8s_objects.condition_true(obj, "Issuing")
+    assert k8s_objects.condition_statuses(obj) == {"Ready": "True", "Issuing": "False"}
+    assert k8s_objects.condition_statuses({"status": {}}) == {}
