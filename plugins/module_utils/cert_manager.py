@@ -305,9 +305,10 @@ class CertManager(object):
 
     def wait_rollout(self, namespace, name, deadline):
         """Like ``kubectl rollout status``: until the new ReplicaSet is fully rolled out and available;
-        a rollout past its progress deadline fails at once. Returns the rollout status last seen."""
+        a rollout past its progress deadline fails at once. Returns the rollout status last seen;
+        API errors (the Deployment missing or deleted) raise as ``KubeApiError``."""
         entry = k8s_rollout.wait_rollout(
-            self.client, [k8s_rollout.rollout_target("Deployment", namespace, name)], deadline)[0]
+            self.client, [k8s_rollout.rollout_target("Deployment", namespace, name)], deadline, raise_errors=True)[0]
         if entry["ok"]:
             return entry["last"]
         raise CertManagerError(k8s_rollout.failure_message(entry, deadline.timeout),

@@ -24,8 +24,7 @@ __metaclass__ = type
 import time
 
 from ansible_collections.apex.ops.plugins.module_utils.k8s import object_stream, run_parallel
-from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import (
-    WorkloadError, condition, normalize_kind, workload_path)
+from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import condition, normalize_kind, workload_path
 from ansible_collections.apex.ops.plugins.module_utils.waiting import watch_until
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -141,13 +140,10 @@ def watch_rollout(client, kind, namespace, name, deadline, replicas=None, writte
 
     Returns the ``waiting.WaitResult`` (``ok`` false on a failed rollout too; ``last`` the object
     last seen) with ``moved_to`` (None when the target is at ``replicas``). A missing target
-    raises the API's 404; its deletion during the wait raises ``deleted_error()`` (default a
-    ``WorkloadError``).
+    raises the API's 404; its deletion during the wait raises ``deleted_error()`` (by default a
+    404 ``KubeApiError``).
     """
     kind = normalize_kind(kind)
-    if deleted_error is None:
-        def deleted_error():
-            return WorkloadError("%s %s/%s was deleted while waiting for its rollout" % (kind, namespace, name))
     relist, watch = object_stream(client, workload_path(kind, namespace), name, deleted_error=deleted_error)
     state = dict(seen=written, moved_to=None)
 
@@ -174,14 +170,15 @@ def rollout_target(kind, namespace, name, replicas=None):
     return dict(kind=normalize_kind(kind), namespace=namespace, name=name, replicas=replicas)
 
 
-def wait_rollout(client, targets, deadline, sleep=time.sleep, max_workers=16):
+def wait_rollout(client, targets, deadline, raise_errors=False, sleep=time.sleep, max_workers=16):
     """Wait for every target's rollout at once (one thread each) under one ``deadline``.
 
     ``targets``: ``rollout_target()`` dicts. Returns one dict per target, in order: ``key``
     (Kind/namespace/name), ``kind``, ``namespace``, ``name``, ``ok``, ``outcome`` (complete, failed,
     timeout or error), ``error`` (the message when watching it failed), ``moved_to``,
     ``observations`` and ``last``: the ``rollout_status`` last seen (None if never read).
-    Never raises for one target: each reports its own outcome.
+    One target's error (a 404, a refused watch) does not stop the others: each reports its own
+    outcome; with ``raise_errors`` the first error is raised once every wait has ended.
     """
     keyed = []
     for target in targets:
@@ -196,6 +193,8 @@ def wait_rollout(client, targets, deadline, sleep=time.sleep, max_workers=16):
     out = []
     for key, target in keyed:
         result, exc = raw[key]
+        if exc is not None and raise_errors:
+            raise exc
         entry = dict(key=key, kind=target["kind"], namespace=target["namespace"], name=target["name"],
                      ok=False, outcome="error", error=None, moved_to=None, observations=0, last=None)
         if exc is not None:

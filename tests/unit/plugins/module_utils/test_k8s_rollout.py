@@ -183,5 +183,12 @@ def test_watch_rollout_deleted_target_raises_the_given_error():
 
     api = FakeApi(clock, {path: progressing("apex-api", 3, 1)})
     api.watch = lambda *a, **kw: iter([("DELETED", deployment("apex-api", 3))])
-    with pytest.raises(k8s_objects.WorkloadError, match="Deployment apex/apex-api was deleted while waiting"):
+    with pytest.raises(KubeApiError, match="apex-api was deleted while waiting") as err:
         k8s_rollout.watch_rollout(api, "Deployment", "apex", "apex-api", Deadline(60, clock=clock))
+    assert err.value.not_found
+    with pytest.raises(k8s_objects.WorkloadError, match="gone"):
+        k8s_rollout.watch_rollout(api, "Deployment", "apex", "apex-api", Deadline(60, clock=clock),
+                                  deleted_error=lambda: k8s_objects.WorkloadError("gone"))
+    with pytest.raises(KubeApiError, match="apex-api was deleted"):
+        k8s_rollout.wait_rollout(api, [k8s_rollout.rollout_target("Deployment", "apex", "apex-api")],
+                                 Deadline(60, clock=clock), raise_errors=True)
