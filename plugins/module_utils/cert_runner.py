@@ -178,7 +178,7 @@ class CertRunner(object):
         obj = self.cm.get_certificate(self.ns, name)
         if obj is None:
             raise CertManagerError("Certificate %s/%s not found (is cert-manager managing this certificate? "
-                             "use state=install for a manually supplied one)" % (self.ns, name))
+                                   "use state=install for a manually supplied one)" % (self.ns, name))
         secret_name = self.resolve_secret_name(obj)
         before = self.secret_facts(secret_name)
         before_cert = before.get("certificate")
@@ -198,9 +198,9 @@ class CertRunner(object):
             ready, why = self.cm.issuer_ready(self.ns, (obj.get("spec") or {}).get("issuerRef") or {})
             if not ready:
                 raise CertManagerError("refusing to delete Secret %s/%s: %s, so cert-manager could not issue a new "
-                                 "certificate and the ingress would be left without one; nothing was changed "
-                                 "(fix the issuer, or use method=issuing_condition, which keeps the old certificate "
-                                 "served)" % (self.ns, secret_name, why), certificates=result["certificates"])
+                                       "certificate and the ingress would be left without one; nothing was changed "
+                                       "(fix the issuer, or use method=issuing_condition, which keeps the old certificate "
+                                       "served)" % (self.ns, secret_name, why), certificates=result["certificates"])
         result["changed"] = True
         result["diff"] = dict(before=cm.secret_summary(before),
                               after=dict(present=True, certificate="(a new certificate issued by %s)" % (
@@ -223,7 +223,7 @@ class CertRunner(object):
             raise CertManagerError(str(exc), last_state=exc.last_state, renewed=True, changed=True)
         except k8s.KubeApiError as exc:  # the renewal was triggered: say so with the failure
             raise CertManagerError("renewal of Certificate %s/%s triggered, then waiting for it failed: %s"
-                             % (self.ns, name, exc), renewed=True, changed=True)
+                                   % (self.ns, name, exc), renewed=True, changed=True)
         after["hostname"] = self.hostname()
         result["certificates"] = [self.cert_facts(obj)]
         result["secret"] = after
@@ -244,19 +244,19 @@ class CertRunner(object):
         secret = self.secret_facts(secret_name)
         if not secret.get("certificate"):
             raise CertManagerError("Secret %s/%s holds no certificate to serve" % (self.ns, secret_name),
-                             last_state=dict(secret=secret))
+                                   last_state=dict(secret=secret))
         served = self.probe_safely()
         if served.get("error"):
             # a restart could not be verified, and an unreachable endpoint is rarely cured by one
             raise CertManagerError("cannot probe %s (%s); not restarting the ingress controller: nothing was changed"
-                             % (self.p["endpoint"], served["error"]), secret=secret, endpoint=served)
+                                   % (self.p["endpoint"], served["error"]), secret=secret, endpoint=served)
         drift = tls.compare_served(secret["certificate"], served.get("certificate"))
         drift["secret_name"] = secret_name
         if drift["drift"] and not drift["secret_newer"]:
             self.warn("%s serves certificate %s, not older than the Secret's %s: something other than this "
-                             "ingress may terminate TLS (load balancer, CDN), or the Secret was rolled back; a restart "
-                             "would not change what is served, so none was done"
-                             % (self.p["endpoint"], drift["served_serial"], drift["secret_serial"]))
+                      "ingress may terminate TLS (load balancer, CDN), or the Secret was rolled back; a restart "
+                      "would not change what is served, so none was done"
+                      % (self.p["endpoint"], drift["served_serial"], drift["secret_serial"]))
         result = dict(changed=bool(drift["drift"] and drift["secret_newer"]), secret_name=secret_name, secret=secret,
                       endpoint=served, drift=drift,
                       diff=dict(before=dict(served=cm.cert_summary(served.get("certificate"))),
@@ -290,7 +290,7 @@ class CertRunner(object):
             if text_opt != "private_key" and b"PRIVATE KEY-----" in data:
                 # a combined bundle would put the key in the certificate's place (and its option into logs)
                 raise CertManagerError("%s contains a private key: pass the certificate and the key separately "
-                                 "(private_key is no_log; prefer private_key_path); nothing was changed" % what)
+                                       "(private_key is no_log; prefer private_key_path); nothing was changed" % what)
             return data
         if required:
             raise CertManagerError("state=install needs %s or %s" % (text_opt, path_opt))
@@ -322,20 +322,20 @@ class CertRunner(object):
         before = cm.secret_facts(existing, warning_days=self.warn_days, critical_days=self.crit_days)
         if report["problems"]:
             raise CertManagerError("refusing to install the certificate into Secret %s/%s: %s; nothing was changed"
-                             % (self.ns, secret_name, "; ".join(report["problems"])),
-                             validation=report, secret=before)
+                                   % (self.ns, secret_name, "; ".join(report["problems"])),
+                                   validation=report, secret=before)
         managers = [o for o in (self.cm.list_certificates(self.ns) or [])
                     if (o.get("spec") or {}).get("secretName") == secret_name]
         for manager in managers:
             wanted = sorted((manager.get("spec") or {}).get("dnsNames") or [])
             if wanted != sorted(report["certificate"]["dns_names"]):
                 self.warn("Secret %s/%s is managed by Certificate %s whose dnsNames (%s) differ from the "
-                                 "certificate's (%s): cert-manager will reissue and overwrite it right away"
-                                 % (self.ns, secret_name, manager["metadata"]["name"], ", ".join(wanted),
-                                    ", ".join(report["certificate"]["dns_names"])))
+                          "certificate's (%s): cert-manager will reissue and overwrite it right away"
+                          % (self.ns, secret_name, manager["metadata"]["name"], ", ".join(wanted),
+                             ", ".join(report["certificate"]["dns_names"])))
             else:
                 self.warn("Secret %s/%s is managed by Certificate %s: cert-manager will replace the installed "
-                                 "certificate at its next renewal" % (self.ns, secret_name, manager["metadata"]["name"]))
+                          "certificate at its next renewal" % (self.ns, secret_name, manager["metadata"]["name"]))
         new_fps = [tls.fingerprint_sha256(c) for c in chain]
         old_fps = [before.get("certificate", {}).get("fingerprint_sha256")] + \
             [c["fingerprint_sha256"] for c in before.get("chain") or []] if before.get("certificate") else []
@@ -360,7 +360,7 @@ class CertRunner(object):
             self.after_change(result, new_fps[0])
         except CertManagerError as exc:
             raise CertManagerError(str(exc), last_state=exc.last_state, changed=True, secret=after,
-                             previous=result["previous"])
+                                   previous=result["previous"])
         result["elapsed"] = round(self.deadline.elapsed(), 3)
         return result
 

@@ -122,7 +122,6 @@ def pod_summary(pod, now=None):
     )
 
 
-
 def hpa_summary(hpa):
     meta, spec, status = hpa.get("metadata") or {}, hpa.get("spec") or {}, hpa.get("status") or {}
     kind, name = hpa_target(hpa)
@@ -209,7 +208,6 @@ def usage_summary(item, allocatable_millicores=None, allocatable_mib=None, limit
     if limit_mib:
         out["memory_percent_of_limit"] = round(100.0 * mem / limit_mib, 1)
     return out
-
 
 
 # --------------------------------------------------------------------------- gather (I/O)
@@ -350,4 +348,3 @@ def summarize(info):
         workloads_not_ready=["%s/%s" % (w["kind"], w["name"]) for w in workloads if not w.get("ready_ok")],
         warning_events=len(info.get("events") or []),
     )
-

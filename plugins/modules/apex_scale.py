@@ -395,6 +395,7 @@ ARGUMENT_SPEC = dict(
     state_configmap=dict(type="str", default="apex-ops-scale-state"),
 )
 
+
 def main():
     module = ApexModule(
         argument_spec=ARGUMENT_SPEC,

@@ -35,7 +35,7 @@ def test_label_selector_strings():
     assert not matches("track notin (stable)", labels)
     assert not matches("missing", labels)
     assert k8s_objects.selector_string({"matchLabels": {"b": "2", "a": "1"},
-                               "matchExpressions": [{"key": "c", "operator": "In", "values": ["x", "y"]}]}) == \
+                                        "matchExpressions": [{"key": "c", "operator": "In", "values": ["x", "y"]}]}) == \
         "a=1,b=2,c in (x,y)"
 
 

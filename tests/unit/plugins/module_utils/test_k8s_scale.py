@@ -44,16 +44,16 @@ def test_plan_refuses_outside_hpa_bounds_with_explanation():
 
 def test_plan_hpa_adjust_moves_bound():
     plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
-                          {"replicas": 12}, hpa_adjust=True)
+                                      {"replicas": 12}, hpa_adjust=True)
     assert plan["after"]["hpa"]["max_replicas"] == 12 and plan["hpa_changed"]
     plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
-                          {"replicas": 2}, hpa_adjust=True)
+                                      {"replicas": 2}, hpa_adjust=True)
     assert plan["after"]["hpa"]["min_replicas"] == 2
 
 
 def test_plan_raising_max_and_replicas_together_is_fine():
     plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-worker", 5), hpa("apex-worker", "apex-worker", 5, 50),
-                          {"replicas": 60, "hpa_max_replicas": 100})
+                                      {"replicas": 60, "hpa_max_replicas": 100})
     assert plan["after"] == {"replicas": 60, "hpa": {"min_replicas": 5, "max_replicas": 100, "target_cpu": 70}}
 
 
@@ -70,7 +70,7 @@ def test_plan_idempotent_and_hpa_only():
     plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10), {"replicas": 3})
     assert not plan["changed"] and plan["set_replicas"] is None
     plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
-                          {"hpa_min_replicas": 5})
+                                      {"hpa_min_replicas": 5})
     assert plan["hpa_changed"] and plan["after"]["replicas"] == 5  # the HPA will bring it up
     assert any("HPA will move it" in n for n in plan["notes"])
 
@@ -118,7 +118,7 @@ def test_plan_hpa_validation():
         k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), None, {"hpa_max_replicas": 5})
     with pytest.raises(k8s_scale_plan.ScaleError, match="would exceed maxReplicas"):
         k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
-                       {"hpa_min_replicas": 12})
+                                   {"hpa_min_replicas": 12})
 
 
 def test_hpa_patch_keeps_other_metrics():
@@ -322,7 +322,7 @@ def test_wait_timeout_reports_and_rolls_back():
                           [hpa("apex-api", "apex-api", 3, 10)], fail_ready=["apex-never"])
     with pytest.raises(k8s_scale_plan.ScaleError) as err:
         k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-never", "apex-api"], replicas=2, wait_timeout=1,
-                                           hpa_adjust=True))
+                                                   hpa_adjust=True))
     text = str(err.value)
     assert "Deployment/apex-never: ready 0/2" in text and "apex-never-pod: ContainersNotReady" in text
     assert "last event Unhealthy: Readiness probe failed: 503" in text
@@ -446,7 +446,7 @@ def test_plan_refuses_above_the_ceiling_before_anything_and_names_it():
     ceiling = k8s_scale_plan.replica_ceiling(5, hpa_max=10, capacity={"pods": 330, "nodes": 3})
     with pytest.raises(k8s_scale_plan.AboveCeiling) as err:
         k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 5), hpa("apex-api", "apex-api", 3, 10),
-                       {"replicas": 100000}, hpa_adjust=True, ceiling=ceiling)
+                                   {"replicas": 100000}, hpa_adjust=True, ceiling=ceiling)
     msg = str(err.value)
     assert msg.startswith("Deployment/apex-api: refusing 100000 replicas (now 5) and HPA maxReplicas 100000 (now 10): "
                           "above the replica ceiling of 330 (the largest of 2 x HPA maxReplicas 10 = 20"), msg
@@ -454,15 +454,15 @@ def test_plan_refuses_above_the_ceiling_before_anything_and_names_it():
     # an explicit HPA max above the ceiling is the same request
     with pytest.raises(k8s_scale_plan.AboveCeiling):
         k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 5), hpa("apex-api", "apex-api", 3, 10),
-                       {"hpa_max_replicas": 5000}, ceiling=ceiling)
+                                   {"hpa_max_replicas": 5000}, ceiling=ceiling)
     # confirmed: planned, with a note
     plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 5), hpa("apex-api", "apex-api", 3, 10),
-                          {"replicas": 400}, hpa_adjust=True, ceiling=ceiling, allow_above_ceiling=True)
+                                      {"replicas": 400}, hpa_adjust=True, ceiling=ceiling, allow_above_ceiling=True)
     assert plan["set_replicas"] == 400 and any("confirmed by allow_above_ceiling" in n for n in plan["notes"])
     # lowering, or staying, above the ceiling is never refused
     big = k8s_scale_plan.replica_ceiling(500)
     plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 500), None, {"replicas": 400},
-                          ceiling=dict(big, value=20))
+                                      ceiling=dict(big, value=20))
     assert plan["set_replicas"] == 400
 
 
@@ -486,7 +486,7 @@ def test_run_scale_reads_nodes_only_when_needed_and_survives_forbidden_nodes():
     with pytest.raises(k8s_scale_plan.ScaleError, match=r"ceiling of 100 \(the largest of 2 x HPA maxReplicas 50 = 100, 2 x current"):
         k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas=101, hpa_adjust=True))
     result = k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas=101, hpa_adjust=True,
-                                                allow_above_ceiling=True))
+                                                        allow_above_ceiling=True))
     assert cluster.objects[("Deployment", "apex-worker")]["spec"]["replicas"] == 101
     assert result["targets"][0]["observed"]["replicas"] == 101 and result["concurrent_changes"] == []
 
