@@ -12,8 +12,8 @@
   monotonic deadline, watching the Certificate (in short windows, re-reading the Secret
   between them); a timeout raises with the Certificate's last conditions;
 - creating/replacing a ``kubernetes.io/tls`` Secret from a validated bundle;
-- a rolling restart of a Deployment (the ``kubectl.kubernetes.io/restartedAt`` pod-template
-  annotation, like ``kubectl rollout restart``) and waiting for the rollout.
+- the ingress controller's rolling restart and the wait for its rollout (``k8s_rollout``), as
+  ``CertManagerError`` with the rollout last seen.
 
 Private keys are read only to compare them with the certificate; they are never returned.
 """
@@ -26,8 +26,9 @@ import base64
 import time
 
 from ansible_collections.apex.ops.plugins.module_utils import tls
-from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, get_or_none, object_stream, restart_patch
-from ansible_collections.apex.ops.plugins.module_utils.k8s_workloads import rollout_state as workload_rollout_state
+from ansible_collections.apex.ops.plugins.module_utils import k8s_rollout
+from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, get_or_none, object_stream
+from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import condition, condition_true, workload_path
 from ansible_collections.apex.ops.plugins.module_utils.waiting import poll_until, watch_until
 
 GROUP = "cert-manager.io"
@@ -47,28 +48,14 @@ def secret_path(namespace, name=None):
     return "/api/v1/namespaces/%s/secrets%s" % (namespace, "/" + name if name else "")
 
 
-def deployment_path(namespace, name=None):
-    return "/apis/apps/v1/namespaces/%s/deployments%s" % (namespace, "/" + name if name else "")
-
-
 class CertManagerError(Exception):
-    """A failure with the last observed state attached (for ``ApexModule.fail``)."""
+    """A failure with the last observed state attached (for ``ApexModule.fail``), and in ``result``
+    the other keys the module returns with it (``changed``, ``secret``...)."""
 
-    def __init__(self, msg, last_state=None):
+    def __init__(self, msg, last_state=None, **result):
         super(CertManagerError, self).__init__(msg)
         self.last_state = last_state
-
-
-def condition(obj, ctype):
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == ctype:
-            return cond
-    return None
-
-
-def condition_true(obj, ctype):
-    cond = condition(obj, ctype)
-    return bool(cond) and str(cond.get("status")) == "True"
+        self.result = result
 
 
 def summarize_conditions(obj):
@@ -310,41 +297,28 @@ class CertManager(object):
 
     # ------------------------------------------------------------------ ingress
     def get_deployment(self, namespace, name):
-        return self._get_or_none(deployment_path(namespace, name))
+        return self._get_or_none(workload_path("Deployment", namespace, name))
 
     def restart_deployment(self, namespace, name):
         """``kubectl rollout restart``: stamp the pod template; returns the stamp."""
-        stamp, body = restart_patch()
-        self.client.merge_patch(deployment_path(namespace, name), body)
-        return stamp
-
-    @staticmethod
-    def rollout_state(dep):
-        spec, status, meta = dep.get("spec") or {}, dep.get("status") or {}, dep.get("metadata") or {}
-        want = spec.get("replicas")
-        state, message = workload_rollout_state(dep, "Deployment")
-        return dict(
-            generation=meta.get("generation"), observed_generation=status.get("observedGeneration"),
-            replicas=status.get("replicas") or 0, updated_replicas=status.get("updatedReplicas") or 0,
-            ready_replicas=status.get("readyReplicas") or 0, available_replicas=status.get("availableReplicas") or 0,
-            desired_replicas=1 if want is None else want,
-            state=state, message=message, complete=state == "complete",
-        )
+        return k8s_rollout.restart(self.client, "Deployment", namespace, name)
 
     def wait_rollout(self, namespace, name, deadline):
-        """Like ``kubectl rollout status``: watch the Deployment until the new ReplicaSet is fully
-        rolled out and available; a rollout past its progress deadline fails at once."""
-        relist, watch = object_stream(self.client, deployment_path(namespace), name)
-        result = watch_until(relist, watch, lambda dep: self.rollout_state(dep)["state"] in ("complete", "failed"),
-                             deadline)
-        state = self.rollout_state(result.last)
-        if state["complete"]:
-            return state
-        if result.ok:
-            raise CertManagerError("the rollout of Deployment %s/%s failed: %s" % (namespace, name, state["message"]),
-                                   last_state=dict(rollout=state))
-        raise CertManagerError("timed out after %ss waiting for the rollout of Deployment %s/%s (%s)" %
-                               (deadline.timeout, namespace, name, state["message"]), last_state=dict(rollout=state))
+        """Like ``kubectl rollout status``: until the new ReplicaSet is fully rolled out and available;
+        a rollout past its progress deadline fails at once. Returns the rollout status last seen;
+        API errors (the Deployment missing or deleted) raise as ``KubeApiError``."""
+        entry = k8s_rollout.wait_rollout(
+            self.client, [k8s_rollout.rollout_target("Deployment", namespace, name)], deadline, raise_errors=True)[0]
+        if entry["ok"]:
+            return entry["last"]
+        raise CertManagerError(k8s_rollout.failure_message(entry, deadline.timeout),
+                               last_state=dict(rollout=entry["last"]))
+
+    def restart_ingress(self, namespace, name, deadline):
+        """Restart the ingress controller Deployment and wait for its rollout: the ``ingress_restart`` result."""
+        stamp = self.restart_deployment(namespace, name)
+        rollout = self.wait_rollout(namespace, name, deadline)
+        return dict(namespace=namespace, deployment=name, restarted_at=stamp, rollout=rollout)
 
 
 def wait_for_endpoint(probe, fingerprint, deadline):

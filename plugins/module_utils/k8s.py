@@ -642,21 +642,22 @@ def connect(params, **kwargs):
     return KubeClient(params, **kwargs)
 
 
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+def run_parallel(calls, max_workers=8):
+    """Run ``{key: callable}`` concurrently (the client's pool is thread-safe); returns
+    ``{key: (value, exception)}``: each call's failure is the caller's to report."""
+    from concurrent.futures import ThreadPoolExecutor
 
-
-def restart_patch(now=None):
-    """The merge patch of ``kubectl rollout restart``: a ``restartedAt`` pod-template annotation.
-
-    The stamp carries microseconds. kubectl's whole-second stamp makes a second restart within the
-    same second a no-op (same template, no new ReplicaSet), so a caller waiting for "the" rollout
-    would see the previous one as complete and go on with pods that never restarted.
-    """
-    import datetime
-
-    moment = now or datetime.datetime.now(datetime.timezone.utc)
-    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return stamp, {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+    results = {}
+    if not calls:
+        return results
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(calls))) as pool:
+        futures = dict((key, pool.submit(fn)) for key, fn in calls.items())
+        for key, future in futures.items():
+            try:
+                results[key] = (future.result(), None)
+            except Exception as exc:  # reported per call by the caller
+                results[key] = (None, exc)
+    return results
 
 
 def object_stream(client, collection_path, name, deleted_error=None):

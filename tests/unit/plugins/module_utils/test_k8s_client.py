@@ -331,7 +331,7 @@ def test_exec_credential_plugin_is_run_by_the_official_loader(tmp_path):
 def test_restart_patch_stamps_differ_within_one_second():
     import datetime
 
-    from ansible_collections.apex.ops.plugins.module_utils.k8s import RESTARTED_AT, restart_patch
+    from ansible_collections.apex.ops.plugins.module_utils.k8s_rollout import RESTARTED_AT, restart_patch
 
     t0 = datetime.datetime(2026, 11, 27, 3, 0, 0, 100, tzinfo=datetime.timezone.utc)
     first = restart_patch(t0)

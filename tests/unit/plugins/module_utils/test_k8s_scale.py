@@ -1,50 +1,15 @@
-"""Unit tests of k8s_workloads: summaries, rollout rules, the scale plan, and the scaler with a fake API."""
+"""Unit tests of the scale modules: the plan (k8s_scale_plan), and the scaler (k8s_scaler) with its
+saved states (k8s_scale_state) against a fake API."""
 import copy
 import json
 import threading
-from datetime import datetime, timezone
 
 import pytest
+from k8s_fixtures import deployment, hpa, node
 
-from ansible_collections.apex.ops.plugins.module_utils import k8s_workloads as wl
+from ansible_collections.apex.ops.plugins.module_utils import k8s_objects, k8s_scale_plan, k8s_scale_state, k8s_scaler
 from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError
 from ansible_collections.apex.ops.plugins.module_utils.waiting import Deadline
-
-NOW = datetime(2026, 11, 27, 8, 0, 0, tzinfo=timezone.utc)
-
-
-def deployment(name, replicas, ready=None, rv="1", labels=None, generation=1, image="apex/api:1.0"):
-    ready = replicas if ready is None else ready
-    labels = labels or {"app": name}
-    return {
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "apex", "resourceVersion": rv, "generation": generation,
-                     "labels": labels, "annotations": {"deployment.kubernetes.io/revision": "2"}},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "template": {"spec": {"containers": [{"name": "main", "image": image}]}}},
-        "status": {"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
-                   "readyReplicas": ready, "availableReplicas": ready},
-    }
-
-
-def hpa(name, target, low, high, cpu=70, current=None):
-    return {
-        "metadata": {"name": name, "namespace": "apex", "resourceVersion": "1"},
-        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
-                 "minReplicas": low, "maxReplicas": high,
-                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                     "type": "Utilization", "averageUtilization": cpu}}}]},
-        "status": {"currentReplicas": current if current is not None else low, "desiredReplicas": current or low,
-                   "currentMetrics": [{"type": "Resource", "resource": {"name": "cpu", "current": {
-                       "averageUtilization": 41}}}]},
-    }
-
-
-def node(name, pods=110, ready=True, unschedulable=False, taints=None):
-    return {"metadata": {"name": name},
-            "spec": dict({"unschedulable": True} if unschedulable else {}, **({"taints": taints} if taints else {})),
-            "status": {"allocatable": {"cpu": "8", "memory": "32Gi", "pods": str(pods)},
-                       "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
 
 
 # --------------------------------------------------------------------------- parsing
@@ -52,158 +17,60 @@ def node(name, pods=110, ready=True, unschedulable=False, taints=None):
 
 @pytest.mark.parametrize("value,expected", [(2, 2), (-1, -1), ("+2", 2), ("-3", -3), (" + 4 ", 4), ("5", 5), (2.0, 2)])
 def test_parse_delta_accepts_signed_numbers(value, expected):
-    assert wl.parse_delta(value) == expected
+    assert k8s_scale_plan.parse_delta(value) == expected
 
 
 @pytest.mark.parametrize("value", ["two", "+", "1.5", True, "++1", "2x"])
 def test_parse_delta_rejects_garbage(value):
-    with pytest.raises(wl.ScaleError, match="signed whole number"):
-        wl.parse_delta(value)
-
-
-@pytest.mark.parametrize("value,expected", [("250m", 250), ("1", 1000), ("1.5", 1500), ("123456789n", 123), (2, 2000)])
-def test_millicores(value, expected):
-    assert wl.millicores(value) == expected
-
-
-def test_mebibytes():
-    assert wl.mebibytes("128Mi") == 128.0
-    assert wl.mebibytes("1Gi") == 1024.0
-    assert wl.mebibytes("1048576") == 1.0
-
-
-def test_parse_target_name():
-    assert wl.parse_target_name("apex-api") == ("Deployment", "apex-api")
-    assert wl.parse_target_name("statefulset/postgresql") == ("StatefulSet", "postgresql")
-    assert wl.parse_target_name("deploy/apex-worker") == ("Deployment", "apex-worker")
-    with pytest.raises(wl.ScaleError, match="unsupported kind"):
-        wl.parse_target_name("daemonset/x")
-
-
-def test_label_selector_strings():
-    labels = {"app": "apex-api", "tier": "web", "track": "stable"}
-    assert wl.labels_match_selector_string("app=apex-api", labels)
-    assert wl.labels_match_selector_string("app==apex-api,tier!=db", labels)
-    assert wl.labels_match_selector_string("track in (stable,canary),!canary", labels)
-    assert not wl.labels_match_selector_string("track notin (stable)", labels)
-    assert not wl.labels_match_selector_string("missing", labels)
-    assert wl.selector_string({"matchLabels": {"b": "2", "a": "1"},
-                               "matchExpressions": [{"key": "c", "operator": "In", "values": ["x", "y"]}]}) == \
-        "a=1,b=2,c in (x,y)"
-
-
-# --------------------------------------------------------------------------- summaries
-
-
-def test_rollout_state_rules():
-    d = deployment("apex-api", 3)
-    assert wl.rollout_state(d, "Deployment")[0] == "complete"
-    assert wl.is_settled(d, "Deployment")
-    d["status"]["readyReplicas"] = d["status"]["availableReplicas"] = 1
-    state, message = wl.rollout_state(d, "Deployment")
-    assert state == "progressing" and "1 of 3 updated replicas are available" in message
-    d["metadata"]["generation"] = 2
-    assert "observed" in wl.rollout_state(d, "Deployment")[1]
-    d = deployment("apex-api", 3)
-    d["status"]["conditions"] = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-                                  "message": "ReplicaSet has timed out progressing"}]
-    assert wl.rollout_state(d, "Deployment")[0] == "failed"
-    d = deployment("apex-api", 3)
-    d["status"]["replicas"] = 5
-    assert "old replicas" in wl.rollout_state(d, "Deployment")[1]
-    assert not wl.is_settled(deployment("apex-api", 3), "Deployment", expect_replicas=4)
-
-
-def test_statefulset_rollout():
-    s = deployment("postgresql", 1)
-    s["status"].update(currentRevision="a", updateRevision="b")
-    assert wl.rollout_state(s, "StatefulSet")[0] == "progressing"
-    s["status"]["currentRevision"] = "b"
-    assert wl.rollout_state(s, "StatefulSet")[0] == "complete"
-
-
-def test_pod_summary_not_ready_reasons_and_termination():
-    pod = {
-        "metadata": {"name": "apex-worker-1", "creationTimestamp": "2026-11-27T07:59:00Z",
-                     "ownerReferences": [{"kind": "ReplicaSet", "name": "apex-worker-abc", "controller": True}]},
-        "spec": {"nodeName": "node-1", "containers": [{"name": "worker", "image": "apex/worker:never-ready"}]},
-        "status": {"phase": "Running",
-                   "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady",
-                                   "message": "containers with unready status: [worker]"}],
-                   "containerStatuses": [{"name": "worker", "ready": False, "restartCount": 4,
-                                          "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                                          "lastState": {"terminated": {"reason": "OOMKilled",
-                                                                       "finishedAt": "2026-11-27T07:59:30Z"}}}]},
-    }
-    s = wl.pod_summary(pod, NOW)
-    assert s["ready"] is False and s["restarts"] == 4 and s["node"] == "node-1"
-    assert s["age_seconds"] == 60
-    assert s["last_termination_reason"] == "OOMKilled"
-    assert "CrashLoopBackOff" in s["not_ready_reason"] and "ContainersNotReady" in s["not_ready_reason"]
-    assert s["owner"] == "ReplicaSet/apex-worker-abc"
-
-
-def test_hpa_summary_at_max():
-    s = wl.hpa_summary(hpa("apex-api", "apex-api", 3, 10, current=10))
-    assert s["at_max"] and s["cpu_target"] == 70 and s["cpu_current"] == 41 and s["target"] == "Deployment/apex-api"
-    assert not wl.hpa_summary(hpa("apex-api", "apex-api", 3, 10, current=4))["at_max"]
-
-
-def test_node_summary():
-    node = {"metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/worker": ""}},
-            "spec": {"unschedulable": True},
-            "status": {"conditions": [{"type": "Ready", "status": "False"}, {"type": "MemoryPressure", "status": "True"}],
-                       "allocatable": {"cpu": "4", "memory": "16Gi"}}}
-    s = wl.node_summary(node, NOW)
-    assert s["cordoned"] and not s["ready"] and set(s["problems"]) == {"Ready", "MemoryPressure"}
-    assert s["roles"] == ["worker"] and s["cpu_allocatable_millicores"] == 4000 and s["memory_allocatable_mib"] == 16384.0
+    with pytest.raises(k8s_scale_plan.ScaleError, match="signed whole number"):
+        k8s_scale_plan.parse_delta(value)
 
 
 # --------------------------------------------------------------------------- the plan
 
 
 def test_plan_absolute_within_hpa_bounds():
-    plan = wl.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10), {"replicas": 5})
+    plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10), {"replicas": 5})
     assert plan["changed"] and plan["set_replicas"] == 5 and not plan["hpa_changed"]
     assert plan["before"]["replicas"] == 3 and plan["after"]["replicas"] == 5
 
 
 def test_plan_refuses_outside_hpa_bounds_with_explanation():
-    with pytest.raises(wl.ScaleError) as err:
-        wl.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10), {"replicas": 12})
+    with pytest.raises(k8s_scale_plan.ScaleError) as err:
+        k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10), {"replicas": 12})
     text = str(err.value)
     assert "refusing" in text and "[3, 10]" in text and "hpa_adjust" in text and "Nothing was changed" in text
 
 
 def test_plan_hpa_adjust_moves_bound():
-    plan = wl.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
-                          {"replicas": 12}, hpa_adjust=True)
+    plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
+                                      {"replicas": 12}, hpa_adjust=True)
     assert plan["after"]["hpa"]["max_replicas"] == 12 and plan["hpa_changed"]
-    plan = wl.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
-                          {"replicas": 2}, hpa_adjust=True)
+    plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
+                                      {"replicas": 2}, hpa_adjust=True)
     assert plan["after"]["hpa"]["min_replicas"] == 2
 
 
 def test_plan_raising_max_and_replicas_together_is_fine():
-    plan = wl.plan_target("Deployment", deployment("apex-worker", 5), hpa("apex-worker", "apex-worker", 5, 50),
-                          {"replicas": 60, "hpa_max_replicas": 100})
+    plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-worker", 5), hpa("apex-worker", "apex-worker", 5, 50),
+                                      {"replicas": 60, "hpa_max_replicas": 100})
     assert plan["after"] == {"replicas": 60, "hpa": {"min_replicas": 5, "max_replicas": 100, "target_cpu": 70}}
 
 
 def test_plan_precondition_and_delta():
-    with pytest.raises(wl.ScaleError, match="precondition failed: it has 3 replicas, current_replicas expected 4"):
-        wl.plan_target("Deployment", deployment("apex-api", 3), None, {"replicas": 5, "current_replicas": 4})
-    plan = wl.plan_target("Deployment", deployment("apex-api", 3), None, {"replicas_delta": 2, "current_replicas": 3})
+    with pytest.raises(k8s_scale_plan.ScaleError, match="precondition failed: it has 3 replicas, current_replicas expected 4"):
+        k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), None, {"replicas": 5, "current_replicas": 4})
+    plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), None, {"replicas_delta": 2, "current_replicas": 3})
     assert plan["set_replicas"] == 5
-    with pytest.raises(wl.ScaleError, match="below zero"):
-        wl.plan_target("Deployment", deployment("apex-api", 3), None, {"replicas_delta": -4})
+    with pytest.raises(k8s_scale_plan.ScaleError, match="below zero"):
+        k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), None, {"replicas_delta": -4})
 
 
 def test_plan_idempotent_and_hpa_only():
-    plan = wl.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10), {"replicas": 3})
+    plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10), {"replicas": 3})
     assert not plan["changed"] and plan["set_replicas"] is None
-    plan = wl.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
-                          {"hpa_min_replicas": 5})
+    plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
+                                      {"hpa_min_replicas": 5})
     assert plan["hpa_changed"] and plan["after"]["replicas"] == 5  # the HPA will bring it up
     assert any("HPA will move it" in n for n in plan["notes"])
 
@@ -211,34 +78,34 @@ def test_plan_idempotent_and_hpa_only():
 def test_plan_zero_under_hpa_needs_allow_zero():
     api, api_hpa = deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10)
     for request in ({"replicas": 0}, {"replicas_delta": -3}):
-        with pytest.raises(wl.ScaleError) as err:
-            wl.plan_target("Deployment", api, api_hpa, request)
+        with pytest.raises(k8s_scale_plan.ScaleError) as err:
+            k8s_scale_plan.plan_target("Deployment", api, api_hpa, request)
         text = str(err.value)
         assert "refusing to scale to 0" in text and "allow_zero" in text and "Nothing was changed" in text
         # hpa_adjust is about bounds, not about taking the service down
-        with pytest.raises(wl.ScaleError, match="allow_zero"):
-            wl.plan_target("Deployment", api, api_hpa, request, hpa_adjust=True)
-    plan = wl.plan_target("Deployment", api, api_hpa, {"replicas": 0}, allow_zero=True)
+        with pytest.raises(k8s_scale_plan.ScaleError, match="allow_zero"):
+            k8s_scale_plan.plan_target("Deployment", api, api_hpa, request, hpa_adjust=True)
+    plan = k8s_scale_plan.plan_target("Deployment", api, api_hpa, {"replicas": 0}, allow_zero=True)
     assert plan["set_replicas"] == 0 and any("does not autoscale" in n for n in plan["notes"])
     # already at 0 (warm standby) and no HPA: nothing to protect
-    assert not wl.plan_target("Deployment", deployment("apex-api", 0), api_hpa, {"replicas": 0})["changed"]
-    assert wl.plan_target("Deployment", api, None, {"replicas": 0})["set_replicas"] == 0
+    assert not k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 0), api_hpa, {"replicas": 0})["changed"]
+    assert k8s_scale_plan.plan_target("Deployment", api, None, {"replicas": 0})["set_replicas"] == 0
 
 
 def test_restore_of_a_record_at_zero_needs_no_allow_zero():
     cluster = apex_cluster()
     cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] = 0
-    wl.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=4, save_state=True, state_name="standby"))
+    k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=4, save_state=True, state_name="standby"))
     assert cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] == 4
-    wl.run_scale(cluster, "apex", opts(restore_state=True, state_name="standby"))
+    k8s_scaler.run_scale(cluster, "apex", opts(restore_state=True, state_name="standby"))
     assert cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] == 0
 
 
 def test_rollback_says_a_restart_cannot_be_undone():
     cluster = FakeCluster([deployment("apex-api", 3), deployment("apex-never", 1)],
                           [hpa("apex-api", "apex-api", 3, 10)], fail_ready=["apex-never"])
-    with pytest.raises(wl.ScaleError) as err:
-        wl.run_scale(cluster, "apex", opts(wait_timeout=1, targets=[
+    with pytest.raises(k8s_scale_plan.ScaleError) as err:
+        k8s_scaler.run_scale(cluster, "apex", opts(wait_timeout=1, targets=[
             {"name": "apex-never", "replicas": 2}, {"name": "apex-api", "restart": True}]))
     rolled_back = err.value.last_state["rolled_back"]
     assert "Deployment/apex-never -> 1 replicas" in rolled_back
@@ -247,34 +114,34 @@ def test_rollback_says_a_restart_cannot_be_undone():
 
 
 def test_plan_hpa_validation():
-    with pytest.raises(wl.ScaleError, match="no HorizontalPodAutoscaler"):
-        wl.plan_target("Deployment", deployment("apex-api", 3), None, {"hpa_max_replicas": 5})
-    with pytest.raises(wl.ScaleError, match="would exceed maxReplicas"):
-        wl.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
-                       {"hpa_min_replicas": 12})
+    with pytest.raises(k8s_scale_plan.ScaleError, match="no HorizontalPodAutoscaler"):
+        k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), None, {"hpa_max_replicas": 5})
+    with pytest.raises(k8s_scale_plan.ScaleError, match="would exceed maxReplicas"):
+        k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 3), hpa("apex-api", "apex-api", 3, 10),
+                                   {"hpa_min_replicas": 12})
 
 
 def test_hpa_patch_keeps_other_metrics():
     h = hpa("apex-api", "apex-api", 3, 10)
     h["spec"]["metrics"].append({"type": "Resource", "resource": {"name": "memory", "target": {
         "type": "Utilization", "averageUtilization": 80}}})
-    patch = wl.hpa_patch(h, {"min_replicas": 3, "max_replicas": 20, "target_cpu": 60})
+    patch = k8s_scale_plan.hpa_patch(h, {"min_replicas": 3, "max_replicas": 20, "target_cpu": 60})
     assert patch["spec"]["maxReplicas"] == 20 and "minReplicas" not in patch["spec"]
     assert patch["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
     assert patch["spec"]["metrics"][1]["resource"]["name"] == "memory"
-    assert wl.hpa_patch(h, wl.hpa_bounds(h)) is None
+    assert k8s_scale_plan.hpa_patch(h, k8s_objects.hpa_bounds(h)) is None
 
 
 def test_build_specs_defaults_and_overrides():
-    specs = wl.build_specs({"names": ["apex-api"], "replicas": 4, "targets": [
+    specs = k8s_scale_plan.build_specs({"names": ["apex-api"], "replicas": 4, "targets": [
         {"name": "apex-worker", "replicas_delta": "+2"}, {"label_selector": "tier=db", "kind": "StatefulSet"}],
         "kind": "Deployment"})
     worker, db, api = specs
     assert worker["replicas"] is None and worker["replicas_delta"] == 2
     assert db["kind"] == "StatefulSet" and db["label_selector"] == "tier=db" and db["replicas"] == 4
     assert api["name"] == "apex-api" and api["replicas"] == 4
-    with pytest.raises(wl.ScaleError, match="exactly one of name or label_selector"):
-        wl.build_specs({"targets": [{"name": "a", "label_selector": "b=c"}]})
+    with pytest.raises(k8s_scale_plan.ScaleError, match="exactly one of name or label_selector"):
+        k8s_scale_plan.build_specs({"targets": [{"name": "a", "label_selector": "b=c"}]})
 
 
 # --------------------------------------------------------------------------- scaler against a fake API
@@ -400,14 +267,14 @@ def apex_cluster(**kwargs):
 
 def opts(**kw):
     base = dict(names=[], label_selectors=[], targets=[], kind="Deployment", wait=True, wait_timeout=5,
-                rollback_on_failure=True, hpa_adjust=False, state_name="default", state_configmap=wl.STATE_CONFIGMAP)
+                rollback_on_failure=True, hpa_adjust=False, state_name="default", state_configmap=k8s_scale_state.STATE_CONFIGMAP)
     base.update(kw)
     return base
 
 
 def test_run_scale_two_targets_in_parallel_and_waits():
     cluster = apex_cluster()
-    result = wl.run_scale(cluster, "apex", opts(names=["apex-api", "apex-worker"], replicas=6))
+    result = k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-api", "apex-worker"], replicas=6))
     assert result["changed"]
     assert cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] == 6
     assert cluster.objects[("Deployment", "apex-worker")]["spec"]["replicas"] == 6
@@ -419,15 +286,15 @@ def test_run_scale_two_targets_in_parallel_and_waits():
 
 def test_run_scale_refusal_changes_nothing():
     cluster = apex_cluster()
-    with pytest.raises(wl.ScaleError, match="refusing to scale to 20"):
-        wl.run_scale(cluster, "apex", opts(names=["apex-api", "apex-worker"], replicas=20))
+    with pytest.raises(k8s_scale_plan.ScaleError, match="refusing to scale to 20"):
+        k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-api", "apex-worker"], replicas=20))
     assert not [c for c in cluster.calls if c[0] in ("PATCH", "PUT", "POST")]
 
 
 def test_run_scale_missing_target_lists_what_exists():
     cluster = apex_cluster()
-    with pytest.raises(wl.ScaleError) as err:
-        wl.run_scale(cluster, "apex", opts(names=["apex-nope", "apex-api"], replicas=4))
+    with pytest.raises(k8s_scale_plan.ScaleError) as err:
+        k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-nope", "apex-api"], replicas=4))
     assert "Deployment apex-nope not found in namespace apex" in str(err.value)
     assert "apex-api, apex-worker" in str(err.value)
     assert cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] == 3
@@ -435,16 +302,16 @@ def test_run_scale_missing_target_lists_what_exists():
 
 def test_run_scale_check_mode_writes_nothing():
     cluster = apex_cluster()
-    result = wl.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=5, save_state=True), check_mode=True)
+    result = k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=5, save_state=True), check_mode=True)
     assert result["changed"] and result["targets"][0]["after"]["replicas"] == 5
     assert not [c for c in cluster.calls if c[0] in ("PATCH", "PUT", "POST")]
-    diff = wl.scale_diff(result)
+    diff = k8s_scale_plan.scale_diff(result)
     assert diff["before"]["Deployment/apex-api"]["replicas"] == 3 and diff["after"]["Deployment/apex-api"]["replicas"] == 5
 
 
 def test_run_scale_precondition_uses_put_with_resource_version():
     cluster = apex_cluster()
-    wl.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas_delta="+2", current_replicas=5))
+    k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas_delta="+2", current_replicas=5))
     puts = [c for c in cluster.calls if c[0] == "PUT"]
     assert puts and puts[0][2]["metadata"]["resourceVersion"] == "1"
     assert cluster.objects[("Deployment", "apex-worker")]["spec"]["replicas"] == 7
@@ -453,9 +320,9 @@ def test_run_scale_precondition_uses_put_with_resource_version():
 def test_wait_timeout_reports_and_rolls_back():
     cluster = FakeCluster([deployment("apex-api", 3), deployment("apex-never", 1)],
                           [hpa("apex-api", "apex-api", 3, 10)], fail_ready=["apex-never"])
-    with pytest.raises(wl.ScaleError) as err:
-        wl.run_scale(cluster, "apex", opts(names=["apex-never", "apex-api"], replicas=2, wait_timeout=1,
-                                           hpa_adjust=True))
+    with pytest.raises(k8s_scale_plan.ScaleError) as err:
+        k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-never", "apex-api"], replicas=2, wait_timeout=1,
+                                                   hpa_adjust=True))
     text = str(err.value)
     assert "Deployment/apex-never: ready 0/2" in text and "apex-never-pod: ContainersNotReady" in text
     assert "last event Unhealthy: Readiness probe failed: 503" in text
@@ -471,91 +338,41 @@ def test_save_then_restore_exactly():
     start = opts(save_state=True, state_name="launch", targets=[
         {"name": "apex-worker", "replicas": 20, "hpa_max_replicas": 100},
         {"name": "apex-api", "hpa_max_replicas": 50}])
-    result = wl.run_scale(cluster, "apex", start)
+    result = k8s_scaler.run_scale(cluster, "apex", start)
     assert result["state"]["action"] == "saved"
     assert cluster.hpas["apex-worker"]["spec"]["maxReplicas"] == 100
     assert cluster.objects[("Deployment", "apex-worker")]["spec"]["replicas"] == 20
     # a second start keeps the pre-event record and changes nothing
-    again = wl.run_scale(cluster, "apex", start)
+    again = k8s_scaler.run_scale(cluster, "apex", start)
     assert again["state"]["action"] == "kept" and not again["changed"]
-    record = json.loads(cluster.configmaps[wl.STATE_CONFIGMAP]["data"]["launch"])
+    record = json.loads(cluster.configmaps[k8s_scale_state.STATE_CONFIGMAP]["data"]["launch"])
     assert {t["name"]: t["replicas"] for t in record["targets"]} == {"apex-worker": 5, "apex-api": 3}
     # the HPA moved things in between
     cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] = 7
-    end = wl.run_scale(cluster, "apex", opts(restore_state=True, state_name="launch"))
+    end = k8s_scaler.run_scale(cluster, "apex", opts(restore_state=True, state_name="launch"))
     assert end["changed"] and end["state"]["action"] == "restored"
     assert cluster.objects[("Deployment", "apex-worker")]["spec"]["replicas"] == 5
     assert cluster.objects[("Deployment", "apex-api")]["spec"]["replicas"] == 3
     assert cluster.hpas["apex-worker"]["spec"]["maxReplicas"] == 50
     assert cluster.hpas["apex-api"]["spec"]["maxReplicas"] == 10
-    end2 = wl.run_scale(cluster, "apex", opts(restore_state=True, state_name="launch"))
+    end2 = k8s_scaler.run_scale(cluster, "apex", opts(restore_state=True, state_name="launch"))
     assert not end2["changed"]
     # after a restore, a new save replaces the record
-    assert wl.run_scale(cluster, "apex", start)["state"]["action"] == "saved"
+    assert k8s_scaler.run_scale(cluster, "apex", start)["state"]["action"] == "saved"
 
 
 def test_restore_without_record_is_a_clear_error():
     cluster = apex_cluster()
-    with pytest.raises(wl.ScaleError, match="no saved scale state 'nope'"):
-        wl.run_scale(cluster, "apex", opts(restore_state=True, state_name="nope"))
+    with pytest.raises(k8s_scale_plan.ScaleError, match="no saved scale state 'nope'"):
+        k8s_scaler.run_scale(cluster, "apex", opts(restore_state=True, state_name="nope"))
 
 
 def test_wait_settled_deadline_when_stream_is_silent():
     cluster = apex_cluster(settle=False)
     cluster.objects[("Deployment", "apex-api")]["status"]["readyReplicas"] = 1
-    scaler = wl.Scaler(cluster, "apex")
+    scaler = k8s_scaler.Scaler(cluster, "apex")
     result = scaler.wait_settled("Deployment", "apex-api", 3, Deadline(0.3))
     assert not result.ok and result.last["status"]["readyReplicas"] == 1
-
-
-def test_gather_filters_by_name():
-    class InfoFake(object):
-        def list(self, path, label_selector=None, field_selector=None, query=None):
-            if path.endswith("/deployments"):
-                return {"items": [deployment("apex-api", 3), deployment("apex-worker", 5)]}
-            if path.endswith("/statefulsets"):
-                return {"items": []}
-            if path.endswith("/horizontalpodautoscalers"):
-                return {"items": [hpa("apex-api", "apex-api", 3, 10, current=10), hpa("apex-worker", "apex-worker", 5, 50)]}
-            if path.endswith("/pods") and "metrics" not in path:
-                return {"items": [
-                    {"metadata": {"name": "apex-api-1", "labels": {"app": "apex-api"}}, "spec": {},
-                     "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
-                    {"metadata": {"name": "apex-worker-1", "labels": {"app": "apex-worker"}}, "spec": {},
-                     "status": {"phase": "Pending"}}]}
-            if path.endswith("/nodes") and "metrics" not in path:
-                return {"items": [{"metadata": {"name": "n1"}, "spec": {}, "status": {
-                    "conditions": [{"type": "Ready", "status": "True"}], "allocatable": {"cpu": "2", "memory": "4Gi"}}}]}
-            if path.endswith("/events"):
-                return {"items": [{"type": "Warning", "reason": "BackOff", "message": "x",
-                                   "involvedObject": {"kind": "Pod", "name": "apex-worker-1"},
-                                   "lastTimestamp": "2026-11-27T07:58:00Z"}]}
-            if "metrics.k8s.io" in path:
-                raise KubeApiError(404, "NotFound", "the server could not find the requested resource")
-            raise AssertionError(path)
-
-    info = wl.gather(InfoFake(), "apex", names=["apex-api"], now=NOW)
-    assert [d["name"] for d in info["deployments"]] == ["apex-api"]
-    assert [p["name"] for p in info["pods"]] == ["apex-api-1"]
-    assert [h["name"] for h in info["hpas"]] == ["apex-api"]
-    assert info["events"] == []
-    assert info["metrics"]["available"] is False and "not served" in info["metrics"]["error"]
-    assert info["summary"]["hpas_at_max"] == ["apex-api"]
-    everything = wl.gather(InfoFake(), "apex", now=NOW)
-    assert everything["summary"]["pods_not_running"] == ["apex-worker-1"]
-    assert everything["events"][0]["object"] == "Pod/apex-worker-1" and everything["events"][0]["age_seconds"] == 120
-    missing = wl.gather(InfoFake(), "apex", names=["apex-nope"], now=NOW)
-    assert missing["missing"] == ["Deployment/apex-nope"]
-
-
-def test_usage_against_limits():
-    pod = {"spec": {"containers": [{"resources": {"limits": {"cpu": "500m", "memory": "256Mi"}}},
-                                   {"resources": {"limits": {"cpu": "500m", "memory": "256Mi"}}}]}}
-    assert wl.pod_limits(pod) == (1000, 512.0)
-    assert wl.pod_limits({"spec": {"containers": [{"resources": {}}]}}) == (None, None)
-    usage = wl.usage_summary({"metadata": {"name": "p"}, "containers": [
-        {"usage": {"cpu": "900m", "memory": "480Mi"}}]}, limit_millicores=1000, limit_mib=512.0)
-    assert usage["cpu_percent_of_limit"] == 90.0 and usage["memory_percent_of_limit"] == 93.8
 
 
 def test_wait_follows_the_hpa_instead_of_fighting_it():
@@ -573,7 +390,7 @@ def test_wait_follows_the_hpa_instead_of_fighting_it():
         yield "MODIFIED", copy.deepcopy(obj)
 
     cluster.watch = watch
-    result = wl.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=5))
+    result = k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=5))
     target = result["targets"][0]
     assert target["observed"] == {"replicas": 7, "desired": 7, "ready": 7, "rollout": "complete",
                                   "hpa": {"min_replicas": 3, "max_replicas": 10, "target_cpu": 70}}
@@ -596,22 +413,11 @@ def test_wait_follows_an_hpa_that_moved_before_the_first_read():
         return out
 
     cluster.merge_patch = patch_then_hpa
-    result = wl.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=5, wait_timeout=2))
+    result = k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=5, wait_timeout=2))
     target = result["targets"][0]
     assert "wait_failure" not in target, target
     assert target["observed"]["desired"] == 8
     assert any("changed to 8 during the wait" in n for n in target["notes"])
-
-
-def test_summary_judges_job_pods_apart():
-    info = {"pods": [
-        {"name": "apex-api-1", "phase": "Running", "ready": True, "restarts": 0, "owner": "ReplicaSet/apex-api-x"},
-        {"name": "backup-1", "phase": "Failed", "ready": False, "restarts": 0, "owner": "Job/backup"},
-        {"name": "migrate-1", "phase": "Succeeded", "ready": False, "restarts": 0, "owner": "Job/migrate"},
-        {"name": "apex-worker-1", "phase": "Pending", "ready": False, "restarts": 2, "owner": "ReplicaSet/w"}]}
-    summary = wl.summarize(info)
-    assert summary["pods_not_running"] == ["apex-worker-1"]
-    assert summary["job_pods_failed"] == ["backup-1"] and summary["max_restarts"] == 2
 
 
 # --------------------------------------------------------------------------- replica ceiling (issue 15)
@@ -621,50 +427,50 @@ def test_node_pod_capacity_counts_ready_schedulable_untainted_nodes():
     nodes = [node("a"), node("b", pods=50), node("c", ready=False), node("d", unschedulable=True),
              node("e", taints=[{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]),
              node("f", taints=[{"key": "spot", "effect": "PreferNoSchedule"}])]
-    assert wl.node_pod_capacity(nodes) == {"pods": 270, "nodes": 3, "excluded": 3}
-    assert wl.node_pod_capacity([]) == {"pods": 0, "nodes": 0, "excluded": 0}
+    assert k8s_scale_plan.node_pod_capacity(nodes) == {"pods": 270, "nodes": 3, "excluded": 3}
+    assert k8s_scale_plan.node_pod_capacity([]) == {"pods": 0, "nodes": 0, "excluded": 0}
 
 
 def test_replica_ceiling_is_the_largest_term_and_says_how():
-    c = wl.replica_ceiling(5, hpa_max=10, capacity={"pods": 330, "nodes": 3})
+    c = k8s_scale_plan.replica_ceiling(5, hpa_max=10, capacity={"pods": 330, "nodes": 3})
     assert c["value"] == 330
     assert c["derivation"] == ("the largest of 2 x HPA maxReplicas 10 = 20, pod capacity 330 of 3 ready schedulable "
                                "node(s), 2 x current replicas 5 = 10, the minimum ceiling 10")
-    assert wl.replica_ceiling(5, hpa_max=50)["value"] == 100
-    assert wl.replica_ceiling(0)["value"] == 10
-    assert wl.replica_ceiling(40)["value"] == 80
-    assert wl.replica_ceiling(5, hpa_max=50, override=7) == {"value": 7, "derivation": "max_replicas_ceiling 7, set explicitly"}
+    assert k8s_scale_plan.replica_ceiling(5, hpa_max=50)["value"] == 100
+    assert k8s_scale_plan.replica_ceiling(0)["value"] == 10
+    assert k8s_scale_plan.replica_ceiling(40)["value"] == 80
+    assert k8s_scale_plan.replica_ceiling(5, hpa_max=50, override=7) == {"value": 7, "derivation": "max_replicas_ceiling 7, set explicitly"}
 
 
 def test_plan_refuses_above_the_ceiling_before_anything_and_names_it():
-    ceiling = wl.replica_ceiling(5, hpa_max=10, capacity={"pods": 330, "nodes": 3})
-    with pytest.raises(wl.AboveCeiling) as err:
-        wl.plan_target("Deployment", deployment("apex-api", 5), hpa("apex-api", "apex-api", 3, 10),
-                       {"replicas": 100000}, hpa_adjust=True, ceiling=ceiling)
+    ceiling = k8s_scale_plan.replica_ceiling(5, hpa_max=10, capacity={"pods": 330, "nodes": 3})
+    with pytest.raises(k8s_scale_plan.AboveCeiling) as err:
+        k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 5), hpa("apex-api", "apex-api", 3, 10),
+                                   {"replicas": 100000}, hpa_adjust=True, ceiling=ceiling)
     msg = str(err.value)
     assert msg.startswith("Deployment/apex-api: refusing 100000 replicas (now 5) and HPA maxReplicas 100000 (now 10): "
                           "above the replica ceiling of 330 (the largest of 2 x HPA maxReplicas 10 = 20"), msg
     assert "allow_above_ceiling" in msg and "Nothing was changed" in msg
     # an explicit HPA max above the ceiling is the same request
-    with pytest.raises(wl.AboveCeiling):
-        wl.plan_target("Deployment", deployment("apex-api", 5), hpa("apex-api", "apex-api", 3, 10),
-                       {"hpa_max_replicas": 5000}, ceiling=ceiling)
+    with pytest.raises(k8s_scale_plan.AboveCeiling):
+        k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 5), hpa("apex-api", "apex-api", 3, 10),
+                                   {"hpa_max_replicas": 5000}, ceiling=ceiling)
     # confirmed: planned, with a note
-    plan = wl.plan_target("Deployment", deployment("apex-api", 5), hpa("apex-api", "apex-api", 3, 10),
-                          {"replicas": 400}, hpa_adjust=True, ceiling=ceiling, allow_above_ceiling=True)
+    plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 5), hpa("apex-api", "apex-api", 3, 10),
+                                      {"replicas": 400}, hpa_adjust=True, ceiling=ceiling, allow_above_ceiling=True)
     assert plan["set_replicas"] == 400 and any("confirmed by allow_above_ceiling" in n for n in plan["notes"])
     # lowering, or staying, above the ceiling is never refused
-    big = wl.replica_ceiling(500)
-    plan = wl.plan_target("Deployment", deployment("apex-api", 500), None, {"replicas": 400},
-                          ceiling=dict(big, value=20))
+    big = k8s_scale_plan.replica_ceiling(500)
+    plan = k8s_scale_plan.plan_target("Deployment", deployment("apex-api", 500), None, {"replicas": 400},
+                                      ceiling=dict(big, value=20))
     assert plan["set_replicas"] == 400
 
 
 def test_run_scale_absurd_count_refused_in_check_mode_and_for_real():
     for check in (True, False):
         cluster = apex_cluster()
-        with pytest.raises(wl.ScaleError) as err:
-            wl.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas=100000, hpa_adjust=True), check_mode=check)
+        with pytest.raises(k8s_scale_plan.ScaleError) as err:
+            k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas=100000, hpa_adjust=True), check_mode=check)
         assert "above the replica ceiling of 330" in str(err.value)
         assert ("LIST", "/api/v1/nodes") in cluster.calls
         assert not [c for c in cluster.calls if c[0] in ("PATCH", "PUT", "POST")]
@@ -673,26 +479,26 @@ def test_run_scale_absurd_count_refused_in_check_mode_and_for_real():
 
 def test_run_scale_reads_nodes_only_when_needed_and_survives_forbidden_nodes():
     cluster = apex_cluster()
-    wl.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=6))
+    k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=6))
     assert ("LIST", "/api/v1/nodes") not in cluster.calls
     # nodes not readable: the ceiling comes from the HPA alone (2 x 50 = 100 for the workers)
     cluster = FakeCluster([deployment("apex-worker", 5)], [hpa("apex-worker", "apex-worker", 5, 50)], nodes=False)
-    with pytest.raises(wl.ScaleError, match=r"ceiling of 100 \(the largest of 2 x HPA maxReplicas 50 = 100, 2 x current"):
-        wl.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas=101, hpa_adjust=True))
-    result = wl.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas=101, hpa_adjust=True,
-                                                allow_above_ceiling=True))
+    with pytest.raises(k8s_scale_plan.ScaleError, match=r"ceiling of 100 \(the largest of 2 x HPA maxReplicas 50 = 100, 2 x current"):
+        k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas=101, hpa_adjust=True))
+    result = k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas=101, hpa_adjust=True,
+                                                        allow_above_ceiling=True))
     assert cluster.objects[("Deployment", "apex-worker")]["spec"]["replicas"] == 101
     assert result["targets"][0]["observed"]["replicas"] == 101 and result["concurrent_changes"] == []
 
 
 def test_run_scale_explicit_ceiling_and_restore_is_never_checked():
     cluster = apex_cluster()
-    with pytest.raises(wl.ScaleError, match="max_replicas_ceiling 4, set explicitly"):
-        wl.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=5, max_replicas_ceiling=4))
+    with pytest.raises(k8s_scale_plan.ScaleError, match="max_replicas_ceiling 4, set explicitly"):
+        k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=5, max_replicas_ceiling=4))
     assert ("LIST", "/api/v1/nodes") not in cluster.calls
     cluster = FakeCluster([deployment("apex-worker", 200)], [], nodes=False)
-    wl.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas=150, save_state=True, state_name="ev"))
-    wl.run_scale(cluster, "apex", opts(restore_state=True, state_name="ev"))  # back to 200: above 2 x 150
+    k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-worker"], replicas=150, save_state=True, state_name="ev"))
+    k8s_scaler.run_scale(cluster, "apex", opts(restore_state=True, state_name="ev"))  # back to 200: above 2 x 150
     assert cluster.objects[("Deployment", "apex-worker")]["spec"]["replicas"] == 200
 
 
@@ -711,7 +517,7 @@ def test_concurrent_writer_wins_and_the_result_says_so():
         return out
 
     cluster.merge_patch = patch_then_other_writer
-    result = wl.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=8, wait_timeout=2))
+    result = k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-api"], replicas=8, wait_timeout=2))
     target = result["targets"][0]
     assert target["after"]["replicas"] == 8  # what this run asked for
     assert target["observed"]["replicas"] == 4 and target["observed"]["ready"] == 4  # what the cluster runs
@@ -734,13 +540,13 @@ def test_concurrent_writer_after_a_write_without_wait_and_on_the_hpa():
         return out
 
     cluster.merge_patch = patch_then_other_writer
-    result = wl.run_scale(cluster, "apex", opts(names=["apex-api"], hpa_max_replicas=15, wait=False))
+    result = k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-api"], hpa_max_replicas=15, wait=False))
     assert result["targets"][0]["observed"]["hpa"]["max_replicas"] == 12
     assert [(c["field"], c["set"], c["observed"]) for c in result["concurrent_changes"]] == [("hpa.max_replicas", 15, 12)]
 
 
 def test_no_warning_when_the_cluster_kept_our_values():
     cluster = apex_cluster()
-    result = wl.run_scale(cluster, "apex", opts(names=["apex-api", "apex-worker"], replicas=6))
+    result = k8s_scaler.run_scale(cluster, "apex", opts(names=["apex-api", "apex-worker"], replicas=6))
     assert result["concurrent_changes"] == []
     assert [t["observed"]["replicas"] for t in result["targets"]] == [6, 6]
