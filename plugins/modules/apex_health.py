@@ -20,8 +20,8 @@ description:
   - The wall time is the slowest part, not the sum of five module round trips.
   - A part that cannot run (Redis down, no Kubernetes access) is itself a critical check carrying the error; the module
     never fails for it, so the report is always written.
-  - The procedure journal is not read here - O(journal) is what M(apex.ops.apex_preflight) found, reported as the
-    critical check C(procedure interrupted) when a procedure was left half-done.
+  - The procedure journal is not read here - O(journal) is what M(apex.ops.apex_preflight) found, reported with the
+    Kubernetes part as the check C(procedure interrupted), critical when a procedure was left half-done.
   - Used by the C(apex.ops.health_check) role; the report is written by M(apex.ops.apex_report).
 author:
   - Apex platform team (@apex-platform)
@@ -283,8 +283,8 @@ ARGUMENT_SPEC = dict(
     api_ca_file=dict(type="path"),
     api_validate_certs=dict(type="bool", default=True),
     api_hostname=dict(type="str", default=""),
-    queue_key=dict(type="str", default="apex:tasks:queue"),
-    dead_letter_key=dict(type="str", default="apex:tasks:dead-letter"),
+    queue_key=dict(type="str", default="apex:tasks:queue", no_log=False),
+    dead_letter_key=dict(type="str", default="apex:tasks:dead-letter", no_log=False),
     processing_pattern=dict(type="str", default="apex:tasks:processing:*"),
     redis_memory_limit=dict(type="str"),
     db_long_query_threshold=dict(type="raw", default="5m"),
@@ -310,7 +310,8 @@ def main():
     settings = dict(p, tls_warning_days=limits["tls_warning_days"], tls_critical_days=limits["tls_critical_days"])
     gathered, elapsed = health_gather.gather(settings, p["parts"])
     records = hc.checks(gathered, limits, settings)
-    records += hc.journal_checks(p["journal"])
+    if "kubernetes" in p["parts"]:  # the journal lives in the cluster: part of the Kubernetes checks
+        records += hc.journal_checks(p["journal"])
     finished = datetime.datetime.now(datetime.timezone.utc).isoformat()
     report = hc.report(records, started=p["started"], finished=finished, report_file=p["report_file"])
     module.exit_json(changed=False, report=report, summary=hc.summary_lines(report), elapsed=elapsed)

@@ -52,8 +52,8 @@ def test_thresholds_refuse_unknown_names_and_non_numbers():
 def test_api_200_healthy_is_ok_and_degraded_body_is_a_warning():
     ok = hc.api_probe_check("/health", {"status": 200, "json": {"status": "healthy"}})
     assert ok["status"] == "ok" and ok["value"] == 200 and ok["detail"] == ""
-    degraded = hc.api_probe_check("/health", {"status": 200, "json": {"status": "degraded", "database": {"ok": False},
-                                                                       "redis": {"ok": True}}})
+    body = {"status": "degraded", "database": {"ok": False}, "redis": {"ok": True}}
+    degraded = hc.api_probe_check("/health", {"status": 200, "json": body})
     assert degraded["status"] == "warning" and degraded["detail"] == "status degraded; down: database"
     ready = hc.api_probe_check("/ready", {"status": 200, "json": {"ready": False, "reasons": ["no db"]}})
     assert ready["status"] == "warning" and ready["detail"] == "not ready; no db"
