@@ -347,3 +347,64 @@ def wait_for_endpoint(probe, fingerprint, deadline):
         % (deadline.timeout, fingerprint, served.get("serial") or "nothing",
            " (last error: %s)" % error if error else ""),
         last_state=dict(endpoint=last, error=error))
+
+
+def gather_facts(manager, namespace, name=None, secret_name=None, sources=("certificate", "secret", "endpoint"),
+                 probe=None, hostname=None, warning_days=tls.DEFAULT_WARNING_DAYS,
+                 critical_days=tls.DEFAULT_CRITICAL_DAYS, warn=None):
+    """The Certificate(s), their Secret(s) and the live endpoint, with the soonest expiry of all.
+
+    ``probe`` returns the endpoint's facts (``tls.probe_endpoint``, an ``error`` key instead of
+    raising) or is None when no endpoint is checked. The same facts as ``apex_cert state=facts``
+    (which should call this function instead of keeping its own copy of it)."""
+    sources = set(sources)
+    result = dict(changed=False)
+    statuses = []  # (status, days_left, source)
+    primary_secret = secret_name
+    if "certificate" in sources:
+        if name:
+            obj = manager.get_certificate(namespace, name)
+            objs = [obj] if obj is not None else []
+            installed = True if obj is not None else manager.list_certificates(namespace) is not None
+            if obj is None and installed and warn:
+                warn("Certificate %s/%s not found" % (namespace, name))
+        else:
+            objs = manager.list_certificates(namespace)
+            installed = objs is not None
+            objs = objs or []
+        result["cert_manager_installed"] = installed
+        result["certificates"] = [certificate_facts(o, warning_days=warning_days, critical_days=critical_days)
+                                  for o in objs]
+        for facts in result["certificates"]:
+            statuses.append((facts["expiry_status"], facts["days_left"], "certificate/%s" % facts["name"]))
+        if not primary_secret:
+            names = [f["secret_name"] for f in result["certificates"] if f["secret_name"]]
+            if name and names:
+                primary_secret = names[0]
+            elif "apex-tls" in names or not names:
+                primary_secret = name or "apex-tls"
+            else:
+                primary_secret = names[0]
+    primary_secret = primary_secret or name or "apex-tls"
+    if "secret" in sources:
+        names = [primary_secret] + [f["secret_name"] for f in result.get("certificates", []) if f["secret_name"]]
+        result["secrets"] = {}
+        for secret in names:
+            if secret not in result["secrets"]:
+                result["secrets"][secret] = secret_facts(manager.get_secret(namespace, secret), warning_days=warning_days,
+                                                         critical_days=critical_days, hostname=hostname)
+        result["secret"] = result["secrets"][primary_secret]
+        for secret, facts in result["secrets"].items():
+            statuses.append((facts.get("expiry_status"), facts.get("days_left"), "secret/%s" % secret))
+    if "endpoint" in sources and probe is not None:
+        result["endpoint"] = probe()
+        statuses.append((result["endpoint"].get("expiry_status"), result["endpoint"].get("days_left"), "endpoint"))
+        if "secret" in sources:
+            result["drift"] = tls.compare_served((result["secret"] or {}).get("certificate"),
+                                                 result["endpoint"].get("certificate"))
+            result["drift"]["secret_name"] = primary_secret
+    known = [s for s in statuses if s[0]]
+    soonest = min(known, key=lambda s: s[1]) if known else (None, None, None)
+    result["expiry"] = dict(status=tls.worst_status([s[0] for s in known]), days_left=soonest[1], source=soonest[2],
+                            warning_days=warning_days, critical_days=critical_days)
+    return result
