@@ -355,8 +355,8 @@ def gather_facts(manager, namespace, name=None, secret_name=None, sources=("cert
     """The Certificate(s), their Secret(s) and the live endpoint, with the soonest expiry of all.
 
     ``probe`` returns the endpoint's facts (``tls.probe_endpoint``, an ``error`` key instead of
-    raising) or is None when no endpoint is checked. The same facts as ``apex_cert state=facts``
-    (which should call this function instead of keeping its own copy of it)."""
+    raising) or is None when no endpoint is checked. ``apex_cert state=facts`` and
+    ``apex_health`` both read certificates through this function."""
     sources = set(sources)
     result = dict(changed=False)
     statuses = []  # (status, days_left, source)

@@ -118,56 +118,10 @@ class CertRunner(object):
 
     # ------------------------------------------------------------------ facts
     def facts(self):
-        sources = set(self.p["sources"])
-        result = dict(changed=False)
-        statuses = []  # (status, days_left, source)
-        primary_secret = self.p["secret_name"]
-        if "certificate" in sources:
-            if self.p["name"]:
-                obj = self.cm.get_certificate(self.ns, self.p["name"])
-                objs = [obj] if obj is not None else []
-                installed = True if obj is not None else self.cm.list_certificates(self.ns) is not None
-                if obj is None and installed:
-                    self.warn("Certificate %s/%s not found" % (self.ns, self.p["name"]))
-            else:
-                objs = self.cm.list_certificates(self.ns)
-                installed = objs is not None
-                objs = objs or []
-            result["cert_manager_installed"] = installed
-            result["certificates"] = [self.cert_facts(o) for o in objs]
-            for facts in result["certificates"]:
-                statuses.append((facts["expiry_status"], facts["days_left"], "certificate/%s" % facts["name"]))
-            if not primary_secret:
-                names = [f["secret_name"] for f in result["certificates"] if f["secret_name"]]
-                if self.p["name"] and names:
-                    primary_secret = names[0]
-                elif "apex-tls" in names or not names:
-                    primary_secret = self.p["name"] or "apex-tls"
-                else:
-                    primary_secret = names[0]
-        primary_secret = primary_secret or self.p["name"] or "apex-tls"
-        if "secret" in sources:
-            names = [primary_secret] + [f["secret_name"] for f in result.get("certificates", []) if f["secret_name"]]
-            result["secrets"] = {}
-            for name in names:
-                if name not in result["secrets"]:
-                    result["secrets"][name] = self.secret_facts(name)
-            result["secret"] = result["secrets"][primary_secret]
-            for name, facts in result["secrets"].items():
-                statuses.append((facts.get("expiry_status"), facts.get("days_left"), "secret/%s" % name))
-        if "endpoint" in sources and self.p["endpoint"]:
-            result["endpoint"] = self.probe_safely()
-            statuses.append((result["endpoint"].get("expiry_status"), result["endpoint"].get("days_left"),
-                             "endpoint"))
-            if "secret" in sources:
-                result["drift"] = tls.compare_served((result["secret"] or {}).get("certificate"),
-                                                     result["endpoint"].get("certificate"))
-                result["drift"]["secret_name"] = primary_secret
-        known = [s for s in statuses if s[0]]
-        worst = tls.worst_status([s[0] for s in known])
-        soonest = min(known, key=lambda s: s[1]) if known else (None, None, None)
-        result["expiry"] = dict(status=worst, days_left=soonest[1], source=soonest[2],
-                                warning_days=self.warn_days, critical_days=self.crit_days)
+        probe = self.probe_safely if self.p["endpoint"] else None
+        result = cm.gather_facts(self.cm, self.ns, name=self.p["name"], secret_name=self.p["secret_name"],
+                                 sources=self.p["sources"], probe=probe, hostname=self.hostname(),
+                                 warning_days=self.warn_days, critical_days=self.crit_days, warn=self.warn)
         result["problems"] = judge(result)
         result["status"] = overall_status(result["problems"])
         return result

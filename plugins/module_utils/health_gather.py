@@ -96,10 +96,10 @@ def tls_facts(params):
 
 def kubernetes_facts(params):
     from ansible_collections.apex.ops.plugins.module_utils import k8s
-    from ansible_collections.apex.ops.plugins.module_utils import k8s_workloads
+    from ansible_collections.apex.ops.plugins.module_utils import k8s_info
 
     client = k8s.connect(params["k8s"])
-    return k8s_workloads.gather(client, params["k8s"]["namespace"], sections=["workloads", "pods", "hpas", "nodes"])
+    return k8s_info.gather(client, params["k8s"]["namespace"], sections=["workloads", "pods", "hpas", "nodes"])
 
 
 GATHERS = dict(queue=queue_facts, database=database_facts, tls=tls_facts, kubernetes=kubernetes_facts)
