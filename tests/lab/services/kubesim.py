@@ -17,6 +17,8 @@ KUBESIM_FLAGS = (("KUBESIM_POD_READY_DELAY", "--pod-ready-delay"), ("KUBESIM_TIM
 
 
 class Kubesim:
+    """``start`` spawns without waiting (True if it did), ``ensure(spawned)`` waits for /readyz."""
+
     def __init__(self, state):
         self.state = state
         self.kube_dir = state.kube_dir

@@ -17,6 +17,8 @@ MARK_MOTO = "-m moto.server "  # command-line marker (precise: `pytest .../moto`
 
 
 class Moto:
+    """``start`` spawns without waiting, ``ensure(proc)`` waits and creates the resources once."""
+
     def __init__(self, state):
         self.state = state
         self.moto_dir = state.moto_dir

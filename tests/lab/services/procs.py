@@ -243,6 +243,7 @@ def wait_until(check, timeout, what, interval=0.05, log=None, gone=None):
 
 
 def answers(check, timeout):
+    """True when ``check`` passes within ``timeout`` seconds (a running service that answers)."""
     try:
         wait_until(check, timeout, "health check")
         return True

@@ -9,6 +9,8 @@ REDIS_SERVER = "/usr/bin/redis-server"
 
 
 class Redis:
+    """``ensure`` (idempotent); ``down`` stops it through ``procs()``."""
+
     def __init__(self, state):
         self.state = state
         self.redis_dir = state.redis_dir

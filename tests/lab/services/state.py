@@ -19,6 +19,7 @@ PORT_NAMES = ("pg_primary", "pg_standby", "redis", "moto", "twin", "kube_primary
 
 
 def load_json(path):
+    """The file's JSON, or None when it is missing or unreadable."""
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
@@ -26,6 +27,7 @@ def load_json(path):
 
 
 def write_private(path, text, mode=0o600):
+    """Write ``text`` atomically (temporary file, rename) with ``mode`` from the start."""
     path = Path(path)
     tmp = path.with_name(".%s.tmp" % path.name)
     fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -36,6 +38,8 @@ def write_private(path, text, mode=0o600):
 
 
 class LabState:
+    """Paths, ports and secrets of one lab directory; every service module is given one."""
+
     def __init__(self, lab_dir=None):
         self.dir = Path(lab_dir or os.environ.get("APEX_LAB_DIR") or DEFAULT_LAB_DIR).absolute()
         self.pg = self.dir / "pg"

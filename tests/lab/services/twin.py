@@ -13,6 +13,8 @@ MARK_TWIN = {"serve": "-m twin serve", "worker": "-m twin worker"}  # command-li
 
 
 class Twin:
+    """``ensure``: migrations, then the API and the worker, each started only if it is not running."""
+
     def __init__(self, state):
         self.state = state
         self.twin_dir, self.ca_dir = state.twin_dir, state.ca_dir
