@@ -5,10 +5,10 @@ import copy
 import datetime
 import time
 
-from . import registry
-from .controllers import get_condition, parse_go_duration, set_condition
-from .pki import cert_info, csr_pem
-from .store import now_iso
+from .. import registry
+from .common import get_condition, parse_go_duration, set_condition
+from ..pki import cert_info, csr_pem
+from ..store import now_iso
 
 CERTS = ("cert-manager.io", "certificates")
 CRS = ("cert-manager.io", "certificaterequests")
@@ -46,8 +46,7 @@ def reconcile(ctl):
                 else:
                     set_condition(conds, "Ready", "False", "ErrGetKeyPair",
                                   "Error getting keypair for CA issuer: secret \"%s\" not found"
-                                  % ((iss.get("spec") or {}).get("ca") or {}).get("secretName",
-                                                                                   "ca-key-pair"))
+                                  % ((iss.get("spec") or {}).get("ca") or {}).get("secretName", "ca-key-pair"))
                 for cond in conds:
                     cond["observedGeneration"] = iss["metadata"].get("generation", 1)
                 if st != (iss.get("status") or {}):
