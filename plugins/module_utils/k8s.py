@@ -32,6 +32,8 @@ import os
 import threading
 
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import import_error_of
+from ansible_collections.apex.ops.plugins.module_utils.redaction import redact_url
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 from ansible_collections.apex.ops.plugins.module_utils.waiting import StreamExpired
 
 
@@ -345,18 +347,6 @@ def proxy_for(server, proxy_url=None, environ=None):
     return url, source
 
 
-def redact_url(url):
-    """A proxy URL without its credentials (for messages)."""
-    if not url or "@" not in url:
-        return url
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    netloc, slash, tail = rest.partition("/")
-    netloc = "***@" + netloc.rpartition("@")[2]
-    return (scheme + "://" if sep else "") + netloc + slash + tail
-
-
 def _proxy_manager(proxy_url, pool_kwargs):
     """A urllib3 pool manager that tunnels through ``proxy_url`` (http/https: CONNECT; socks5/socks4
     with PySocks). Credentials in the URL become the proxy's Basic authorization."""
@@ -652,9 +642,7 @@ def restart_patch(now=None):
     same second a no-op (same template, no new ReplicaSet), so a caller waiting for "the" rollout
     would see the previous one as complete and go on with pods that never restarted.
     """
-    import datetime
-
-    moment = now or datetime.datetime.now(datetime.timezone.utc)
+    moment = now or utcnow()
     stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return stamp, {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
 
