@@ -317,8 +317,10 @@ def _roll_back(ctx, error, safety, target_db, restore_options):
                 "differences": None}
     verified = {"data": False, "privileges": None}
     try:
+        # what was there before, as it was: the owner and privileges come from the safety backup, not target_owner
+        options = dict(restore_options, owner=None, no_owner=False)
         outcome = pg_restore.restore_postgres(ctx.conn_params, ctx.store, safety, target_db, jobs=1,
-                                              mode="recreate", **restore_options)
+                                              mode="recreate", **options)
         rollback.update(privileges=outcome["privileges"], row_counts=outcome["row_counts"],
                         differences=outcome["differences"])
         verified = {"data": True, "privileges": outcome["privileges"]["match"]}
