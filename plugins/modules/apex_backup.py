@@ -373,6 +373,17 @@ EXAMPLES = r"""
     state: restore
     target_db: apex
     confirm: apex
+    rollback_on_failure: true  # the default: a failure after apex changed puts its safety backup back
+  register: restored
+
+- name: Catalog and freshness gate through the connection options set once for the play
+  module_defaults:
+    group/apex.ops.s3:
+      s3_bucket: apex-backups
+      s3_prefix: apex
+  apex.ops.apex_backup:
+    state: facts
+    max_age: 2 days
 
 - name: Before a restore - wait until the application's sessions are gone, terminate stragglers after 30 s
   apex.ops.apex_backup:

@@ -322,8 +322,9 @@ last_state:
     - On failure, what was observed. When O(statement_timeout) or O(lock_timeout) fired, C(timeout),
       C(limit_seconds), C(statement), C(waiting_for) (lock mode and relation) and C(blocking_sessions)
       (pid, user, application_name, client_addr, state, xact_start, query_start, held_modes, query redacted);
-      for vacuum/analyze also C(tables_done) and C(tables_not_done).
-  returned: on failure
+      for vacuum/analyze also C(tables_done) and C(tables_not_done); for unknown tables C(missing), C(invalid)
+      and C(found).
+  returned: failure
   type: dict
 """
 

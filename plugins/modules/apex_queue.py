@@ -171,6 +171,13 @@ requeued_from_file:
       and C(items) (the first 50 pushed, decoded).
   returned: state is requeue_from_file
   type: dict
+last_state:
+  description:
+    - On failure, what was observed - C(error) (Redis kept changing under a transaction), C(invalid) (up to 20
+      entries whose payload field is missing), C(lossy) (a save file of the old format that cannot be pushed back
+      byte-exact) or C(dead_letter_depth) (a purge refused).
+  returned: failure
+  type: dict
 """
 
 from ansible.module_utils.common.text.converters import to_native
