@@ -47,8 +47,8 @@ def find_backup(entries, manifests, kind, name, prefix, backup_id=None, verified
         for entry in entries:
             if entry["backup_id"] == backup_id:
                 return entry, manifests[backup_id]
-        raise catalog.CatalogError("backup %s not found (no manifest) for %s %s under %s" % (backup_id, kind, name,
-                                                                                           prefix))
+        raise catalog.CatalogError("backup %s not found (no manifest) for %s %s under %s"
+                                   % (backup_id, kind, name, prefix))
     if verified_only:
         entry = catalog.latest_verified(entries, min_level)
         if entry is None:

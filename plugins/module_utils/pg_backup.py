@@ -23,9 +23,9 @@ from ansible_collections.apex.ops.plugins.module_utils import backup_catalog as 
 from ansible_collections.apex.ops.plugins.module_utils import pg_privileges
 from ansible_collections.apex.ops.plugins.module_utils import postgres as pg
 from ansible_collections.apex.ops.plugins.module_utils.pg_admin import count_rows, list_tables, server_facts
-from ansible_collections.apex.ops.plugins.module_utils.pg_programs import (MIB, BackupError, Interrupted, TailReader, exit_description,
-                                                                        find_program, major_of, program_version,
-                                                                        stderr_errors, stop_process, widen_pipe)
+from ansible_collections.apex.ops.plugins.module_utils.pg_programs import MIB, BackupError, Interrupted, TailReader, exit_description
+from ansible_collections.apex.ops.plugins.module_utils.pg_programs import find_program, major_of, program_version, stderr_errors
+from ansible_collections.apex.ops.plugins.module_utils.pg_programs import stop_process, widen_pipe
 from ansible_collections.apex.ops.plugins.module_utils.redaction import redact
 from ansible_collections.apex.ops.plugins.module_utils.s3_store import S3StoreError
 from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow

@@ -26,11 +26,11 @@ from ansible_collections.apex.ops.plugins.module_utils import pg_privileges
 from ansible_collections.apex.ops.plugins.module_utils import pg_signal
 from ansible_collections.apex.ops.plugins.module_utils import postgres as pg
 from ansible_collections.apex.ops.plugins.module_utils import waiting
-from ansible_collections.apex.ops.plugins.module_utils.pg_admin import (admin_connect, count_in_database, create_database, database_exists,
-                                                                     database_owner, database_sessions, drop_database,
-                                                                     protected_target_refusal)
-from ansible_collections.apex.ops.plugins.module_utils.pg_programs import (STDERR_TAIL, BackupError, ProcessDeadline, Sink, exit_description,
-                                                                        find_program, libpq_env, restore_argv)
+from ansible_collections.apex.ops.plugins.module_utils.pg_admin import admin_connect, count_in_database, create_database
+from ansible_collections.apex.ops.plugins.module_utils.pg_admin import database_exists, database_owner, database_sessions
+from ansible_collections.apex.ops.plugins.module_utils.pg_admin import drop_database, protected_target_refusal
+from ansible_collections.apex.ops.plugins.module_utils.pg_programs import STDERR_TAIL, BackupError, ProcessDeadline, Sink
+from ansible_collections.apex.ops.plugins.module_utils.pg_programs import exit_description, find_program, libpq_env, restore_argv
 from ansible_collections.apex.ops.plugins.module_utils.pg_verify import checksum_result, stream_through
 from ansible_collections.apex.ops.plugins.module_utils.redaction import redact
 

@@ -134,8 +134,8 @@ def verify_postgres(params, store, manifest, level="toc", pg_bin_dir=None, secre
             run = restore_sink.finish()
             deep = {"ok": False, "scratch_db": scratch, "seconds": round(time.monotonic() - started, 3)}
             if run["returncode"] != 0:
-                deep["error"] = redact("%s: %s" % (exit_description("pg_restore", run["returncode"]),
-                                                           run["stderr"]), secrets)
+                deep["error"] = redact("%s: %s" % (exit_description("pg_restore", run["returncode"]), run["stderr"]),
+                                       secrets)
             else:
                 expected = manifest.get("row_counts") or {}
                 actual = count_in_database(params, scratch, sorted(expected))

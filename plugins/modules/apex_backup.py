@@ -50,13 +50,13 @@ options:
   state:
     description:
       - What to do. See the description for each state. V(facts) (the default) only reads the catalog.
-      - V(list) is a deprecated synonym of V(facts).
+      - V(list) is still accepted as a deprecated synonym of V(facts).
       - The option name O(action) is a deprecated alias of O(state) (the collection's convention is O(state), see
         docs/architecture.md "Module vocabulary").
     type: str
     default: facts
     aliases: [action]
-    choices: [facts, backup, redis_backup, verify, prune, restore, fetch, drain, list]
+    choices: [facts, backup, redis_backup, verify, prune, restore, fetch, drain]
   db:
     description:
       - Database to back up (C(backup)) and whose backups to list, verify, prune, fetch or restore from.
@@ -604,12 +604,11 @@ from ansible_collections.apex.ops.plugins.module_utils.common_args import (POSTG
 from ansible_collections.apex.ops.plugins.module_utils.durations import parse_duration
 
 LEVEL_CHOICES = list(catalog.LEVELS)
-DEPRECATED_IN = "2.0.0"
 
 ARGSPEC = dict(
     state=dict(type="str", default="facts", aliases=["action"],
-               deprecated_aliases=[dict(name="action", version=DEPRECATED_IN, collection_name="apex.ops")],
-               choices=list(runner.STATES) + list(runner.STATE_SYNONYMS)),
+               deprecated_aliases=[dict(name="action", version="2.0.0", collection_name="apex.ops")],
+               choices=list(runner.STATES)),
     db=dict(type="str"),
     maintenance_db=dict(type="str", fallback=(env_fallback, ["APEX_PG_MAINTENANCE_DB"]), default="postgres"),
     kind=dict(type="str", choices=list(catalog.KINDS), default="postgres"),
@@ -676,13 +675,13 @@ STATE_OPTIONS = {
 
 
 def main():
-    module = ApexModule(ARGSPEC, fragments=(POSTGRES_ARGSPEC, REDIS_ARGSPEC, S3_ARGSPEC), supports_check_mode=True)
+    module = ApexModule(ARGSPEC, fragments=(POSTGRES_ARGSPEC, REDIS_ARGSPEC, S3_ARGSPEC), supports_check_mode=True,
+                        value_synonyms={"state": runner.STATE_SYNONYMS})
+    for dummy, old, new in module.replaced_values:
+        module.deprecate("state=%s is deprecated, use state=%s" % (old, new), version="2.0.0",
+                         collection_name="apex.ops")
     p = module.params
     state = p["state"]
-    if state in runner.STATE_SYNONYMS:
-        module.deprecate("state=%s is deprecated, use state=%s" % (state, runner.STATE_SYNONYMS[state]),
-                         version=DEPRECATED_IN, collection_name="apex.ops")
-        state = runner.STATE_SYNONYMS[state]
     requirements = [] if state == "drain" else [s3_store.REQUIREMENT]  # the drain only reads pg_stat_activity
     requirements += [redis_client.REQUIREMENT] if state == "redis_backup" else [pg.REQUIREMENT] if state in (
         "backup", "verify", "restore", "drain") else []

@@ -242,7 +242,7 @@ def test_load_catalog_and_prune(store):
     assert [o["key"] for o in orphans] == [orphan_key] and list(records) == [ids[3]]
 
     plan = catalog_store.prune(store, "apex", "postgres", "apex", keep_last=2, grace_seconds=3600, check_mode=True,
-                          now=now)
+                               now=now)
     assert sorted(d["backup_id"] for d in plan["deleted"]) == sorted([ids[2], ids[4]])  # ids[3]: newest verified
     assert plan["orphans_removed"] == [] and plan["changed"]
     assert len(store.list_objects("apex/")) == 5 * 2 + 1 + 1  # check mode deleted nothing
