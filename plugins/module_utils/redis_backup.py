@@ -24,7 +24,7 @@ Two ways to get the snapshot (``source``):
   ``rdb_path``): the module must run where that file is readable.
 
 Restore is an offline procedure (see docs/backup.md): stop Redis, put the file in place
-(``action: fetch`` downloads and checks it), start Redis.
+(``state: fetch`` downloads and checks it), start Redis.
 """
 
 from __future__ import absolute_import, division, print_function
