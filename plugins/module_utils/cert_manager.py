@@ -29,6 +29,7 @@ from ansible_collections.apex.ops.plugins.module_utils import tls
 from ansible_collections.apex.ops.plugins.module_utils import k8s_rollout
 from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, get_or_none, object_stream
 from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import condition, condition_true, workload_path
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import parse_time, utcnow
 from ansible_collections.apex.ops.plugins.module_utils.waiting import poll_until, watch_until
 
 GROUP = "cert-manager.io"
@@ -68,10 +69,10 @@ def summarize_conditions(obj):
 
 def certificate_facts(obj, now=None, warning_days=tls.DEFAULT_WARNING_DAYS, critical_days=tls.DEFAULT_CRITICAL_DAYS):
     """Facts of one cert-manager Certificate object (a dict as the API returns it)."""
-    now = now or tls.utcnow()
+    now = now or utcnow()
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     ready, issuing = condition(obj, "Ready"), condition(obj, "Issuing")
-    not_after = tls.parse_time(status.get("notAfter"))
+    not_after = parse_time(status.get("notAfter"))
     left = tls.days_left(not_after, now) if not_after else None
     return dict(
         name=meta.get("name"),
@@ -111,7 +112,7 @@ def secret_facts(secret, now=None, warning_days=tls.DEFAULT_WARNING_DAYS, critic
     """Facts of the certificate in a TLS Secret (the API's JSON object, or None). No key material."""
     if secret is None:
         return dict(present=False)
-    now = now or tls.utcnow()
+    now = now or utcnow()
     meta, data = secret.get("metadata") or {}, secret.get("data") or {}
     out = dict(present=True, name=meta.get("name"), namespace=meta.get("namespace"), type=secret.get("type"),
                resource_version=meta.get("resourceVersion"),

@@ -32,6 +32,8 @@ import os
 import threading
 
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import import_error_of
+from ansible_collections.apex.ops.plugins.module_utils.redaction import redact_url
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 from ansible_collections.apex.ops.plugins.module_utils.waiting import StreamExpired
 
 
@@ -343,18 +345,6 @@ def proxy_for(server, proxy_url=None, environ=None):
         if no_proxy_entry_matches(entry, host, port):
             return None, "%s entry %r covers %s" % (no_proxy_name, entry.strip(), host)
     return url, source
-
-
-def redact_url(url):
-    """A proxy URL without its credentials (for messages)."""
-    if not url or "@" not in url:
-        return url
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    netloc, slash, tail = rest.partition("/")
-    netloc = "***@" + netloc.rpartition("@")[2]
-    return (scheme + "://" if sep else "") + netloc + slash + tail
 
 
 def _proxy_manager(proxy_url, pool_kwargs):

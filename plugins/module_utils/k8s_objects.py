@@ -15,14 +15,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
-from datetime import datetime
 
-try:
-    from datetime import timezone
-
-    UTC = timezone.utc
-except ImportError:  # pragma: no cover
-    UTC = None
+# one way to read and make timestamps (re-exported: the k8s engine imports them from here)
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import parse_time, utcnow  # noqa: F401
 
 WORKLOAD_KINDS = {
     "Deployment": ("/apis/apps/v1", "deployments"),
@@ -108,26 +103,6 @@ def millicores(value):
 def mebibytes(value):
     q = parse_quantity(value)
     return None if q is None else round(q / 1024.0 / 1024.0, 1)
-
-
-def parse_time(value):
-    if not value:
-        return None
-    text = str(value)
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    if "." in text:  # microsecond timestamps: trim to 6 digits for fromisoformat on older Pythons
-        head, dummy, tail = text.partition(".")
-        digits = re.match(r"\d*", tail).group(0)
-        text = head + "." + (digits[:6].ljust(6, "0")) + tail[len(digits):]
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
-def utcnow():
-    return datetime.now(UTC)
 
 
 def age_seconds(stamp, now):

@@ -25,6 +25,7 @@ import time
 
 from ansible_collections.apex.ops.plugins.module_utils.k8s import object_stream, run_parallel
 from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import condition, normalize_kind, workload_path
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 from ansible_collections.apex.ops.plugins.module_utils.waiting import watch_until
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -40,9 +41,7 @@ def restart_patch(now=None):
     same second a no-op (same template, no new ReplicaSet), so a caller waiting for "the" rollout
     would see the previous one as complete and go on with pods that never restarted.
     """
-    import datetime
-
-    moment = now or datetime.datetime.now(datetime.timezone.utc)
+    moment = now or utcnow()
     stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return stamp, {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
 

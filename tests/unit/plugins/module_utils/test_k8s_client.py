@@ -402,9 +402,10 @@ def test_load_connection_reads_proxy_url(tmp_path):
 
 
 def test_redact_url():
-    assert k8s.redact_url("http://user:pa55@proxy:3128/x") == "http://***@proxy:3128/x"
-    assert k8s.redact_url("http://proxy:3128") == "http://proxy:3128"
-    assert k8s.redact_url("user:pw@proxy:1") == "***@proxy:1"
+    from ansible_collections.apex.ops.plugins.module_utils.redaction import redact_url
+    assert redact_url("http://user:pa55@proxy:3128/x") == "http://***@proxy:3128/x"
+    assert redact_url("http://proxy:3128") == "http://proxy:3128"
+    assert redact_url("user:pw@proxy:1") == "***@proxy:1"
 
 
 def test_client_rejects_unknown_proxy_scheme(monkeypatch):
