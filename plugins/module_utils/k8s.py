@@ -33,7 +33,6 @@ import threading
 
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import import_error_of
 from ansible_collections.apex.ops.plugins.module_utils.redaction import redact_url
-from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 from ansible_collections.apex.ops.plugins.module_utils.waiting import StreamExpired
 
 

@@ -18,8 +18,8 @@ import time
 from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, run_parallel
 from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import (
     HPA_API, WORKLOAD_KINDS, age_seconds, condition, condition_statuses, hpa_cpu_current, hpa_cpu_target,
-    hpa_target, mebibytes, millicores, ns_path, parse_target_name, selector_matches, selector_string, utcnow,
-    workload_path)
+    hpa_target, mebibytes, millicores, ns_path, parse_target_name, selector_matches, selector_string, workload_path)
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 from ansible_collections.apex.ops.plugins.module_utils.k8s_rollout import is_settled, rollout_state
 
 SECTIONS = ("workloads", "pods", "hpas", "nodes", "events", "metrics")

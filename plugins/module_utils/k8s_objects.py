@@ -16,8 +16,7 @@ __metaclass__ = type
 
 import re
 
-# one way to read and make timestamps (re-exported: the k8s engine imports them from here)
-from ansible_collections.apex.ops.plugins.module_utils.timestamps import parse_time, utcnow  # noqa: F401
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import parse_time
 
 WORKLOAD_KINDS = {
     "Deployment": ("/apis/apps/v1", "deployments"),

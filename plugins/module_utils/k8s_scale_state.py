@@ -16,7 +16,7 @@ __metaclass__ = type
 
 from ansible_collections.apex.ops.plugins.module_utils.configmap_records import ConfigMapRecords
 from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError
-from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import utcnow
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 from ansible_collections.apex.ops.plugins.module_utils.k8s_scale_plan import ScaleError
 
 STATE_CONFIGMAP = "apex-ops-scale-state"

@@ -20,7 +20,8 @@ from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, 
 from ansible_collections.apex.ops.plugins.module_utils.k8s_info import event_summary, pod_summary
 from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import (
     HPA_API, hpa_bounds, hpa_target, normalize_kind, ns_path, parse_selector, selector_matches, selector_string,
-    utcnow, workload_path)
+    workload_path)
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 from ansible_collections.apex.ops.plugins.module_utils.k8s_rollout import restart, rollout_state, watch_rollout
 from ansible_collections.apex.ops.plugins.module_utils.k8s_scale_plan import (
     AboveCeiling, ScaleError, build_specs, hpa_patch, node_pod_capacity, observed_state, other_writer_notes,
