@@ -25,7 +25,7 @@ import re
 
 from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import WorkloadError, parse_quantity
 from ansible_collections.apex.ops.plugins.module_utils.k8s_rollout import RESTARTED_AT, restart_patch
-from ansible_collections.apex.ops.plugins.module_utils.manifest_diff import MASKED, SENSITIVE_KEY
+from ansible_collections.apex.ops.plugins.module_utils.manifest_diff import MASKED, MASKED_CHANGED, SENSITIVE_KEY
 
 APEX_ENV = re.compile(r"^APEX__[A-Z0-9_]+$")
 # what the API server accepts as an env var name (C identifiers, dots and dashes)
@@ -111,19 +111,26 @@ def check_request(kind, request, allow_any_env=False):
 def strip_hash(template):
     """A pod template without the controller's ``pod-template-hash`` label (what undo copies back)."""
     template = copy.deepcopy(template or {})
-    labels = (template.get("metadata") or {}).get("labels")
-    if labels and HASH_LABEL in labels:
-        labels.pop(HASH_LABEL)
+    metadata = template.get("metadata")
+    if metadata is not None:
+        labels = metadata.get("labels")
+        if labels is not None:
+            labels.pop(HASH_LABEL, None)
+            if not labels:
+                metadata.pop("labels")
+        if not metadata:
+            template.pop("metadata")
     template.pop("$patch", None)  # ControllerRevision data
     return template
 
 
-def env_display(entry):
-    """An env entry's value for people: the value (masked when the name reads as a credential), or
-    where it comes from (``<secretKeyRef apex-secrets/database-url>``), never a secret's content."""
+def env_display(entry, mask=True):
+    """An env entry's value for people: the value (masked when the name reads as a credential, unless
+    ``mask`` is false: comparisons), or where it comes from (``<secretKeyRef apex-secrets/database-url>``),
+    never a secret's content."""
     if "value" in entry or not entry.get("valueFrom"):
         value = entry.get("value", "")
-        return MASKED if SENSITIVE_KEY.search(entry.get("name") or "") and value else value
+        return MASKED if mask and SENSITIVE_KEY.search(entry.get("name") or "") and value else value
     source = entry["valueFrom"]
     for ref, fields in (("secretKeyRef", ("name", "key")), ("configMapKeyRef", ("name", "key")),
                         ("fieldRef", ("fieldPath",)), ("resourceFieldRef", ("resource",))):
@@ -132,7 +139,7 @@ def env_display(entry):
     return "<valueFrom>"
 
 
-def template_fields(template):
+def template_fields(template, mask=True):
     """What a change can touch, per container: image, env (display values), resources; and the
     restart stamp. The input of diffs and of the history."""
     spec = (template or {}).get("spec") or {}
@@ -140,7 +147,7 @@ def template_fields(template):
     for container in spec.get("containers") or []:
         containers[container.get("name")] = dict(
             image=container.get("image"),
-            env=dict((e.get("name"), env_display(e)) for e in container.get("env") or []),
+            env=dict((e.get("name"), env_display(e, mask)) for e in container.get("env") or []),
             resources=copy.deepcopy(container.get("resources") or {}))
     annotations = ((template or {}).get("metadata") or {}).get("annotations") or {}
     return dict(containers=containers, restarted_at=annotations.get(RESTARTED_AT))
@@ -160,6 +167,17 @@ def changed_fields(before, after):
                 out_a[key] = a
         return out_b, out_a
     return before, after
+
+
+def _mask_changed(fields, marker):
+    """Credential-like env values of a diff side replaced by ``marker`` (the diff was taken unmasked,
+    so a changed secret still shows as changed)."""
+    for container in (fields.get("containers") or {}).values():
+        env = container.get("env") or {}
+        for name, value in env.items():
+            if SENSITIVE_KEY.search(name) and value and not str(value).startswith("<"):
+                env[name] = marker
+    return fields
 
 
 def _containers(template, container):
@@ -420,7 +438,9 @@ def plan_target(kind, obj, request, revisions=None, now=None, cause=None):
     paused_after = paused_before if request.get("paused") is None else bool(request["paused"])
     if paused_after != paused_before:
         lines.append("pause the rollout" if paused_after else "resume the rollout")
-    before_fields, after_fields = changed_fields(template_fields(template_before), template_fields(template))
+    before_fields, after_fields = changed_fields(template_fields(template_before, mask=False),
+                                                 template_fields(template, mask=False))
+    before_fields, after_fields = _mask_changed(before_fields, MASKED), _mask_changed(after_fields, MASKED_CHANGED)
     if paused_after != paused_before:
         before_fields["paused"], after_fields["paused"] = paused_before, paused_after
     annotations = dict(meta.get("annotations") or {})
