@@ -32,6 +32,7 @@ APEX_ENV = re.compile(r"^APEX__[A-Z0-9_]+$")
 ANY_ENV = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 HASH_LABEL = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 CHANGE_CAUSE_MAX = 512
 RESOURCE_KINDS = ("requests", "limits")
@@ -295,7 +296,8 @@ def owned_by(obj, owner):
 
 
 def revisions_of(kind, owner, objects):
-    """The revisions kept for a workload, oldest first: ``revision``, ``name``, ``template``
+    """The revisions kept for a workload, oldest first: ``revision``, ``earlier`` (the numbers it had
+    before a rollback renumbered it), ``name``, ``template``
     (hash label stripped), ``change_cause``, ``created``, ``replicas``, ``ready``.
 
     ``objects``: the namespace's ReplicaSets (Deployment) or ControllerRevisions (StatefulSet);
@@ -315,7 +317,8 @@ def revisions_of(kind, owner, objects):
             number = obj.get("revision") or 0
             template = ((obj.get("data") or {}).get("spec") or {}).get("template")
             replicas = ready = None
-        out.append(dict(revision=int(number), name=meta.get("name"), template=strip_hash(template),
+        earlier = [int(n) for n in str(annotations.get(REVISION_HISTORY) or "").split(",") if n.strip().isdigit()]
+        out.append(dict(revision=int(number), earlier=earlier, name=meta.get("name"), template=strip_hash(template),
                         change_cause=annotations.get(CHANGE_CAUSE), created=meta.get("creationTimestamp"),
                         replicas=replicas, ready=ready))
     out.sort(key=lambda r: r["revision"])
@@ -344,6 +347,11 @@ def undo_source(kind, obj, revisions, to_revision=None):
     if to_revision:
         for rev in revisions:
             if rev["revision"] == int(to_revision):
+                return rev
+        # a revision gone back to before is renumbered; the controller keeps its old numbers
+        # (revision-history), so the same to_revision finds it again (idempotent)
+        for rev in revisions:
+            if int(to_revision) in rev.get("earlier") or []:
                 return rev
         raise RolloutError("%s: revision %s is not in its history (revisions kept: %s). Nothing was changed."
                            % (name, to_revision, ", ".join(str(k) for k in kept) or "none"))

@@ -141,7 +141,10 @@ options:
     type: bool
     default: false
   to_revision:
-    description: The revision O(undo) goes back to (implies O(undo)); idempotent, unlike the previous revision.
+    description:
+      - The revision O(undo) goes back to (implies O(undo)). Going back renumbers that revision as the newest, as
+        C(kubectl rollout undo) does; its earlier number still finds it (the ReplicaSet's C(revision-history)), so
+        the same O(to_revision) again is no change. Without it each call goes one revision further back.
     type: int
   restart:
     description: Roll every pod (a C(kubectl.kubernetes.io/restartedAt) pod-template annotation).

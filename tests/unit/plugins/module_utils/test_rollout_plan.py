@@ -368,3 +368,12 @@ def test_targets_inherit_the_call_options_and_may_not_repeat():
     assert specs[1]["kind"] == "StatefulSet" and specs[1]["restart"] and specs[1]["env"] == {"APEX__A": 1}
     with pytest.raises(RolloutError, match="targeted twice"):
         rollout_change.build_specs(dict(names=["apex-api", "deployment/apex-api"]))
+
+
+def test_a_renumbered_revision_is_found_by_its_earlier_number():
+    obj, revisions, templates = _history()
+    # revision 1 was gone back to: now revision 4, with revision-history "1"
+    sets = [replica_set(obj, 4, templates[0]), replica_set(obj, 2, templates[1]), replica_set(obj, 3, templates[2])]
+    sets[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] = "1"
+    renumbered = rollout_plan.revisions_of("Deployment", obj, sets)
+    assert rollout_plan.undo_source("Deployment", obj, renumbered, to_revision=1)["revision"] == 4
