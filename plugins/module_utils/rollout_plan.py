@@ -412,7 +412,8 @@ def plan_target(kind, obj, request, revisions=None, now=None, cause=None):
 
     ``request``: env, env_absent, image, resources, container, undo, to_revision, restart, paused.
     ``revisions``: ``revisions_of(...)`` (needed for an undo). Returns ``key``, ``kind``, ``name``,
-    ``changed``, ``changes`` (lines), ``before``/``after`` (the changed fields only), ``revision``
+    ``changed``, ``changes`` (lines), ``before``/``after`` (the changed fields only), ``env_changes``
+    (``container``, ``name``, ``before``, ``after`` per env var that changes; None when unset), ``revision``
     (current), ``undo_to``, ``paused``, and for the writer ``template`` (the new pod template),
     ``annotations`` (the object's, with the change-cause) and ``paused_after``.
     """
@@ -427,8 +428,10 @@ def plan_target(kind, obj, request, revisions=None, now=None, cause=None):
         undo_to = source["revision"]
         if strip_hash(template_before) != source["template"]:
             template = copy.deepcopy(source["template"])
-            lines.append("undo to revision %d%s" % (
-                undo_to, (" (%s)" % source["change_cause"]) if source["change_cause"] else ""))
+            # what that revision runs, not its change-cause: an undo of an undo would nest them
+            images = template_fields(source["template"])["containers"]
+            lines.append("undo to revision %d (%s)" % (undo_to, ", ".join(
+                "%s %s" % (name, fields["image"]) for name, fields in sorted(images.items(), key=lambda i: str(i[0])))))
     else:
         if request.get("env") or request.get("env_absent"):
             for container in _containers(template, request.get("container")):
@@ -454,8 +457,9 @@ def plan_target(kind, obj, request, revisions=None, now=None, cause=None):
     annotations = dict(meta.get("annotations") or {})
     if lines:
         annotations[CHANGE_CAUSE] = change_cause(lines, cause)
+    env_changes = _env_changes(template_fields(template_before)["containers"], template_fields(template)["containers"])
     return dict(key=key, kind=kind, name=name, namespace=meta.get("namespace"), changed=bool(lines), changes=lines,
-                before=before_fields, after=after_fields, revision=current_revision(kind, obj, revisions or []),
+                before=before_fields, after=after_fields, env_changes=env_changes, revision=current_revision(kind, obj, revisions or []),
                 undo_to=undo_to, paused=paused_after, template=template, annotations=annotations,
                 paused_after=paused_after if kind == "Deployment" else None)
 

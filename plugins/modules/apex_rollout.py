@@ -254,6 +254,12 @@ targets:
     after:
       description: The same fields after.
       type: dict
+    env_changes:
+      description:
+        - Each env var this change sets, changes or unsets - C(container), C(name), C(before), C(after) (null when
+          unset; values from secrets shown as their reference, credential-like names masked). Also for O(undo).
+      type: list
+      elements: dict
     revision:
       description: The revision the target was at before the call.
       type: int

@@ -77,6 +77,7 @@ def test_env_merge_sets_adds_and_unsets_in_place_of_the_old_entries():
         "env APEX__ROUTING__FORCE_PROVIDER on worker: (unset) -> anthropic",
         "env APEX__WORKER__CONCURRENCY on worker: 2 -> 5"]
     assert p["before"] == {"containers": {"worker": {"env": {"APEX__WORKER__CONCURRENCY": "2"}}}}
+    assert p["env_changes"][1] == dict(container="worker", name="APEX__WORKER__CONCURRENCY", before="2", after="5")
     assert p["after"] == {"containers": {"worker": {"env": {"APEX__WORKER__CONCURRENCY": "5",
                                                             "APEX__ROUTING__FORCE_PROVIDER": "anthropic"}}}}
     assert p["annotations"]["kubernetes.io/change-cause"].startswith("apex.ops apex_rollout: env APEX__ROUTING")
@@ -202,7 +203,7 @@ def test_undo_goes_to_the_previous_revision_or_the_one_given():
         rollout_plan.undo_source("Deployment", obj, revisions, to_revision=7)
     p = plan(obj, undo=True, _revisions=revisions)
     assert p["undo_to"] == 2 and p["template"] == templates[1]
-    assert p["changes"] == ["undo to revision 2 (conc 5)"]
+    assert p["changes"] == ["undo to revision 2 (worker apex/worker:1.0.0)"]
     assert p["before"] == {"containers": {"worker": {"image": "apex/worker:1.1.0"}}}
     assert p["after"] == {"containers": {"worker": {"image": "apex/worker:1.0.0"}}}
     p = plan(obj, to_revision=1, _revisions=revisions)
