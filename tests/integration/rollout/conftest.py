@@ -125,7 +125,7 @@ def report_dir(tmp_path):
     return path
 
 
-def read_report(directory, procedure):
+def _read_report(directory, procedure):
     files = sorted(Path(directory).glob("%s-*.json" % procedure))
     assert files, "no %s report in %s: %s" % (procedure, directory, os.listdir(directory))
     return json.loads(files[-1].read_text())
@@ -165,3 +165,9 @@ def rollout(lab_process_env):
                                  % (proc.returncode, proc.stdout, proc.stderr))
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def read_report():
+    """``read_report(directory, procedure)``: the newest report of that procedure, parsed."""
+    return _read_report
