@@ -74,6 +74,8 @@ def seeded_templates(kube):
     for name in SHARED:
         image = templates[name]["spec"]["containers"][0]["image"]
         assert image == SEEDED_IMAGES[name], "%s runs %s, not the seeded image: restart kubesim" % (name, image)
+    worker_env = dict((e["name"], e.get("value")) for e in templates["apex-worker"]["spec"]["containers"][0]["env"])
+    assert worker_env.get("APEX__WORKER__CONCURRENCY") == "2", "apex-worker is not as seeded: restart kubesim"
     return templates
 
 
