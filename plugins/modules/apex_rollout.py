@@ -128,8 +128,8 @@ options:
   resources:
     description:
       - C(requests) and C(limits) to merge into O(container) (default every container), such as
-        C({limits: {memory: 4Gi, cpu: "4"}, requests: {memory: 2Gi, cpu: "1"}}). A null value removes the
-        resource. Quantities are compared by value (C(4096Mi) equals C(4Gi)).
+        a limits memory of C(4Gi) (see EXAMPLES). A null value removes the resource. Quantities are compared by
+        value (C(4096Mi) equals C(4Gi)).
     type: dict
   container:
     description: The container O(env), O(resources) and a string O(image) apply to; default every container.
