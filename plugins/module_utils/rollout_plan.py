@@ -351,7 +351,7 @@ def undo_source(kind, obj, revisions, to_revision=None):
         # a revision gone back to before is renumbered; the controller keeps its old numbers
         # (revision-history), so the same to_revision finds it again (idempotent)
         for rev in revisions:
-            if int(to_revision) in rev.get("earlier") or []:
+            if int(to_revision) in (rev.get("earlier") or []):
                 return rev
         raise RolloutError("%s: revision %s is not in its history (revisions kept: %s). Nothing was changed."
                            % (name, to_revision, ", ".join(str(k) for k in kept) or "none"))
