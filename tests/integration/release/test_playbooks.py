@@ -1,11 +1,15 @@
 """The deploy and rollback playbooks against the lab: Helm v4 (apex_release) on the Kubernetes simulator,
 the twin serving the image tag of the ready apex-api ReplicaSet. The tests share the ``apex`` release and run
 in order: deploy 1.1.0, the same deploy again, a check-mode plan, a deploy whose smoke test fails after a
-successful upgrade (maintenance mode: /ready answers 503) and is rolled back, a rollback to revision 1.
+successful upgrade (maintenance mode: /ready answers 503) and is rolled back, a rollback to revision 1, the
+rollout method refused, and a deploy interrupted after its upgrade that `recover` rolls back.
 The fixture adopts the seeded namespace as revision 1 and puts it back as seeded afterwards."""
 import glob
 import json
 import os
+import signal
+import subprocess
+import time
 
 import pytest
 
@@ -100,8 +104,8 @@ def test_check_mode_shows_the_plan_and_changes_nothing(seeded_release, run_playb
     assert _newest_report(tmp_path, "deploy")["status"] == "planned (check mode)"
 
 
-def test_failed_smoke_test_rolls_back_to_the_recorded_revision(seeded_release, run_playbook, run_module, kubectl,
-                                                              twin_version, tmp_path):
+def test_failed_smoke_test_rolls_back_to_the_recorded_revision(seeded_release, run_playbook, run_module,
+                                                               kubectl, twin_version, tmp_path):
     # The upgrade succeeds (the pods get ready), but the new release switches maintenance mode on: /ready
     # answers 503 and /health says "maintenance". A real smoke-test failure after a successful upgrade.
     extra = {"deploy_version": "1.2.0", "deploy_set_values": ["api.env.APEX__MAINTENANCE_MODE=true"],
@@ -159,3 +163,62 @@ def test_rollback_method_rollout_is_refused(seeded_release, run_playbook, kubect
     assert "not available yet" in _flat(proc.stdout) and "apex_rollout" in proc.stdout
     assert kubectl.helm_secrets("apex") == [1, 2, 3, 4, 5]
     assert _newest_report(tmp_path, "rollback")["status"] == "failed"
+
+
+def _journal(kubectl):
+    found = kubectl.get("configmap", "apex-ops-journal", "-n", "apex")
+    record = (found or {}).get("data", {}).get("record")
+    return json.loads(record) if record else None
+
+
+def _helm_status(kubectl, revision):
+    found = kubectl.get("secret", "sh.helm.release.v1.apex.v%d" % revision, "-n", "apex")
+    return (found or {}).get("metadata", {}).get("labels", {}).get("status")
+
+
+def test_interrupted_deploy_is_rolled_back_by_recover(seeded_release, run_playbook, lab_process_env, kubectl,
+                                                     twin_version, tmp_path):
+    # The smoke test waits for a version that is never served, so the run sits after a successful upgrade;
+    # it is interrupted there as Ctrl-C does (SIGINT to its process group): no rescue runs.
+    assert kubectl.helm_secrets("apex") == [1, 2, 3, 4, 5] and twin_version.now()[0] == "1.0.0"
+    extra = _deploy_vars(tmp_path, deploy_version="1.1.0", deploy_expected_version="9.9.9", deploy_smoke_timeout=300)
+    cmd = ["ansible-playbook", os.path.join(ROOT, "playbooks", "deploy.yml"), "-e", json.dumps(extra)]
+    proc = subprocess.Popen(cmd, env=lab_process_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        # after the upgrade: revision 6 is deployed (Helm's wait is over) and the twin serves 1.1.0
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (_helm_status(kubectl, 6) == "deployed"
+                                                   and twin_version.now()[0] == "1.1.0"):
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.2)
+        assert _helm_status(kubectl, 6) == "deployed", "the upgrade did not happen"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, dummy = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    assert "Rolled back" not in out  # no rescue ran
+    record = _journal(kubectl)
+    assert record and record["procedure"] == "deploy" and record["phase"] == "upgrade"
+    assert record["undo"][0]["action"] == "release_rollback" and record["undo"][0]["revision"] == 5
+    assert kubectl.helm_secrets("apex") == [1, 2, 3, 4, 5, 6] and kubectl.image("apex") == "apex/api:1.1.0"
+
+    # every changing playbook refuses, naming recover
+    refused = run_playbook("playbooks/rollback.yml", {"rollback_report_dir": str(tmp_path)})
+    assert refused.returncode != 0
+    assert "recover_confirm=%s" % record["run_id"] in _flat(refused.stdout)
+    assert "roll release apex back to revision 5" in _flat(refused.stdout)
+
+    recovered = run_playbook("playbooks/recover.yml", {"recover_confirm": record["run_id"],
+                                                       "recover_report_dir": str(tmp_path)})
+    assert recovered.returncode == 0, recovered.stdout[-4000:] + recovered.stderr[-2000:]
+    assert _journal(kubectl) is None
+    assert kubectl.helm_secrets("apex") == [1, 2, 3, 4, 5, 6, 7]
+    assert kubectl.image("apex") == "apex/api:1.0.0"
+    assert twin_version("1.0.0")[0] == "1.0.0"
+    report = _newest_report(tmp_path, "recover")
+    assert report["status"] == "recovered"
+    assert report["steps_done"][0]["action"] == "release_rollback"
+    assert report["steps_done"][0]["outcome"].startswith("rolled back to revision 5")
