@@ -222,3 +222,37 @@ def test_interrupted_deploy_is_rolled_back_by_recover(seeded_release, run_playbo
     assert report["status"] == "recovered"
     assert report["steps_done"][0]["action"] == "release_rollback"
     assert report["steps_done"][0]["outcome"].startswith("rolled back to revision 5")
+
+
+def test_deploy_interrupted_during_helms_wait_is_rolled_back_by_recover(seeded_release, run_playbook,
+                                                                        lab_process_env, kubectl, twin_version,
+                                                                        tmp_path):
+    # Interrupted while Helm waits for pods that never get ready: revision 8 stays pending-upgrade with its
+    # objects applied. recover's rollback to revision 7 must not take "7 is the deployed revision" for done.
+    assert kubectl.helm_secrets("apex")[-1] == 7
+    extra = _deploy_vars(tmp_path, deploy_version="2.0.0-never-ready")
+    cmd = ["ansible-playbook", os.path.join(ROOT, "playbooks", "deploy.yml"), "-e", json.dumps(extra)]
+    proc = subprocess.Popen(cmd, env=lab_process_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (_helm_status(kubectl, 8) == "pending-upgrade"
+                                                   and "never-ready" in kubectl.image("apex")):
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.2)
+        assert _helm_status(kubectl, 8) == "pending-upgrade"
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    record = _journal(kubectl)
+    assert record and record["undo"][0]["revision"] == 7
+    recovered = run_playbook("playbooks/recover.yml", {"recover_confirm": record["run_id"],
+                                                       "recover_report_dir": str(tmp_path)})
+    assert recovered.returncode == 0, recovered.stdout[-4000:] + recovered.stderr[-2000:]
+    assert _journal(kubectl) is None
+    assert kubectl.helm_secrets("apex")[-1] == 9 and _helm_status(kubectl, 9) == "deployed"
+    assert kubectl.image("apex") == "apex/api:1.0.0"
+    assert twin_version("1.0.0")[0] == "1.0.0"
+    assert _newest_report(tmp_path, "recover")["steps_done"][0]["outcome"].startswith("rolled back to revision 7")
