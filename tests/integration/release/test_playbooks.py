@@ -176,8 +176,8 @@ def _helm_status(kubectl, revision):
     return (found or {}).get("metadata", {}).get("labels", {}).get("status")
 
 
-def test_interrupted_deploy_is_rolled_back_by_recover(seeded_release, run_playbook, lab_process_env, kubectl,
-                                                     twin_version, tmp_path):
+def test_interrupted_deploy_is_rolled_back_by_recover(seeded_release, run_playbook, lab_process_env,
+                                                      kubectl, twin_version, tmp_path):
     # The smoke test waits for a version that is never served, so the run sits after a successful upgrade;
     # it is interrupted there as Ctrl-C does (SIGINT to its process group): no rescue runs.
     assert kubectl.helm_secrets("apex") == [1, 2, 3, 4, 5] and twin_version.now()[0] == "1.0.0"
