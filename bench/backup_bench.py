@@ -6,7 +6,7 @@ Backup methods (each dumps the same database in custom format, -Fc):
 1. ``bare``      ``pg_dump -Fc > /dev/null``: the physical limit on this machine (nothing stored);
    ``bare_pipe`` ``pg_dump -Fc | cat > /dev/null``: the same through a pipe (pg_dump behaves differently
                  when its output is seekable);
-2. ``apex``      apex.ops.apex_backup action=backup: pg_dump streamed into an S3 multipart upload;
+2. ``apex``      apex.ops.apex_backup state=backup: pg_dump streamed into an S3 multipart upload;
 3. ``runbook``   the runbook's way: ``pg_dump -Fc -f file`` then boto3 ``upload_file`` (TransferManager);
 4. ``community`` community.postgresql.postgresql_db state=dump (target .pgc) then amazon.aws.s3_object
                  mode=put, via ansible-playbook with the collections of the ``ansible`` PyPI package;
@@ -15,8 +15,8 @@ Backup methods (each dumps the same database in custom format, -Fc):
 Restore methods (into a fresh database each time, dropped afterwards):
 
 * ``restore_runbook``  download the object to a file (boto3), createdb, ``pg_restore -d`` the file;
-* ``restore_apex``     apex_backup action=restore, jobs=1 (streamed into pg_restore, one transaction);
-* ``restore_apex_j2``  apex_backup action=restore, jobs=2 (temp file, parallel pg_restore);
+* ``restore_apex``     apex_backup state=restore, jobs=1 (streamed into pg_restore, one transaction);
+* ``restore_apex_j2``  apex_backup state=restore, jobs=2 (temp file, parallel pg_restore);
 * ``restore_playbook`` the restore playbook (restore_manage_workloads=false: pre-flight, drain, restore,
                        row counts, ANALYZE, report) - the runbook's restore steps 3-5 done by the playbook.
 
@@ -183,7 +183,7 @@ APEX_PLAYBOOK = """
   connection: local
   tasks:
     - apex.ops.apex_backup:
-        action: backup
+        state: backup
         db: "{{ db }}"
         s3_prefix: "{{ prefix }}"
 """
@@ -278,7 +278,7 @@ def main():
             elif method == "bare_pipe":
                 argv = ["bash", "-c", '"$0" -Fc "$1" | cat > /dev/null', pg_dump, opts.db]
             elif method == "apex":
-                args = module_args_file(dict(action="backup", db=opts.db, s3_prefix=prefix,
+                args = module_args_file(dict(state="backup", db=opts.db, s3_prefix=prefix,
                                              part_size_mb=opts.part_size_mb), work)
                 argv = [sys.executable, "-m", "ansible_collections.apex.ops.plugins.modules.apex_backup", args]
             elif method == "runbook":
@@ -334,7 +334,7 @@ def main():
                             restore_confirm=target_db, restore_backup_id=apex_key["backup_id"], restore_force=True,
                             restore_manage_workloads=False))]
             else:
-                args = module_args_file(dict(action="restore", db=opts.db, s3_prefix=prefix, target_db=target_db,
+                args = module_args_file(dict(state="restore", db=opts.db, s3_prefix=prefix, target_db=target_db,
                                              confirm=target_db, backup_id=apex_key["backup_id"], force=True,
                                              jobs=2 if method.endswith("_j2") else 1, temp_dir=tmp, analyze=False),
                                         work)

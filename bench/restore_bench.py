@@ -110,7 +110,7 @@ def module(env, **args):
         os.unlink(handle.name)
     result = json.loads(out.stdout)
     if result.get("failed"):
-        raise SystemExit("apex_backup %s failed: %s" % (args.get("action"), result.get("msg")))
+        raise SystemExit("apex_backup %s failed: %s" % (args.get("state"), result.get("msg")))
     return result
 
 
@@ -268,8 +268,8 @@ def main():
     extensions = lab.extensions()
     try:
         lab.connected()
-        backup = module(env, action="backup", db="apex", s3_prefix=prefix)["backup"]
-        module(env, action="verify", db="apex", s3_prefix=prefix, backup_id=backup["backup_id"])
+        backup = module(env, state="backup", db="apex", s3_prefix=prefix)["backup"]
+        module(env, state="verify", db="apex", s3_prefix=prefix, backup_id=backup["backup_id"])
         results.update(backup_id=backup["backup_id"], dump_bytes=backup["size"],
                        rows={k: v for k, v in backup["row_counts"].items()})
         expected_tasks = backup["row_counts"].get("public.tasks")

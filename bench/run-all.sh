@@ -20,5 +20,7 @@ python3 bench/cert_bench.py --rounds 5 --json "$out/cert.json"
 echo "== restore playbook vs the runbook's restore steps (as written and without sleep 30)"
 restore_rc=0
 python3 bench/restore_bench.py --json "$out/restore.json" || restore_rc=$?
+echo "== health check: apex_health (concurrent) vs the sequential role of 58f76ef"
+python3 bench/health_check_bench.py --rounds 5 --json "$out/health_check.json"
 echo "results in $out"
 exit "$restore_rc"

@@ -8,21 +8,20 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import datetime
-
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.apex.ops.plugins.module_utils import journal
 from ansible_collections.apex.ops.plugins.module_utils.common_args import K8S_ARGSPEC
 from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, KubeConfigError
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 
 STATES = ("present", "absent", "facts")
 OWN_ARGS = ("state", "procedure", "run_id", "phase", "undo", "details")
 
 
 def utcnow_iso():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+    return utcnow().isoformat()
 
 
 class ActionModule(ActionBase):

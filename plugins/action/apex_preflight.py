@@ -13,7 +13,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import datetime
 import os
 
 from ansible.errors import AnsibleActionFail
@@ -22,6 +21,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.apex.ops.plugins.module_utils import journal, role_vars
 from ansible_collections.apex.ops.plugins.module_utils.common_args import K8S_ARGSPEC
 from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, KubeConfigError
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 
 JOURNAL_MODES = ("refuse", "warn", "skip")
 OWN_ARGS = ("role", "scopes", "journal", "allow_interrupted")
@@ -111,7 +111,7 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg=str(exc), refused=True)
             return result
 
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = utcnow()
         result.update(changed=False, run_id="%s-%s" % (role_name.replace("_", "-"), now.strftime("%Y%m%dT%H%M%S%fZ")),
                       started=now.isoformat(), interrupted=None)
         if mode == "skip":

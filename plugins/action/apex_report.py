@@ -9,7 +9,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import datetime
 import json
 import os
 import tempfile
@@ -17,12 +16,14 @@ import tempfile
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
+
 OWN_ARGS = ("procedure", "report", "dir", "path", "stats", "stats_key")
 
 
 def report_path(directory, procedure, now=None):
     """``<dir>/<procedure>-<UTC to the microsecond>.json``: two runs in one second never collide."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or utcnow()
     return os.path.join(directory, "%s-%s.json" % (procedure, now.strftime("%Y%m%dT%H%M%S%fZ")))
 
 

@@ -23,16 +23,34 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 class ApexModule(AnsibleModule):
     """AnsibleModule with merged argument specs, dependency checks and ``fail``."""
 
-    def __init__(self, argument_spec, fragments=(), requirements=(), **kwargs):
+    def __init__(self, argument_spec, fragments=(), requirements=(), value_synonyms=None, **kwargs):
         """``fragments`` are argument-spec dicts (e.g. POSTGRES_ARGSPEC); ``requirements``
-        are ``(pip_name, import_error_or_None)`` pairs checked before any work starts."""
+        are ``(pip_name, import_error_or_None)`` pairs checked before any work starts.
+
+        ``value_synonyms`` (``{option: {old_value: value}}``) accepts deprecated spellings of a
+        choice (``state: list`` for ``state: facts``) without listing them as choices; what was
+        replaced is in ``replaced_values`` (``(option, old, new)``) for the module to deprecate.
+        """
         merged = {}
         for fragment in fragments:
             merged.update(copy.deepcopy(fragment))
         merged.update(argument_spec)
+        self._value_synonyms = dict(
+            (name, (dict(synonyms), [name] + list(merged.get(name, {}).get("aliases") or [])))
+            for name, synonyms in (value_synonyms or {}).items())
+        self.replaced_values = []
         super(ApexModule, self).__init__(argument_spec=merged, **kwargs)
         for pip_name, import_error in requirements:
             self.require(pip_name, import_error)
+
+    def _load_params(self):
+        super(ApexModule, self)._load_params()
+        for option, (synonyms, names) in self._value_synonyms.items():
+            for name in names:
+                value = self.params.get(name)
+                if isinstance(value, str) and value in synonyms:
+                    self.params[name] = synonyms[value]
+                    self.replaced_values.append((option, value, synonyms[value]))
 
     def require(self, pip_name, import_error):
         """Fail with a clear message when an optional dependency did not import."""

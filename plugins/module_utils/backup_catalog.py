@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The backup catalog: key layout, manifests, verification records, freshness and retention.
 
-Pure functions (no I/O): the S3 listing and the manifests are passed in, decisions come out.
+Pure functions (no I/O): the S3 listing and the manifests are passed in, decisions come out
+(``catalog_store`` reads and writes them in S3).
 Everything here is unit-tested in ``tests/unit/plugins/module_utils/test_backup_catalog.py``.
 
 Layout (``kind`` is ``postgres`` or ``redis``; ``name`` the database or Redis instance)::
@@ -26,6 +27,8 @@ import datetime
 import os
 import re
 
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import isoformat, parse_time, utcnow
+
 FORMAT_VERSION = 1
 KINDS = ("postgres", "redis")
 DATA_EXT = {"postgres": "dump", "redis": "rdb"}
@@ -36,8 +39,6 @@ REDIS_LEVELS = ("checksum",)
 VERIFY_HISTORY = 10
 
 _ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{8})$")
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)?", re.IGNORECASE)
-_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1, None: 1}
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_.$-]{1,128}$")
 
@@ -47,56 +48,6 @@ class CatalogError(ValueError):
 
 
 # ---------------------------------------------------------------------------- time and ids
-
-def utcnow():
-    # milliseconds kept: two backups finishing in the same second must still order correctly
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-def isoformat(moment):
-    moment = moment.astimezone(datetime.timezone.utc)
-    if moment.microsecond:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text):
-    """Parse our ISO 8601 UTC timestamps (``2026-11-27T06:45:12Z``, ``2026-11-27T06:45:12.345Z``)."""
-    if isinstance(text, datetime.datetime):
-        return text if text.tzinfo else text.replace(tzinfo=datetime.timezone.utc)
-    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
-        try:
-            return datetime.datetime.strptime(text, fmt).replace(tzinfo=datetime.timezone.utc)
-        except (TypeError, ValueError):
-            continue
-    raise CatalogError("not a UTC timestamp: %r" % (text,))
-
-
-def parse_duration(value):
-    """Seconds from ``"24h"``, ``"30d"``, ``"1d12h"``, ``"90m"``, ``"3600"`` or a number."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        text = str(value).strip().replace(" ", "")
-        pos = 0
-        seconds = 0.0
-        matched = False
-        for match in _DURATION_RE.finditer(text):
-            if match.start() != pos:
-                break
-            matched = True
-            unit = match.group(2).lower() if match.group(2) else None
-            seconds += float(match.group(1)) * _UNIT_SECONDS[unit]
-            pos = match.end()
-        if not matched or pos != len(text):
-            raise CatalogError("not a duration: %r (use e.g. 24h, 30d, 1d12h, 90m, 3600)" % (value,))
-    if seconds < 0:
-        raise CatalogError("duration must not be negative: %r" % (value,))
-    return seconds
-
 
 def new_backup_id(now=None, token=None):
     """``20261127T064512Z-1a2b3c4d``: sortable by time, unique by a random token."""
@@ -117,6 +68,15 @@ def is_backup_id(value):
 
 
 # ---------------------------------------------------------------------------- keys
+
+def time_of(document, field="finished_at"):
+    """``document[field]`` as a datetime; a manifest without a usable time is refused, naming it."""
+    moment = parse_time(document.get(field))
+    if moment is None:
+        raise CatalogError("backup %s: %s is not a UTC timestamp: %r" % (
+            document.get("backup_id"), field, document.get(field)))
+    return moment
+
 
 def check_segment(what, value):
     if not value or not _SEGMENT_RE.match(value) or value in (".", ".."):
@@ -312,19 +272,19 @@ def build_catalog(prefix, objects, manifests, verify_records, now, kind=None, na
         if manifest is None:
             if "data" in slot:
                 data = slot["data"]
-                modified = parse_time(data["LastModified"]) if data.get("LastModified") else backup_time(backup_id)
+                modified = parse_time(data.get("LastModified")) or backup_time(backup_id)
                 orphans.append({"backup_id": backup_id, "kind": slot["kind"], "name": slot["name"],
                                 "key": data["Key"], "size": data.get("Size"),
                                 "age_seconds": int((now - modified).total_seconds())})
             continue
         entries.append(catalog_entry(manifest, verify_records.get(backup_id), now, slot))
-    entries.sort(key=lambda e: (parse_time(e["finished_at"]), e["backup_id"]), reverse=True)
+    entries.sort(key=lambda e: (time_of(e), e["backup_id"]), reverse=True)
     orphans.sort(key=lambda o: o["backup_id"], reverse=True)
     return entries, orphans
 
 
 def catalog_entry(manifest, record, now, slot=None):
-    finished = parse_time(manifest["finished_at"])
+    finished = time_of(manifest)
     state, level = verification_state(record)
     entry = {
         "backup_id": manifest["backup_id"],
@@ -382,7 +342,7 @@ def freshness(entries, max_age_seconds, now, require_verified=True, min_level="c
     if candidate is None:
         result["reason"] = "no %sbackup found" % ("verified " if require_verified else "")
         return result
-    age = int((now - parse_time(candidate["finished_at"])).total_seconds())
+    age = int((now - time_of(candidate)).total_seconds())
     result.update(backup_id=candidate["backup_id"], age_seconds=age)
     if max_age_seconds is not None and age > max_age_seconds:
         result["reason"] = "newest %sbackup %s is %s old, more than %s" % (
@@ -419,7 +379,7 @@ def plan_retention(entries, now, keep_last=None, max_age_seconds=None, protect_m
     protected = latest_verified(entries, protect_min_level)
     delete, keep = [], []
     for index, entry in enumerate(entries):
-        age = (now - parse_time(entry["finished_at"])).total_seconds()
+        age = (now - time_of(entry)).total_seconds()
         reasons = []
         if keep_last is not None and index < keep_last:
             reasons.append("among the %d newest" % keep_last)
@@ -466,18 +426,4 @@ def verification_refusal(entry, min_level="checksum", force=False):
         if entry.get("failed_check"):
             state += " (check %s failed)" % entry["failed_check"]
     return ("refusing to restore backup %s: it is %s (needs verification at level %s or deeper; run "
-            "action=verify, or set force=true); nothing was changed" % (entry["backup_id"], state, min_level))
-
-
-# ---------------------------------------------------------------------------- redaction
-
-def redact(text, secrets):
-    """Replace every secret value (longer than 3 characters) in ``text`` by ``********``."""
-    if not text:
-        return text
-    for secret in sorted((s for s in secrets if s and len(str(s)) > 3), key=len, reverse=True):
-        text = text.replace(str(secret), "********")
-    # libpq-style password=... in DSNs and URLs with user:password@
-    text = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1********", text, flags=re.IGNORECASE)
-    text = re.sub(r"(://[^:/@\s]*:)[^@\s]+@", r"\1********@", text)
-    return text
+            "state=verify, or set force=true); nothing was changed" % (entry["backup_id"], state, min_level))

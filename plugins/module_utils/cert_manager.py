@@ -12,8 +12,8 @@
   monotonic deadline, watching the Certificate (in short windows, re-reading the Secret
   between them); a timeout raises with the Certificate's last conditions;
 - creating/replacing a ``kubernetes.io/tls`` Secret from a validated bundle;
-- a rolling restart of a Deployment (the ``kubectl.kubernetes.io/restartedAt`` pod-template
-  annotation, like ``kubectl rollout restart``) and waiting for the rollout.
+- the ingress controller's rolling restart and the wait for its rollout (``k8s_rollout``), as
+  ``CertManagerError`` with the rollout last seen.
 
 Private keys are read only to compare them with the certificate; they are never returned.
 """
@@ -26,8 +26,10 @@ import base64
 import time
 
 from ansible_collections.apex.ops.plugins.module_utils import tls
-from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, get_or_none, object_stream, restart_patch
-from ansible_collections.apex.ops.plugins.module_utils.k8s_workloads import rollout_state as workload_rollout_state
+from ansible_collections.apex.ops.plugins.module_utils import k8s_rollout
+from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, get_or_none, object_stream
+from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import condition, condition_true, workload_path
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import parse_time, utcnow
 from ansible_collections.apex.ops.plugins.module_utils.waiting import poll_until, watch_until
 
 GROUP = "cert-manager.io"
@@ -47,28 +49,14 @@ def secret_path(namespace, name=None):
     return "/api/v1/namespaces/%s/secrets%s" % (namespace, "/" + name if name else "")
 
 
-def deployment_path(namespace, name=None):
-    return "/apis/apps/v1/namespaces/%s/deployments%s" % (namespace, "/" + name if name else "")
-
-
 class CertManagerError(Exception):
-    """A failure with the last observed state attached (for ``ApexModule.fail``)."""
+    """A failure with the last observed state attached (for ``ApexModule.fail``), and in ``result``
+    the other keys the module returns with it (``changed``, ``secret``...)."""
 
-    def __init__(self, msg, last_state=None):
+    def __init__(self, msg, last_state=None, **result):
         super(CertManagerError, self).__init__(msg)
         self.last_state = last_state
-
-
-def condition(obj, ctype):
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == ctype:
-            return cond
-    return None
-
-
-def condition_true(obj, ctype):
-    cond = condition(obj, ctype)
-    return bool(cond) and str(cond.get("status")) == "True"
+        self.result = result
 
 
 def summarize_conditions(obj):
@@ -81,10 +69,10 @@ def summarize_conditions(obj):
 
 def certificate_facts(obj, now=None, warning_days=tls.DEFAULT_WARNING_DAYS, critical_days=tls.DEFAULT_CRITICAL_DAYS):
     """Facts of one cert-manager Certificate object (a dict as the API returns it)."""
-    now = now or tls.utcnow()
+    now = now or utcnow()
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     ready, issuing = condition(obj, "Ready"), condition(obj, "Issuing")
-    not_after = tls.parse_time(status.get("notAfter"))
+    not_after = parse_time(status.get("notAfter"))
     left = tls.days_left(not_after, now) if not_after else None
     return dict(
         name=meta.get("name"),
@@ -124,7 +112,7 @@ def secret_facts(secret, now=None, warning_days=tls.DEFAULT_WARNING_DAYS, critic
     """Facts of the certificate in a TLS Secret (the API's JSON object, or None). No key material."""
     if secret is None:
         return dict(present=False)
-    now = now or tls.utcnow()
+    now = now or utcnow()
     meta, data = secret.get("metadata") or {}, secret.get("data") or {}
     out = dict(present=True, name=meta.get("name"), namespace=meta.get("namespace"), type=secret.get("type"),
                resource_version=meta.get("resourceVersion"),
@@ -310,41 +298,28 @@ class CertManager(object):
 
     # ------------------------------------------------------------------ ingress
     def get_deployment(self, namespace, name):
-        return self._get_or_none(deployment_path(namespace, name))
+        return self._get_or_none(workload_path("Deployment", namespace, name))
 
     def restart_deployment(self, namespace, name):
         """``kubectl rollout restart``: stamp the pod template; returns the stamp."""
-        stamp, body = restart_patch()
-        self.client.merge_patch(deployment_path(namespace, name), body)
-        return stamp
-
-    @staticmethod
-    def rollout_state(dep):
-        spec, status, meta = dep.get("spec") or {}, dep.get("status") or {}, dep.get("metadata") or {}
-        want = spec.get("replicas")
-        state, message = workload_rollout_state(dep, "Deployment")
-        return dict(
-            generation=meta.get("generation"), observed_generation=status.get("observedGeneration"),
-            replicas=status.get("replicas") or 0, updated_replicas=status.get("updatedReplicas") or 0,
-            ready_replicas=status.get("readyReplicas") or 0, available_replicas=status.get("availableReplicas") or 0,
-            desired_replicas=1 if want is None else want,
-            state=state, message=message, complete=state == "complete",
-        )
+        return k8s_rollout.restart(self.client, "Deployment", namespace, name)
 
     def wait_rollout(self, namespace, name, deadline):
-        """Like ``kubectl rollout status``: watch the Deployment until the new ReplicaSet is fully
-        rolled out and available; a rollout past its progress deadline fails at once."""
-        relist, watch = object_stream(self.client, deployment_path(namespace), name)
-        result = watch_until(relist, watch, lambda dep: self.rollout_state(dep)["state"] in ("complete", "failed"),
-                             deadline)
-        state = self.rollout_state(result.last)
-        if state["complete"]:
-            return state
-        if result.ok:
-            raise CertManagerError("the rollout of Deployment %s/%s failed: %s" % (namespace, name, state["message"]),
-                                   last_state=dict(rollout=state))
-        raise CertManagerError("timed out after %ss waiting for the rollout of Deployment %s/%s (%s)" %
-                               (deadline.timeout, namespace, name, state["message"]), last_state=dict(rollout=state))
+        """Like ``kubectl rollout status``: until the new ReplicaSet is fully rolled out and available;
+        a rollout past its progress deadline fails at once. Returns the rollout status last seen;
+        API errors (the Deployment missing or deleted) raise as ``KubeApiError``."""
+        entry = k8s_rollout.wait_rollout(
+            self.client, [k8s_rollout.rollout_target("Deployment", namespace, name)], deadline, raise_errors=True)[0]
+        if entry["ok"]:
+            return entry["last"]
+        raise CertManagerError(k8s_rollout.failure_message(entry, deadline.timeout),
+                               last_state=dict(rollout=entry["last"]))
+
+    def restart_ingress(self, namespace, name, deadline):
+        """Restart the ingress controller Deployment and wait for its rollout: the ``ingress_restart`` result."""
+        stamp = self.restart_deployment(namespace, name)
+        rollout = self.wait_rollout(namespace, name, deadline)
+        return dict(namespace=namespace, deployment=name, restarted_at=stamp, rollout=rollout)
 
 
 def wait_for_endpoint(probe, fingerprint, deadline):
@@ -373,3 +348,64 @@ def wait_for_endpoint(probe, fingerprint, deadline):
         % (deadline.timeout, fingerprint, served.get("serial") or "nothing",
            " (last error: %s)" % error if error else ""),
         last_state=dict(endpoint=last, error=error))
+
+
+def gather_facts(manager, namespace, name=None, secret_name=None, sources=("certificate", "secret", "endpoint"),
+                 probe=None, hostname=None, warning_days=tls.DEFAULT_WARNING_DAYS,
+                 critical_days=tls.DEFAULT_CRITICAL_DAYS, warn=None):
+    """The Certificate(s), their Secret(s) and the live endpoint, with the soonest expiry of all.
+
+    ``probe`` returns the endpoint's facts (``tls.probe_endpoint``, an ``error`` key instead of
+    raising) or is None when no endpoint is checked. ``apex_cert state=facts`` and
+    ``apex_health`` both read certificates through this function."""
+    sources = set(sources)
+    result = dict(changed=False)
+    statuses = []  # (status, days_left, source)
+    primary_secret = secret_name
+    if "certificate" in sources:
+        if name:
+            obj = manager.get_certificate(namespace, name)
+            objs = [obj] if obj is not None else []
+            installed = True if obj is not None else manager.list_certificates(namespace) is not None
+            if obj is None and installed and warn:
+                warn("Certificate %s/%s not found" % (namespace, name))
+        else:
+            objs = manager.list_certificates(namespace)
+            installed = objs is not None
+            objs = objs or []
+        result["cert_manager_installed"] = installed
+        result["certificates"] = [certificate_facts(o, warning_days=warning_days, critical_days=critical_days)
+                                  for o in objs]
+        for facts in result["certificates"]:
+            statuses.append((facts["expiry_status"], facts["days_left"], "certificate/%s" % facts["name"]))
+        if not primary_secret:
+            names = [f["secret_name"] for f in result["certificates"] if f["secret_name"]]
+            if name and names:
+                primary_secret = names[0]
+            elif "apex-tls" in names or not names:
+                primary_secret = name or "apex-tls"
+            else:
+                primary_secret = names[0]
+    primary_secret = primary_secret or name or "apex-tls"
+    if "secret" in sources:
+        names = [primary_secret] + [f["secret_name"] for f in result.get("certificates", []) if f["secret_name"]]
+        result["secrets"] = {}
+        for secret in names:
+            if secret not in result["secrets"]:
+                result["secrets"][secret] = secret_facts(manager.get_secret(namespace, secret), warning_days=warning_days,
+                                                         critical_days=critical_days, hostname=hostname)
+        result["secret"] = result["secrets"][primary_secret]
+        for secret, facts in result["secrets"].items():
+            statuses.append((facts.get("expiry_status"), facts.get("days_left"), "secret/%s" % secret))
+    if "endpoint" in sources and probe is not None:
+        result["endpoint"] = probe()
+        statuses.append((result["endpoint"].get("expiry_status"), result["endpoint"].get("days_left"), "endpoint"))
+        if "secret" in sources:
+            result["drift"] = tls.compare_served((result["secret"] or {}).get("certificate"),
+                                                 result["endpoint"].get("certificate"))
+            result["drift"]["secret_name"] = primary_secret
+    known = [s for s in statuses if s[0]]
+    soonest = min(known, key=lambda s: s[1]) if known else (None, None, None)
+    result["expiry"] = dict(status=tls.worst_status([s[0] for s in known]), days_left=soonest[1], source=soonest[2],
+                            warning_days=warning_days, critical_days=critical_days)
+    return result

@@ -16,7 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import re
+from ansible_collections.apex.ops.plugins.module_utils.redaction import redact_rows
 
 # Columns describing one backend, shared by the facts and by cancel/terminate.
 BACKEND_COLUMNS = """
@@ -142,35 +142,6 @@ SELECT coalesce(json_agg(s), '[]'::json) FROM (
 """
 
 
-# A password literal after PASSWORD (CREATE/ALTER ROLE ... [ENCRYPTED] PASSWORD '...', user
-# mappings' OPTIONS (password '...')): a standard string ('' escapes), an E'' string
-# (backslash escapes), one quoted inside another string, a dollar-quoted string, or one cut
-# off by query_max_length (to the end). When in doubt it redacts more, never less.
-_PASSWORD_LITERAL = re.compile(
-    r"""(?P<kw>(?<!['\w])password\b\s*)(?P<lit>"""
-    r"""[eE]'(?:\\.|''|[^'\\])*(?:'|$)"""
-    r"""|''(?:''''|[^'])+''"""  # quoted inside another literal: 'ALTER ROLE x PASSWORD ''pw'''
-    r"""|'(?:''|[^'])*(?:'|$)"""
-    r"""|(?P<tag>\$[A-Za-z_0-9]*\$)(?:.|\n)*?(?:(?P=tag)|$))""",
-    re.IGNORECASE | re.DOTALL)
-REDACTED = "'********'"
-
-
-def redact_query(text):
-    """Replace password literals in statement text by ``'********'`` (``None`` stays ``None``)."""
-    if not text:
-        return text
-    return _PASSWORD_LITERAL.sub(lambda m: m.group("kw") + REDACTED, text)
-
-
-def redact_backends(rows):
-    """Redact the ``query`` of backend rows in place; returns them."""
-    for row in rows or []:
-        if isinstance(row, dict) and row.get("query"):
-            row["query"] = redact_query(row["query"])
-    return rows
-
-
 def percent(part, whole):
     if not whole:
         return None
@@ -189,7 +160,7 @@ def gather(conn, idle_seconds, running_seconds, top_tables=10, top_statements=10
         cur.execute(FACTS_SQL, params)
         facts = cur.fetchone()[0]
     for key in ("idle", "idle_in_transaction", "long_running"):
-        redact_backends(facts.get(key))
+        redact_rows(facts.get(key))
     has_migrations = facts.pop("has_sqlx_migrations")
     has_statements = facts.pop("has_pg_stat_statements")
 
@@ -218,7 +189,7 @@ def gather(conn, idle_seconds, running_seconds, top_tables=10, top_statements=10
         try:
             with conn.cursor() as cur:
                 cur.execute(query, params)
-                facts["statements"].update(available=True, top=redact_backends(cur.fetchone()[0]))
+                facts["statements"].update(available=True, top=redact_rows(cur.fetchone()[0]))
         except Exception as exc:  # e.g. extension created but library not preloaded
             facts["statements"]["error"] = str(exc).strip()
     repl = facts["replication"]

@@ -16,7 +16,9 @@ import re
 import time
 
 from ansible_collections.apex.ops.plugins.module_utils import postgres
-from ansible_collections.apex.ops.plugins.module_utils.db_facts import BACKEND_COLUMNS, redact_backends
+from ansible_collections.apex.ops.plugins.module_utils.db_facts import BACKEND_COLUMNS
+from ansible_collections.apex.ops.plugins.module_utils.redaction import redact_rows
+from ansible_collections.apex.ops.plugins.module_utils.waiting import Deadline, poll_until
 
 
 class MaintError(Exception):
@@ -170,22 +172,25 @@ def run_maintenance(conn, kind, names, check_mode, analyze=True, full=False):
 
 # --------------------------------------------------------------------------- cancel / terminate
 
-FILTER_KEYS = ("application_name", "state", "usename", "datname", "idle_longer_than", "running_longer_than")
+FILTER_KEYS = ("application_name", "state", "usename", "datname", "all_databases", "idle_longer_than",
+               "running_longer_than")
 NARROWING_KEYS = ("application_name", "state", "usename", "idle_longer_than", "running_longer_than")
 IDLE_STATES = ("idle", "idle in transaction", "idle in transaction (aborted)")
 
 
-def build_backend_filter(pids, flt, action):
-    """Return ``(sql.Composable where-clause, params)`` for cancel/terminate.
+def backend_selection(pids, flt, action):
+    """What cancel/terminate selects, as keyword arguments of ``pg_signal.signal_backends``.
 
-    ``flt`` holds already-parsed values (durations in seconds, lists for names). The clause
-    always excludes this session and every non-client backend (walsenders, autovacuum,
-    background workers). A request with neither pids nor a narrowing criterion is refused:
+    ``flt`` holds already-parsed values (durations in seconds, lists for names). The databases
+    are ``filter.datname``, every database with ``filter.all_databases``, else the one the module
+    is connected to. A request with neither pids nor a narrowing criterion is refused:
     ``datname`` alone matches every application's connections.
     """
     from psycopg import sql
 
-    flt = dict((k, v) for k, v in (flt or {}).items() if v not in (None, [], ""))
+    from ansible_collections.apex.ops.plugins.module_utils import pg_signal
+
+    flt = dict((k, v) for k, v in (flt or {}).items() if v not in (None, [], "") and v is not False)
     unknown = set(flt) - set(FILTER_KEYS)
     if unknown:
         raise MaintError("unknown filter keys: %s" % ", ".join(sorted(unknown)))
@@ -193,15 +198,17 @@ def build_backend_filter(pids, flt, action):
         raise MaintError(
             "refusing to %s without pids or a narrowing filter (one of %s): that would match every "
             "connection" % (action, ", ".join(NARROWING_KEYS)))
-    conds = [sql.SQL("a.backend_type = 'client backend'"), sql.SQL("a.pid <> pg_backend_pid()")]
+    if flt.get("all_databases") and flt.get("datname"):
+        raise MaintError("filter.datname and filter.all_databases exclude each other")
+    if flt.get("all_databases"):
+        databases = pg_signal.ALL_DATABASES
+    else:
+        databases = [str(d) for d in flt["datname"]] if flt.get("datname") else pg_signal.CURRENT_DATABASE
+    conds = []
     params = {}
-    if pids:
-        conds.append(sql.SQL("a.pid = ANY(%(pids)s)"))
-        params["pids"] = [int(p) for p in pids]
-    for key in ("application_name", "state", "usename", "datname"):
-        if key in flt:
-            conds.append(sql.SQL("a.{} = ANY(%({})s)").format(sql.Identifier(key), sql.SQL(key)))
-            params[key] = [str(v) for v in flt[key]]
+    if "state" in flt:
+        conds.append(sql.SQL("a.state = ANY(%(state)s)"))
+        params["state"] = [str(v) for v in flt["state"]]
     if "idle_longer_than" in flt:
         conds.append(sql.SQL("a.state = ANY(%(idle_states)s) AND a.state_change < now() - make_interval(secs => %(idle_secs)s)"))
         params["idle_states"] = list(IDLE_STATES)
@@ -209,58 +216,37 @@ def build_backend_filter(pids, flt, action):
     if "running_longer_than" in flt:
         conds.append(sql.SQL("a.state = 'active' AND a.query_start < now() - make_interval(secs => %(run_secs)s)"))
         params["run_secs"] = float(flt["running_longer_than"])
-    if action == "cancel":
-        # pg_cancel_backend only does something to a backend running a statement
-        conds.append(sql.SQL("a.state = 'active'"))
-    return sql.SQL(" AND ").join(conds), params
+    return dict(action=action, databases=databases, pids=[int(p) for p in pids or []],
+                users=[str(v) for v in flt.get("usename") or []],
+                applications=[str(v) for v in flt.get("application_name") or []],
+                where=sql.SQL(" AND ").join(conds) if conds else None, params=params)
 
 
-def _rows(cur):
-    cols = [d.name for d in cur.description]
-    out = []
-    for row in cur.fetchall():
-        item = dict(zip(cols, row))
+def build_backend_filter(pids, flt, action):
+    """``(sql.Composable where-clause, params)`` for cancel/terminate: the selection with the safety rule."""
+    from ansible_collections.apex.ops.plugins.module_utils import pg_signal
+
+    return pg_signal.selection(**backend_selection(pids, flt, action))
+
+
+def _iso_rows(rows):
+    for item in rows:
         for key, value in item.items():
             if hasattr(value, "isoformat"):
                 item[key] = value.isoformat()
-        out.append(item)
-    return out
+    return rows
 
 
 def signal_backends(conn, action, pids, flt, check_mode, query_max_length=200, wait_timeout=10.0):
     """Cancel or terminate matching client backends; return ``(touched, skipped, still_running)``."""
-    from psycopg import sql
+    from ansible_collections.apex.ops.plugins.module_utils import pg_signal
 
-    where, params = build_backend_filter(pids, flt, action)
-    params["query_max_length"] = int(query_max_length)
-    func = {"cancel": "pg_cancel_backend", "terminate": "pg_terminate_backend"}[action]
-    signal = sql.SQL("false") if check_mode else sql.SQL("{}(a.pid)").format(sql.Identifier(func))
-    stmt = sql.SQL("SELECT {cols}, {signal} AS signalled FROM pg_stat_activity a WHERE {where} ORDER BY a.pid").format(
-        cols=sql.SQL(BACKEND_COLUMNS), signal=signal, where=where)
-    with conn.cursor() as cur:
-        cur.execute(stmt, params)
-        touched = redact_backends(_rows(cur))
-    skipped = []
-    if pids:
-        matched = set(t["pid"] for t in touched)
-        rest = [int(p) for p in pids if int(p) not in matched]
-        if rest:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pid, backend_type, state, pid = pg_backend_pid() AS own "
-                            "FROM pg_stat_activity WHERE pid = ANY(%s)", (rest,))
-                seen = dict((r[0], r[1:]) for r in cur.fetchall())
-            for pid in rest:
-                if pid not in seen:
-                    reason = "no such backend"
-                elif seen[pid][2]:
-                    reason = "this module's own backend"
-                elif seen[pid][0] != "client backend":
-                    reason = "protected backend type %r" % seen[pid][0]
-                elif action == "cancel" and seen[pid][1] != "active":
-                    reason = "not running a query (state %r)" % seen[pid][1]
-                else:
-                    reason = "does not match the filter"
-                skipped.append(dict(pid=pid, reason=reason))
+    chosen = backend_selection(pids, flt, action)
+    chosen["params"]["query_max_length"] = int(query_max_length)
+    touched = redact_rows(_iso_rows(pg_signal.signal_backends(conn, columns=BACKEND_COLUMNS, check_mode=check_mode,
+                                                              **chosen)))
+    matched = set(t["pid"] for t in touched)
+    skipped = pg_signal.skip_reasons(conn, action, [p for p in chosen["pids"] if p not in matched], chosen["databases"])
     still = []
     signalled = [t for t in touched if t["signalled"]]
     if signalled and wait_timeout and wait_timeout > 0:
@@ -268,25 +254,21 @@ def signal_backends(conn, action, pids, flt, check_mode, query_max_length=200, w
     return touched, skipped, still
 
 
-def wait_until_gone(conn, action, signalled, timeout):
+def wait_until_gone(conn, action, signalled, timeout, clock=time.monotonic, sleep=time.sleep):
     """Observe pg_stat_activity until terminated backends are gone (cancel: the statement ended)."""
-    deadline = time.monotonic() + timeout
     pids = [t["pid"] for t in signalled]
     starts = dict((t["pid"], t["query_start"]) for t in signalled)
-    interval = 0.05
-    while True:
+
+    def remaining():
         with conn.cursor() as cur:
             cur.execute("SELECT pid, state, query_start FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))
             rows = cur.fetchall()
         if action == "terminate":
-            remaining = [r[0] for r in rows]
-        else:
-            remaining = [r[0] for r in rows
-                         if r[1] == "active" and r[2] is not None and r[2].isoformat() == starts.get(r[0])]
-        if not remaining or time.monotonic() >= deadline:
-            return remaining
-        time.sleep(interval)
-        interval = min(interval * 2, 0.5)
+            return [r[0] for r in rows]
+        return [r[0] for r in rows if r[1] == "active" and r[2] is not None and r[2].isoformat() == starts.get(r[0])]
+
+    return poll_until(remaining, lambda left: not left, Deadline(timeout, clock=clock), interval=0.05,
+                      max_interval=0.5, backoff=2, sleep=sleep).last
 
 
 # --------------------------------------------------------------------------- settings
@@ -446,18 +428,14 @@ def apply_settings(conn, settings, reset, check_mode, wait_timeout=5.0):
     return results
 
 
-def _wait_reloaded(conn, loaded_before, timeout):
+def _wait_reloaded(conn, loaded_before, timeout, clock=time.monotonic, sleep=time.sleep):
     """pg_reload_conf() only signals the postmaster; this session re-reads the files before its
     next statement once the signal arrives. Observe pg_conf_load_time() (this session's last
     reload) until it moves past the time read before the change; return whether it did."""
-    deadline = time.monotonic() + timeout
-    interval = 0.01
-    while True:
+    def reloaded():
         with conn.cursor() as cur:
             cur.execute("SELECT pg_conf_load_time() > %s", (loaded_before,))
-            if cur.fetchone()[0]:
-                return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-        interval = min(interval * 2, 0.2)
+            return cur.fetchone()[0]
+
+    return poll_until(reloaded, bool, Deadline(timeout, clock=clock), interval=0.01, max_interval=0.2, backoff=2,
+                      sleep=sleep).ok

@@ -19,7 +19,9 @@ import time
 
 from ansible_collections.apex.ops.plugins.module_utils import manifest_diff as md
 from ansible_collections.apex.ops.plugins.module_utils.helm_client import HelmCallError
-from ansible_collections.apex.ops.plugins.module_utils.k8s_workloads import pod_summary, rollout_state, selector_string
+from ansible_collections.apex.ops.plugins.module_utils.k8s_info import pod_summary
+from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import selector_string
+from ansible_collections.apex.ops.plugins.module_utils.k8s_rollout import rollout_state
 from ansible_collections.apex.ops.plugins.module_utils.waiting import Deadline, poll_until
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")

@@ -22,11 +22,11 @@ __metaclass__ = type
 import json
 import os
 
-from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, get_or_none
+from ansible_collections.apex.ops.plugins.module_utils.configmap_records import ConfigMapRecords
+from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError
 
 JOURNAL_CONFIGMAP = "apex-ops-journal"
 RECORD_KEY = "record"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "apex.ops"}
 
 # undo actions the recover role knows, with how to say them to a human
 UNDO_ACTIONS = {
@@ -129,18 +129,13 @@ class JournalStore(object):
         self.client = client
         self.namespace = namespace
         self.name = name
-        self.path = "/api/v1/namespaces/%s/configmaps" % namespace
-
-    def _get(self):
-        return get_or_none(self.client, "%s/%s" % (self.path, self.name))
+        self.records = ConfigMapRecords(
+            client, namespace, name, "the apex.ops procedure in progress or interrupted, and its undo steps "
+            "(see the recover playbook)")
 
     def read(self):
-        cm = self._get()
-        raw = ((cm or {}).get("data") or {}).get(RECORD_KEY)
-        if not raw:
-            return None
         try:
-            return json.loads(raw)
+            return self.records.read(RECORD_KEY)
         except ValueError:
             raise JournalError("ConfigMap %s/%s holds an unreadable journal record" % (self.namespace, self.name))
 
@@ -148,11 +143,8 @@ class JournalStore(object):
         """Create or update the record of ``record['run_id']``; refuse another run's record.
 
         Returns ``(changed, previous)``."""
-        cm = self._get()
-        previous = None
-        if cm is not None:
-            raw = (cm.get("data") or {}).get(RECORD_KEY)
-            previous = json.loads(raw) if raw else None
+        cm = self.records.get()
+        previous = self.records.record(cm, RECORD_KEY)
         if previous and previous.get("run_id") != record.get("run_id"):
             raise JournalBusy("refusing to start: " + describe(previous), previous)
         if previous:
@@ -164,17 +156,9 @@ class JournalStore(object):
             return False, previous
         if check_mode:
             return True, previous
-        body = dict(apiVersion="v1", kind="ConfigMap",
-                    metadata=dict(name=self.name, namespace=self.namespace, labels=dict(MANAGED_BY),
-                                  annotations={"apex.ops/description": "the apex.ops procedure in progress or "
-                                               "interrupted, and its undo steps (see the recover playbook)"}),
-                    data={RECORD_KEY: json.dumps(record, sort_keys=True)})
         try:
-            if cm is None:
-                self.client.post(self.path, body)
-            else:
-                body["metadata"] = cm["metadata"]
-                self.client.put("%s/%s" % (self.path, self.name), body)
+            # no retry on a conflict: the refusal above was decided on what was read
+            self.records.save(cm, {RECORD_KEY: record}, keep_others=False)
         except KubeApiError as exc:
             if exc.conflict:
                 raise JournalError("the journal ConfigMap %s/%s changed while writing (another run?): %s"
@@ -184,20 +168,13 @@ class JournalStore(object):
 
     def clear(self, run_id, check_mode=False):
         """Delete the record of ``run_id``. Returns ``(changed, previous)``; another run's record is kept."""
-        cm = self._get()
-        raw = ((cm or {}).get("data") or {}).get(RECORD_KEY)
-        previous = json.loads(raw) if raw else None
+        cm = self.records.get()
+        previous = self.records.record(cm, RECORD_KEY)
         if cm is None or previous is None:
             return False, None
         if previous.get("run_id") != run_id:
             raise JournalBusy("not clearing the journal: it holds another run's record: " + describe(previous), previous)
         if check_mode:
             return True, previous
-        try:
-            self.client.request("DELETE", "%s/%s" % (self.path, self.name),
-                                body={"kind": "DeleteOptions", "apiVersion": "v1",
-                                      "preconditions": {"resourceVersion": cm["metadata"].get("resourceVersion")}})
-        except KubeApiError as exc:
-            if not exc.not_found:
-                raise
+        self.records.delete(cm)
         return True, previous

@@ -32,6 +32,7 @@ import os
 import threading
 
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import import_error_of
+from ansible_collections.apex.ops.plugins.module_utils.redaction import redact_url
 from ansible_collections.apex.ops.plugins.module_utils.waiting import StreamExpired
 
 
@@ -345,18 +346,6 @@ def proxy_for(server, proxy_url=None, environ=None):
     return url, source
 
 
-def redact_url(url):
-    """A proxy URL without its credentials (for messages)."""
-    if not url or "@" not in url:
-        return url
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    netloc, slash, tail = rest.partition("/")
-    netloc = "***@" + netloc.rpartition("@")[2]
-    return (scheme + "://" if sep else "") + netloc + slash + tail
-
-
 def _proxy_manager(proxy_url, pool_kwargs):
     """A urllib3 pool manager that tunnels through ``proxy_url`` (http/https: CONNECT; socks5/socks4
     with PySocks). Credentials in the URL become the proxy's Basic authorization."""
@@ -642,21 +631,22 @@ def connect(params, **kwargs):
     return KubeClient(params, **kwargs)
 
 
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+def run_parallel(calls, max_workers=8):
+    """Run ``{key: callable}`` concurrently (the client's pool is thread-safe); returns
+    ``{key: (value, exception)}``: each call's failure is the caller's to report."""
+    from concurrent.futures import ThreadPoolExecutor
 
-
-def restart_patch(now=None):
-    """The merge patch of ``kubectl rollout restart``: a ``restartedAt`` pod-template annotation.
-
-    The stamp carries microseconds. kubectl's whole-second stamp makes a second restart within the
-    same second a no-op (same template, no new ReplicaSet), so a caller waiting for "the" rollout
-    would see the previous one as complete and go on with pods that never restarted.
-    """
-    import datetime
-
-    moment = now or datetime.datetime.now(datetime.timezone.utc)
-    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return stamp, {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+    results = {}
+    if not calls:
+        return results
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(calls))) as pool:
+        futures = dict((key, pool.submit(fn)) for key, fn in calls.items())
+        for key, future in futures.items():
+            try:
+                results[key] = (future.result(), None)
+            except Exception as exc:  # reported per call by the caller
+                results[key] = (None, exc)
+    return results
 
 
 def object_stream(client, collection_path, name, deleted_error=None):

@@ -176,7 +176,7 @@ def classify_timeout(exc):
 
 def statement_text(query, conn=None, limit=QUERY_TEXT_LIMIT):
     """A statement (str, bytes or psycopg.sql object) as short, redacted text."""
-    from ansible_collections.apex.ops.plugins.module_utils.db_facts import redact_query
+    from ansible_collections.apex.ops.plugins.module_utils.redaction import redact
 
     text = query
     if not isinstance(text, (str, bytes)):
@@ -189,7 +189,7 @@ def statement_text(query, conn=None, limit=QUERY_TEXT_LIMIT):
     text = " ".join(text.split())
     if len(text) > limit:
         text = text[:limit] + "..."
-    return redact_query(text)
+    return redact(text)
 
 
 BLOCKERS_SQL = """
@@ -213,12 +213,12 @@ SELECT (SELECT json_build_object('locktype', w.locktype, 'mode', w.mode,
 
 def read_blockers(conn, pid, query_length=QUERY_TEXT_LIMIT):
     """``(waiting_for, blocking_sessions)`` of backend ``pid``, read on ``conn`` (another session)."""
-    from ansible_collections.apex.ops.plugins.module_utils.db_facts import redact_backends
+    from ansible_collections.apex.ops.plugins.module_utils.redaction import redact_rows
 
     with conn.cursor() as cur:
         cur.execute(BLOCKERS_SQL, dict(pid=int(pid), qlen=int(query_length)))
         waiting_for, blocking = cur.fetchone()
-    return waiting_for, redact_backends(blocking or [])
+    return waiting_for, redact_rows(blocking or [])
 
 
 class BlockerWatch(object):

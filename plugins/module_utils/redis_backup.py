@@ -24,7 +24,7 @@ Two ways to get the snapshot (``source``):
   ``rdb_path``): the module must run where that file is readable.
 
 Restore is an offline procedure (see docs/backup.md): stop Redis, put the file in place
-(``action: fetch`` downloads and checks it), start Redis.
+(``state: fetch`` downloads and checks it), start Redis.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -37,6 +37,7 @@ import time
 
 from ansible_collections.apex.ops.plugins.module_utils import backup_catalog as catalog
 from ansible_collections.apex.ops.plugins.module_utils.s3_store import MIB
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 
 RDB_MAGIC = b"REDIS"
 
@@ -297,7 +298,7 @@ def backup_redis(client, store, prefix, instance, timeout=300.0, part_size=16 * 
     ``file``, ``network``, or ``auto`` (the file when it proves to be the RDB this Redis just
     wrote, else ``network``). The manifest's ``source`` says which was used."""
     catalog.check_segment("redis_instance", instance)
-    started = catalog.utcnow()
+    started = utcnow()
     clock_start = time.monotonic()
     backup_id = catalog.new_backup_id(started)
     keys = catalog.backup_keys(prefix, "redis", instance, backup_id)
@@ -341,7 +342,7 @@ def backup_redis(client, store, prefix, instance, timeout=300.0, part_size=16 * 
         extra = dict(source="file", rdb_path=path, rdb_saves=save["after"].get("rdb_saves"),
                      rdb_last_save_time=save["after"].get("rdb_last_save_time"),
                      bgsave_waited_seconds=save["waited_seconds"])
-    finished = catalog.utcnow()
+    finished = utcnow()
     manifest = catalog.build_manifest(
         "redis", instance, backup_id, keys, upload, started, finished, tags=tags,
         format="rdb", rdb_version=rdb_version, redis_version=server.get("redis_version"),

@@ -1,8 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: Apex platform team
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""S3 storage for backups: a client from S3_ARGSPEC, a bounded-memory multipart writer,
-streamed reads, and retries that are bounded and explain themselves.
+"""S3 transport for backups: a client from S3_ARGSPEC, a bounded-memory multipart writer,
+streamed reads, a checked download to a file, and retries that are bounded and explain
+themselves. What the objects mean (keys, manifests, retention) is ``backup_catalog`` and
+``catalog_store``.
 
 Design notes (see docs/backup.md):
 
@@ -375,34 +377,7 @@ class MultipartWriter(object):
         return True
 
 
-# ---------------------------------------------------------------------------- catalog I/O
-
-def load_catalog(store, prefix, kind=None, name=None, now=None):
-    """Read the catalog from S3: ``(entries, orphans, manifests, records)``.
-
-    One listing under ``<prefix>/<kind>/<name>/`` plus one GET per manifest and per
-    verification record (small JSON documents).
-    """
-    from ansible_collections.apex.ops.plugins.module_utils import backup_catalog as catalog
-
-    now = now or catalog.utcnow()
-    kinds = [kind] if kind else list(catalog.KINDS)
-    objects = []
-    for one in kinds:
-        objects.extend(store.list_objects(catalog.kind_prefix(prefix, one, name)))
-    manifests, records = {}, {}
-    for obj in objects:
-        parsed = catalog.parse_key(prefix, obj["Key"])
-        if not parsed:
-            continue
-        backup_id, role = parsed[2], parsed[3]
-        if role == "manifest":
-            manifests[backup_id] = store.get_json(obj["Key"])
-        elif role == "verify":
-            records[backup_id] = store.get_json(obj["Key"])
-    entries, orphans = catalog.build_catalog(prefix, objects, manifests, records, now, kind=kind, name=name)
-    return entries, orphans, manifests, records
-
+# ---------------------------------------------------------------------------- files
 
 def download_to_file(store, key, dest, expected_size=None, expected_sha256=None, mode=0o600):
     """Download an object to ``dest`` through a temp file in the same directory; check size and
@@ -434,44 +409,3 @@ def download_to_file(store, key, dest, expected_size=None, expected_sha256=None,
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
     return {"dest": dest, "size": size, "sha256": digest.hexdigest()}
-
-
-def prune(store, prefix, kind, name, keep_last=None, max_age_seconds=None, grace_seconds=86400.0,
-          min_level="checksum", check_mode=False, now=None):
-    """Apply retention to the backups of one ``kind``/``name``; remove stale orphans and uploads.
-
-    Decisions come from :func:`backup_catalog.plan_retention` (the newest verified backup is
-    always kept). Manifests (and verification records) are deleted in a first request, data in
-    a second: an interrupted prune leaves orphans, never a manifest without its data.
-    """
-    from ansible_collections.apex.ops.plugins.module_utils import backup_catalog as catalog
-
-    now = now or catalog.utcnow()
-    entries, orphans, manifests, _records = load_catalog(store, prefix, kind, name, now)
-    delete, keep = catalog.plan_retention(entries, now, keep_last, max_age_seconds, min_level)
-    stale_orphans = [o for o in orphans if o["age_seconds"] > grace_seconds]
-    uploads = []
-    for upload in store.list_multipart_uploads(catalog.kind_prefix(prefix, kind, name)):
-        initiated = upload.get("Initiated")
-        if initiated is not None and (now - initiated).total_seconds() > grace_seconds:
-            uploads.append(upload)
-    documents, data = [], []
-    for item in delete:
-        keys = catalog.backup_keys(prefix, kind, name, item["backup_id"])
-        item["keys"] = [keys["data"], keys["manifest"], keys["verify"]]
-        item["size"] = manifests[item["backup_id"]].get("size")
-        documents.extend([keys["manifest"], keys["verify"]])
-        data.append(keys["data"])
-    before = sorted(e["backup_id"] for e in entries)
-    after = sorted(set(before) - set(d["backup_id"] for d in delete))
-    if not check_mode:
-        if documents:
-            store.delete(documents)
-        if data or stale_orphans:
-            store.delete(data + [o["key"] for o in stale_orphans])
-        for upload in uploads:
-            store.abort_upload(upload["Key"], upload["UploadId"])
-    return dict(changed=bool(delete or stale_orphans or uploads), deleted=delete, kept=keep,
-                orphans_removed=[o["key"] for o in stale_orphans],
-                uploads_aborted=["%s (%s)" % (u["Key"], u["UploadId"]) for u in uploads],
-                diff=dict(before={"backups": before}, after={"backups": after}))

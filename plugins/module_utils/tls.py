@@ -22,6 +22,8 @@ import socket
 import ssl
 
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import import_error_of
+# the one clock and timestamp parser; cert_manager reads them as tls.utcnow / tls.parse_time
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import parse_time, utcnow  # noqa: F401
 
 
 def _import_verifier():
@@ -45,32 +47,12 @@ class TLSError(Exception):
     """Bad certificate input (unparseable PEM, wrong passphrase...)."""
 
 
-def utcnow():
-    return datetime.datetime.now(datetime.timezone.utc)
-
-
 def _iso(value):
     if value is None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=datetime.timezone.utc)
     return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value):
-    """RFC 3339 timestamp (as Kubernetes writes them) -> aware datetime, or None."""
-    if not value:
-        return None
-    if isinstance(value, datetime.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
-    text = str(value).strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
 
 
 # --------------------------------------------------------------------------- parsing

@@ -13,32 +13,32 @@ module: apex_backup
 short_description: Streamed, verified PostgreSQL and Redis backups in S3, and a safe restore
 version_added: "0.1.0"
 description:
-  - C(action=backup) streams C(pg_dump -Fc) straight into an S3 multipart upload (no local temp file,
+  - C(state=backup) streams C(pg_dump -Fc) straight into an S3 multipart upload (no local temp file,
     memory bounded by a few parts, sha256 computed on the way). Per-table row counts come from the
     same exported snapshot the dump uses. A manifest is written last; a failed or interrupted backup
     aborts its upload and leaves no manifest.
-  - C(action=redis_backup) streams a fresh snapshot over the replication protocol (C(SYNC)) into S3, or
+  - C(state=redis_backup) streams a fresh snapshot over the replication protocol (C(SYNC)) into S3, or
     (O(rdb_source=file)) runs BGSAVE, waits for that save to finish (watching C(INFO persistence)) and uploads
     the RDB file; either way with its checksum and a manifest.
-  - C(action=list) reads the catalog (manifests and verification records) with age, size and
+  - C(state=facts) reads the catalog (manifests and verification records) with age, size and
     verification state, the latest verified backup, and a freshness gate (O(max_age)).
-  - C(action=verify) re-reads a backup once and checks it up to O(verify_level) (C(checksum), C(toc) with
+  - C(state=verify) re-reads a backup once and checks it up to O(verify_level) (C(checksum), C(toc) with
     C(pg_restore --list), C(deep) with a test restore into a scratch database and row counts); the result
     is recorded beside the manifest.
-  - C(action=prune) applies retention (O(keep_last) and/or O(max_age)); never deletes the newest verified
+  - C(state=prune) applies retention (O(keep_last) and/or O(max_age)); never deletes the newest verified
     backup; also removes orphaned data objects and stale multipart uploads older than O(orphan_grace).
-  - C(action=restore) restores a backup into O(target_db). It refuses unless O(confirm) equals O(target_db),
+  - C(state=restore) restores a backup into O(target_db). It refuses unless O(confirm) equals O(target_db),
     refuses an unverified backup unless O(force=true), takes a safety backup of an existing target first,
     and fails when the restored row counts differ from the manifest.
   - A restore keeps the target's owner, database ACL, schema C(public) owner and ACL and default privileges
     (read before anything changes; for a target that no longer exists, from the backup's manifest when it is a
     backup of a database of that name), re-applies them after C(pg_restore), reads them back and fails when
     they do not match.
-  - C(action=drain) waits until no (matching) session is connected to O(target_db), observed in
+  - C(state=drain) waits until no (matching) session is connected to O(target_db), observed in
     C(pg_stat_activity); stragglers are terminated after O(drain_grace) (only with O(confirm) equal to
     O(target_db)); fails at O(drain_timeout). The restore
     playbook runs it after scaling the application to zero.
-  - C(action=fetch) downloads a backup (for example a Redis RDB for an offline restore) to O(dest),
+  - C(state=fetch) downloads a backup (for example a Redis RDB for an offline restore) to O(dest),
     checked against its manifest before it is moved into place.
 author:
   - Apex platform team (@apex-platform)
@@ -47,12 +47,16 @@ extends_documentation_fragment:
   - apex.ops.redis
   - apex.ops.s3
 options:
-  action:
+  state:
     description:
-      - What to do. See the description for each action.
+      - What to do. See the description for each state. V(facts) (the default) only reads the catalog.
+      - V(list) is still accepted as a deprecated synonym of V(facts).
+      - The option name O(action) is a deprecated alias of O(state) (the collection's convention is O(state), see
+        docs/architecture.md "Module vocabulary").
     type: str
-    required: true
-    choices: [backup, redis_backup, list, verify, prune, restore, fetch, drain]
+    default: facts
+    aliases: [action]
+    choices: [facts, backup, redis_backup, verify, prune, restore, fetch, drain]
   db:
     description:
       - Database to back up (C(backup)) and whose backups to list, verify, prune, fetch or restore from.
@@ -151,7 +155,8 @@ options:
     description:
       - With C(list), the freshness gate (for example C(24h)); see O(require_fresh).
       - With C(prune), backups older than this may be deleted (unless kept by O(keep_last) or as the newest verified).
-      - Units C(s), C(m), C(h), C(d), C(w); combinations like C(1d12h).
+      - A duration as every apex.ops module takes it - V(24h), V(30d), V(1d12h), V(90m), V(2 days), V(30min), V(500ms),
+        or seconds (V(3600)).
     type: str
   require_fresh:
     description:
@@ -178,6 +183,7 @@ options:
     description:
       - With C(prune), data objects without a manifest and unfinished multipart uploads older than this are
         removed (they are left-overs of interrupted runs). Younger ones may belong to a running backup.
+      - A duration like O(max_age).
     type: str
     default: 24h
   target_db:
@@ -198,6 +204,15 @@ options:
   safety_backup:
     description:
       - Before C(restore) replaces an existing database, back it up (a normal backup tagged C(safety)).
+    type: bool
+    default: true
+  rollback_on_failure:
+    description:
+      - With C(restore), when the restore fails after it changed the target (and did not roll back by itself, as a
+        single transaction does), restore the safety backup it took first (C(recreate)) and verify it (row counts
+        against the safety backup's manifest, owner and privileges read back). The failure then says so in
+        RV(details.rolled_back) and RV(details.rollback_verified).
+      - Needs O(safety_backup) and an existing target. Never after an interrupt (the C(recover) playbook's job).
     type: bool
     default: true
   restore_mode:
@@ -326,42 +341,53 @@ seealso:
 EXAMPLES = r"""
 - name: Nightly database backup (streamed to S3)
   apex.ops.apex_backup:
-    action: backup
+    state: backup
     db: apex
   register: backup
 
 - name: Verify it (checksum and table of contents)
   apex.ops.apex_backup:
-    action: verify
+    state: verify
     backup_id: "{{ backup.backup.backup_id }}"
     verify_level: toc
 
 - name: Pre-maintenance gate - a verified backup younger than 24 hours
   apex.ops.apex_backup:
-    action: list
+    state: facts
     max_age: 24h
     require_fresh: true
 
 - name: Monthly test restore into a scratch database
   apex.ops.apex_backup:
-    action: verify
+    state: verify
     verify_level: deep
 
 - name: Retention - keep 14 backups or 30 days, whichever keeps more
   apex.ops.apex_backup:
-    action: prune
+    state: prune
     keep_last: 14
     max_age: 30d
 
 - name: Restore the newest verified backup into apex
   apex.ops.apex_backup:
-    action: restore
+    state: restore
     target_db: apex
     confirm: apex
+    rollback_on_failure: true  # the default: a failure after apex changed puts its safety backup back
+  register: restored
+
+- name: Catalog and freshness gate through the connection options set once for the play
+  module_defaults:
+    group/apex.ops.s3:
+      s3_bucket: apex-backups
+      s3_prefix: apex
+  apex.ops.apex_backup:
+    state: facts
+    max_age: 2 days
 
 - name: Before a restore - wait until the application's sessions are gone, terminate stragglers after 30 s
   apex.ops.apex_backup:
-    action: drain
+    state: drain
     target_db: apex
     confirm: apex            # required: drain_terminate (default true) terminates sessions
     drain_users: [apex]
@@ -370,18 +396,18 @@ EXAMPLES = r"""
 
 - name: Only wait for sessions to end (no confirmation needed, nothing terminated)
   apex.ops.apex_backup:
-    action: drain
+    state: drain
     target_db: apex
     drain_terminate: false
     drain_timeout: 120
 
 - name: Redis snapshot (streamed over SYNC unless the RDB file is readable here)
   apex.ops.apex_backup:
-    action: redis_backup
+    state: redis_backup
 
 - name: Download the newest Redis snapshot for an offline restore
   apex.ops.apex_backup:
-    action: fetch
+    state: fetch
     kind: redis
     dest: /var/lib/redis/dump.rdb.restore
 """
@@ -389,7 +415,7 @@ EXAMPLES = r"""
 RETURN = r"""
 backup:
   description: The manifest of the backup taken (C(backup), C(redis_backup)); in check mode the plan.
-  returned: action is backup or redis_backup
+  returned: state is backup or redis_backup
   type: dict
   sample:
     backup_id: 20261127T064512Z-1a2b3c4d
@@ -399,49 +425,49 @@ backup:
     row_counts: {public.tasks: 5000}
 backups:
   description: Catalog entries, newest first, with age, size and verification state.
-  returned: action is list
+  returned: state is facts
   type: list
   elements: dict
 orphans:
   description: Data objects without a manifest (interrupted runs); never counted as backups.
-  returned: action is list
+  returned: state is facts
   type: list
   elements: dict
 latest:
   description: The newest backup (catalog entry), or null.
-  returned: action is list
+  returned: state is facts
   type: dict
 latest_verified:
   description: The newest backup verified at O(min_verify_level) or deeper, or null.
-  returned: action is list
+  returned: state is facts
   type: dict
 freshness:
   description: The freshness gate (when O(max_age) is given with C(list)).
-  returned: action is list and max_age is set
+  returned: state is facts and max_age is set
   type: dict
   sample: {fresh: true, backup_id: 20261127T064512Z-1a2b3c4d, age_seconds: 3600, reason: "..."}
 verification:
   description: The verification record (checks with their results, C(ok), C(failed_check)).
-  returned: action is verify
+  returned: state is verify
   type: dict
 deleted:
   description: Backups deleted (or, in check mode, that would be deleted) with the reason.
-  returned: action is prune
+  returned: state is prune
   type: list
   elements: dict
 kept:
   description: Backups kept by C(prune) with the rule that kept them.
-  returned: action is prune
+  returned: state is prune
   type: list
   elements: dict
 orphans_removed:
   description: Orphaned data objects removed by C(prune).
-  returned: action is prune
+  returned: state is prune
   type: list
   elements: str
 uploads_aborted:
   description: Stale multipart uploads aborted by C(prune).
-  returned: action is prune
+  returned: state is prune
   type: list
   elements: str
 restore:
@@ -450,36 +476,139 @@ restore:
     - C(privileges) (not in check mode) - C(source) (C(target), C(backup) or null when nothing was known),
       C(before) and C(after) (owner, C(acl), C(public_schema), C(default_acl)), C(match), C(differences),
       C(applied) (statements run) and C(errors); C(note) when the backup's privileges could not be applied.
-  returned: action is restore
+  returned: state is restore
   type: dict
 safety_backup:
   description: Manifest of the safety backup taken before C(restore), or null.
-  returned: action is restore
+  returned: state is restore
   type: dict
 fetched:
   description: File written by C(fetch) (dest, size, sha256).
-  returned: action is fetch
+  returned: state is fetch
   type: dict
 drain:
   description: Sessions seen at the start (C(initial)), C(terminated) ones, C(waited_seconds); in check mode C(remaining).
-  returned: action is drain
+  returned: state is drain
   type: dict
+msg:
+  description: What was done; on failure, what failed and, for a restore, what state the target is in.
+  returned: always
+  type: str
+refused:
+  description: A safety precondition was not met (confirmation, verification, protected database); nothing was changed.
+  returned: failure
+  type: bool
+last_state:
+  description:
+    - What the failing step last observed, for C(backup) (C(phase), C(backup_id), C(key), C(snapshot),
+      C(upload_aborted)), C(redis_backup) (the Redis persistence state) and C(drain) (C(sessions), C(terminated)).
+  returned: failure
+  type: dict
+details:
+  description:
+    - Where a failed run got to and what state it left. Only the keys that apply are present.
+    - The restore role's rescue reads C(stage), C(restore_started), C(target_unchanged), C(safety_backup_id),
+      C(rolled_back) and C(rollback_verified).
+  returned: failure
+  type: dict
+  contains:
+    stage:
+      description: How far C(restore) got - C(preflight), C(safety_backup), C(restore) or C(verify) (after pg_restore).
+      type: str
+    restore_started:
+      description: Whether C(restore) touched the target (dropped, created or fed it to pg_restore).
+      type: bool
+    target_unchanged:
+      description: The target is as it was (the restore never started, or its single transaction rolled back).
+      type: bool
+    target_dropped:
+      description: A C(recreate) restore dropped the target before it failed.
+      type: bool
+    dropped_created_target:
+      description: A target the restore had created was dropped again.
+      type: bool
+    plan:
+      description: The restore plan (as in check mode).
+      type: dict
+    safety_backup_id:
+      description: The safety backup taken before the restore, or null.
+      type: str
+    single_transaction:
+      description: pg_restore ran as one transaction (O(jobs=1)).
+      type: bool
+    timed_out:
+      description: O(restore_timeout) was reached.
+      type: bool
+    terminated_backends:
+      description: Server sessions of the killed pg_restore that were terminated.
+      type: list
+      elements: int
+    lock_waits:
+      description: Statements of pg_restore cancelled by O(restore_lock_timeout), with the sessions blocking them.
+      type: list
+      elements: dict
+    checksum:
+      description: The checksum result when the stored backup does not match its manifest.
+      type: dict
+    sessions:
+      description: Sessions still connected to a target that C(recreate) would drop.
+      type: list
+      elements: dict
+    refused:
+      description: The target is protected (the maintenance database, C(postgres), C(template0), C(template1)).
+      type: bool
+    privileges:
+      description: The target's owner and privileges before, after, and whether they match (see RV(restore)).
+      type: dict
+    restore:
+      description: What the restore did before the check that failed (row counts, differences).
+      type: dict
+    rolled_back:
+      description:
+        - The safety backup was put back into the target and verified (O(rollback_on_failure)). False when no
+          rollback ran or it failed.
+      type: bool
+    rollback_verified:
+      description:
+        - What was checked after the rollback - C(data) (row counts equal the safety backup's manifest) and
+          C(privileges) (owner and privileges read back equal the ones before; null when they were not known).
+      type: dict
+      sample: {data: true, privileges: true}
+    rollback:
+      description: The rollback - C(backup_id), C(error) (or null), C(row_counts), C(differences), C(privileges).
+      type: dict
+    pg_dump_returncode:
+      description: pg_dump's exit status when the backup failed.
+      type: int
+    pg_dump_errors:
+      description: The number of error lines pg_dump printed although it exited 0.
+      type: int
+    available_tables:
+      description: The tables that exist, when O(tables) names one that does not.
+      type: list
+      elements: str
+    maintenance_db:
+      description: The maintenance database, when it is the database to create or drop.
+      type: str
 """
 
+from ansible.module_utils.basic import env_fallback
 from ansible_collections.apex.ops.plugins.module_utils import backup_catalog as catalog
+from ansible_collections.apex.ops.plugins.module_utils import backup_runner as runner
 from ansible_collections.apex.ops.plugins.module_utils import postgres as pg
 from ansible_collections.apex.ops.plugins.module_utils import redis_client
 from ansible_collections.apex.ops.plugins.module_utils import s3_store
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import ApexModule
 from ansible_collections.apex.ops.plugins.module_utils.common_args import (POSTGRES_ARGSPEC, REDIS_ARGSPEC,
                                                                            S3_ARGSPEC)
-from ansible.module_utils.basic import env_fallback
+from ansible_collections.apex.ops.plugins.module_utils.durations import parse_duration
 
 LEVEL_CHOICES = list(catalog.LEVELS)
 
 ARGSPEC = dict(
-    action=dict(type="str", required=True,
-                choices=["backup", "redis_backup", "list", "verify", "prune", "restore", "fetch", "drain"]),
+    state=dict(type="str", default="facts", aliases=["action"],
+               deprecated_aliases=[dict(name="action", version="2.0.0", collection_name="apex.ops")],
+               choices=list(runner.STATES)),
     db=dict(type="str"),
     maintenance_db=dict(type="str", fallback=(env_fallback, ["APEX_PG_MAINTENANCE_DB"]), default="postgres"),
     kind=dict(type="str", choices=list(catalog.KINDS), default="postgres"),
@@ -506,6 +635,7 @@ ARGSPEC = dict(
     confirm=dict(type="str"),
     force=dict(type="bool", default=False),
     safety_backup=dict(type="bool", default=True),
+    rollback_on_failure=dict(type="bool", default=True),
     restore_mode=dict(type="str", choices=["clean", "recreate"], default="clean"),
     target_owner=dict(type="str"),
     no_owner=dict(type="bool", default=False),
@@ -526,324 +656,63 @@ ARGSPEC = dict(
 )
 
 SECRET_OPTIONS = ("login_password", "access_key", "secret_key", "session_token", "redis_password")
-
-
-class Runner(object):
-    """Maps one action to module_utils calls; holds the shared S3 store and options."""
-
-    def __init__(self, module):
-        self.module = module
-        self.p = module.params
-        self.check = module.check_mode
-        self.secrets = [self.p.get(k) for k in SECRET_OPTIONS if self.p.get(k)]
-        self.prefix = self.p["s3_prefix"]
-        self.db = self.p["db"] or self.p["login_db"]
-        self._store = None
-        self.part_size = self.p["part_size_mb"] * s3_store.MIB
-
-    @property
-    def store(self):
-        """The S3 store, built on first use (a drain never touches S3: no boto3 import, no client)."""
-        if self._store is None:
-            policy = s3_store.RetryPolicy(max_attempts=max(1, self.p["s3_max_attempts"]))
-            client = s3_store.make_client(self.p, connect_timeout=self.p["s3_connect_timeout"],
-                                          read_timeout=self.p["s3_read_timeout"])
-            self._store = s3_store.Store(client, self.p["s3_bucket"], policy)
-        return self._store
-
-    # -- helpers
-    def name(self):
-        return self.p["redis_instance"] if self.p["kind"] == "redis" else self.db
-
-    def catalog(self, kind=None, name=None):
-        kind = kind or self.p["kind"]
-        return s3_store.load_catalog(self.store, self.prefix, kind, name or self.name())
-
-    def resolve(self, entries, manifests, backup_id=None, verified_only=False):
-        if backup_id:
-            for entry in entries:
-                if entry["backup_id"] == backup_id:
-                    return entry, manifests[backup_id]
-            raise catalog.CatalogError("backup %s not found (no manifest) for %s %s under %s" % (
-                backup_id, self.p["kind"], self.name(), self.prefix))
-        if verified_only:
-            entry = catalog.latest_verified(entries, self.p["min_verify_level"])
-            if entry is None:
-                raise catalog.CatalogError("no backup of %s verified at level %s or deeper; verify one first "
-                                           "(action=verify) or name backup_id with force=true"
-                                           % (self.name(), self.p["min_verify_level"]))
-        else:
-            if not entries:
-                raise catalog.CatalogError("no backups of %s %s under %s" % (self.p["kind"], self.name(), self.prefix))
-            entry = entries[0]
-        return entry, manifests[entry["backup_id"]]
-
-    def pg_backup(self, db, tags):
-        from ansible_collections.apex.ops.plugins.module_utils import pg_backup
-
-        return pg_backup.backup_postgres(
-            self.p, self.store, self.prefix, db, tables=self.p["tables"], tags=tags, part_size=self.part_size,
-            concurrency=self.p["upload_concurrency"], compress=self.p["compress"], pg_bin_dir=self.p["pg_bin_dir"],
-            secrets=self.secrets)
-
-    # -- actions
-    def backup(self):
-        from ansible_collections.apex.ops.plugins.module_utils import pg_backup
-
-        if self.check:
-            plan = pg_backup.plan_backup(self.p, self.store, self.prefix, self.db, self.p["tables"],
-                                         self.p["pg_bin_dir"])
-            return dict(changed=True, backup=plan, msg="would back up %s to s3://%s/%s" % (
-                self.db, self.p["s3_bucket"], plan["key"]))
-        manifest = pg_backup.backup_postgres(
-            self.p, self.store, self.prefix, self.db, tables=self.p["tables"], tags=self.p["tags"],
-            part_size=self.part_size, concurrency=self.p["upload_concurrency"], compress=self.p["compress"],
-            pg_bin_dir=self.p["pg_bin_dir"], secrets=self.secrets)
-        return dict(changed=True, backup=manifest, msg="backup %s of %s: %d bytes, %d tables, %.1fs" % (
-            manifest["backup_id"], self.db, manifest["size"], len(manifest["row_counts"]),
-            manifest["duration_seconds"]))
-
-    def redis_backup(self):
-        from ansible_collections.apex.ops.plugins.module_utils import redis_backup
-
-        client = redis_client.connect(self.p)
-        instance = self.p["redis_instance"]
-        if self.check:
-            source, path = redis_backup.choose_source(client, self.p["rdb_source"], self.p["rdb_path"])
-            self.store.check_bucket()
-            plan = {"source": source, "rdb_path": path, "instance": instance}
-            if source == "file":
-                plan["readable"] = _readable(path)
-            return dict(changed=True, backup=plan, msg="would %s and upload it" % (
-                "BGSAVE %s" % path if source == "file" else "stream a snapshot over SYNC"))
-        manifest = redis_backup.backup_redis(
-            client, self.store, self.prefix, instance, timeout=self.p["bgsave_timeout"], part_size=self.part_size,
-            concurrency=self.p["upload_concurrency"], tags=self.p["tags"], rdb_path=self.p["rdb_path"],
-            source=self.p["rdb_source"], params=self.p)
-        return dict(changed=True, backup=manifest, msg="redis backup %s (%s): %d bytes" % (
-            manifest["backup_id"], manifest["source"], manifest["size"]))
-
-    def list(self):
-        entries, orphans, _manifests, _records = self.catalog()
-        result = dict(changed=False, backups=entries, orphans=orphans, count=len(entries),
-                      latest=entries[0] if entries else None,
-                      latest_verified=catalog.latest_verified(entries, self.p["min_verify_level"]))
-        if self.p["max_age"]:
-            fresh = catalog.freshness(entries, catalog.parse_duration(self.p["max_age"]), catalog.utcnow(),
-                                      require_verified=self.p["require_verified"],
-                                      min_level=self.p["min_verify_level"])
-            result["freshness"] = fresh
-            if self.p["require_fresh"] and not fresh["fresh"]:
-                result["msg"] = "freshness gate failed: %s" % fresh["reason"]
-                result["failed"] = True
-                return result
-            result["msg"] = fresh["reason"]
-        else:
-            result["msg"] = "%d backup(s) of %s %s" % (len(entries), self.p["kind"], self.name())
-        return result
-
-    def verify(self):
-        entries, _orphans, manifests, records = self.catalog()
-        entry, manifest = self.resolve(entries, manifests, self.p["backup_id"])
-        kind = self.p["kind"]
-        level = self.p["verify_level"] if kind == "postgres" else "checksum"
-        checks_planned = catalog.levels_upto(level, kind)
-        if self.check:
-            return dict(changed=True, verification={"backup_id": entry["backup_id"], "level": level,
-                                                    "checks": checks_planned},
-                        msg="would verify %s (%s)" % (entry["backup_id"], ", ".join(checks_planned)))
-        if kind == "redis":
-            from ansible_collections.apex.ops.plugins.module_utils import redis_backup
-            checks = redis_backup.verify_redis(self.store, manifest)
-        else:
-            from ansible_collections.apex.ops.plugins.module_utils import pg_backup
-            checks = pg_backup.verify_postgres(self.p, self.store, manifest, level, self.p["pg_bin_dir"],
-                                               self.secrets, self.p["scratch_db"])
-        record = catalog.build_verify_record(entry["backup_id"], level, checks, catalog.utcnow(),
-                                             previous=records.get(entry["backup_id"]))
-        keys = catalog.backup_keys(self.prefix, kind, self.name(), entry["backup_id"])
-        self.store.put_json(keys["verify"], record)
-        record["record_key"] = keys["verify"]
-        result = dict(changed=True, verification=record, backup_id=entry["backup_id"])
-        if not record["ok"]:
-            failed = record["failed_check"]
-            result.update(failed=True, msg="verification of %s FAILED at check %r: %s" % (
-                entry["backup_id"], failed, checks[failed].get("error")))
-        else:
-            result["msg"] = "backup %s verified (%s)" % (entry["backup_id"], ", ".join(sorted(checks, key=LEVEL_CHOICES.index)))
-        return result
-
-    def prune(self):
-        result = s3_store.prune(
-            self.store, self.prefix, self.p["kind"], self.name(), keep_last=self.p["keep_last"],
-            max_age_seconds=catalog.parse_duration(self.p["max_age"]),
-            grace_seconds=catalog.parse_duration(self.p["orphan_grace"]), min_level=self.p["min_verify_level"],
-            check_mode=self.check)
-        result["msg"] = "%s %d backup(s), kept %d, %d orphan(s), %d stale upload(s)" % (
-            "would delete" if self.check else "deleted", len(result["deleted"]), len(result["kept"]),
-            len(result["orphans_removed"]), len(result["uploads_aborted"]))
-        return result
-
-    def restore(self):
-        from ansible_collections.apex.ops.plugins.module_utils import pg_backup
-
-        target = self.p["target_db"]
-        if not target:
-            raise catalog.CatalogError("restore needs target_db")
-        catalog.check_db_name(target, "target_db")
-        refusal = pg_backup.protected_target_refusal(self.p, target) or catalog.confirmation_refusal(
-            target, self.p["confirm"])
-        if refusal:
-            raise Refused(refusal)
-        if self.p["jobs"] < 1:
-            raise catalog.CatalogError("jobs must be at least 1")
-        self.p["kind"] = "postgres"
-        entries, _orphans, manifests, _records = self.catalog()
-        entry, manifest = self.resolve(entries, manifests, self.p["backup_id"], verified_only=not self.p["backup_id"])
-        refusal = catalog.verification_refusal(entry, self.p["min_verify_level"], self.p["force"])
-        if refusal:
-            raise Refused(refusal)
-        exists = pg_backup.database_exists(self.p, target)
-        plan = {"backup_id": entry["backup_id"], "source_db": self.db, "target_db": target, "target_exists": exists,
-                "verification": entry["verification"], "verified_level": entry["verified_level"],
-                "forced": bool(self.p["force"] and entry["verification"] != "verified"),
-                "mode": self.p["restore_mode"] if exists else "create", "jobs": self.p["jobs"],
-                "streamed": self.p["jobs"] == 1, "safety_backup": bool(self.p["safety_backup"] and exists),
-                "sessions_on_target": pg_backup.database_sessions(self.p, target) if exists else []}
-        if self.check:
-            return dict(changed=True, restore=plan, safety_backup=None,
-                        msg="would restore %s into %s" % (entry["backup_id"], target))
-        # stage reached, carried in the failure details: the restore role's rescue decides from it
-        progress = {"stage": "preflight", "restore_started": False}
-        safety = None
-        try:
-            before_counts = None
-            if exists:
-                before_counts = pg_backup.count_in_database(self.p, target, sorted(manifest.get("row_counts") or {}))
-            if plan["safety_backup"]:
-                progress["stage"] = "safety_backup"
-                safety = self.pg_backup(target, sorted(set(self.p["tags"]) | set(["safety"])))
-            progress["stage"] = "restore"
-            outcome = pg_backup.restore_postgres(
-                self.p, self.store, manifest, target, jobs=self.p["jobs"], temp_dir=self.p["temp_dir"],
-                mode=self.p["restore_mode"], owner=self.p["target_owner"], no_owner=self.p["no_owner"],
-                analyze=self.p["analyze"], pg_bin_dir=self.p["pg_bin_dir"], secrets=self.secrets,
-                progress=progress, timeout=self.p["restore_timeout"], lock_timeout=self.p["restore_lock_timeout"])
-        except Exception as exc:  # noqa: BLE001 - every failure carries the stage it happened in
-            if isinstance(exc, pg_backup.BackupError):
-                error = exc
-            elif isinstance(exc, (catalog.CatalogError, s3_store.S3StoreError, pg_backup.Interrupted)):
-                error = pg_backup.BackupError(str(exc))
-            else:
-                error = pg_backup.BackupError("restore failed: %s: %s" % (type(exc).__name__, exc))
-            if progress["stage"] == "safety_backup":
-                error.args = ("safety backup of %s failed, the restore did not start (%s unchanged): %s"
-                              % (target, target, error.args[0]),)
-            error.details.update(progress)
-            error.details.setdefault("target_unchanged", not progress["restore_started"])
-            error.details["safety_backup_id"] = safety["backup_id"] if safety else None
-            error.details["plan"] = plan
-            if error is exc:
-                raise
-            raise error
-        plan.update(outcome)
-        return dict(changed=True, restore=plan, safety_backup=safety,
-                    diff=dict(before={"row_counts": before_counts}, after={"row_counts": outcome["row_counts"]}),
-                    msg="restored %s into %s (%d tables, row counts match the manifest%s)%s" % (
-                        entry["backup_id"], target, len(outcome["row_counts"]),
-                        ", owner and privileges as before" if outcome["privileges"]["match"] else "",
-                        "; safety backup %s" % safety["backup_id"] if safety else ""))
-
-    def fetch(self):
-        if not self.p["dest"]:
-            raise catalog.CatalogError("fetch needs dest")
-        entries, _orphans, manifests, _records = self.catalog()
-        entry, manifest = self.resolve(entries, manifests, self.p["backup_id"])
-        if self.check:
-            return dict(changed=True, fetched={"dest": self.p["dest"], "backup_id": entry["backup_id"],
-                                               "size": manifest["size"]},
-                        msg="would download %s to %s" % (entry["backup_id"], self.p["dest"]))
-        fetched = s3_store.download_to_file(self.store, manifest["key"], self.p["dest"], manifest["size"],
-                                            manifest["sha256"])
-        fetched["backup_id"] = entry["backup_id"]
-        return dict(changed=True, fetched=fetched, msg="downloaded %s to %s (sha256 matches)" % (
-            entry["backup_id"], self.p["dest"]))
-
-    def drain(self):
-        from ansible_collections.apex.ops.plugins.module_utils import pg_backup
-
-        target = self.p["target_db"]
-        if not target:
-            raise catalog.CatalogError("drain needs target_db")
-        catalog.check_db_name(target, "target_db")
-        if self.p["drain_terminate"] and self.p["confirm"] != target:
-            # terminating sessions of a production database is destructive: name it explicitly
-            raise Refused("refusing to drain %s with drain_terminate=true: confirm must equal target_db (got %s); "
-                          "nothing was terminated. Set drain_terminate=false to only wait" % (
-                              target, "nothing" if self.p["confirm"] is None else repr(self.p["confirm"])))
-        outcome = pg_backup.drain_sessions(
-            self.p, target, users=self.p["drain_users"], applications=self.p["drain_applications"],
-            grace=self.p["drain_grace"], timeout=self.p["drain_timeout"], terminate=self.p["drain_terminate"],
-            check_mode=self.check)
-        changed = bool(outcome["terminated"]) or (self.check and bool(outcome["initial"]) and self.p["drain_terminate"])
-        return dict(changed=changed, drain=outcome, msg="%s: %d session(s) at start, %d terminated, %.1fs" % (
-            target, len(outcome["initial"]), len(outcome["terminated"]), outcome["waited_seconds"]))
-
-
-class Refused(Exception):
-    """A safety precondition is not met: nothing was changed."""
-
-
-def _readable(path):
-    import os
-    return os.access(path, os.R_OK)
+DURATION_OPTIONS = ("max_age", "orphan_grace")
+BACKUP_OPTIONS = ("tags", "part_size_mb", "upload_concurrency")
+# the options each state takes (the runner's keyword arguments have the same names)
+STATE_OPTIONS = {
+    "backup": ("db", "tables", "compress", "pg_bin_dir") + BACKUP_OPTIONS,
+    "redis_backup": ("redis_instance", "rdb_source", "rdb_path", "bgsave_timeout") + BACKUP_OPTIONS,
+    "facts": ("kind", "name", "max_age", "require_fresh", "require_verified", "min_verify_level"),
+    "verify": ("kind", "name", "backup_id", "verify_level", "pg_bin_dir", "scratch_db"),
+    "prune": ("kind", "name", "keep_last", "max_age", "orphan_grace", "min_verify_level"),
+    "fetch": ("kind", "name", "backup_id", "dest"),
+    "drain": ("target_db", "confirm", "drain_users", "drain_applications", "drain_grace", "drain_timeout",
+              "drain_terminate"),
+    "restore": ("db", "target_db", "confirm", "backup_id", "force", "min_verify_level", "safety_backup",
+                "restore_mode", "target_owner", "no_owner", "jobs", "temp_dir", "analyze", "restore_timeout",
+                "restore_lock_timeout", "pg_bin_dir", "tables", "compress", "rollback_on_failure") + BACKUP_OPTIONS,
+}
 
 
 def main():
-    module = ApexModule(ARGSPEC, fragments=(POSTGRES_ARGSPEC, REDIS_ARGSPEC, S3_ARGSPEC),
-                        supports_check_mode=True)
-    action = module.params["action"]
-    requirements = [] if action == "drain" else [s3_store.REQUIREMENT]  # the drain only reads pg_stat_activity
-    if action == "redis_backup":
-        requirements.append(redis_client.REQUIREMENT)
-    elif action in ("backup", "verify", "restore", "drain"):
-        requirements.append(pg.REQUIREMENT)
+    module = ApexModule(ARGSPEC, fragments=(POSTGRES_ARGSPEC, REDIS_ARGSPEC, S3_ARGSPEC), supports_check_mode=True,
+                        value_synonyms={"state": runner.STATE_SYNONYMS})
+    for dummy, old, new in module.replaced_values:
+        module.deprecate("state=%s is deprecated, use state=%s" % (old, new), version="2.0.0",
+                         collection_name="apex.ops")
+    p = module.params
+    state = p["state"]
+    requirements = [] if state == "drain" else [s3_store.REQUIREMENT]  # the drain only reads pg_stat_activity
+    requirements += [redis_client.REQUIREMENT] if state == "redis_backup" else [pg.REQUIREMENT] if state in (
+        "backup", "verify", "restore", "drain") else []
     for pip_name, error in requirements:
         module.require(pip_name, error)
-    if module.params["part_size_mb"] < 5:
+    if p["part_size_mb"] < 5:
         module.fail("part_size_mb must be at least 5 (S3 multipart rule)")
-    if module.params["upload_concurrency"] < 1:
+    if p["upload_concurrency"] < 1:
         module.fail("upload_concurrency must be at least 1")
+    options = dict(p, db=p["db"] or p["login_db"])
+    options["name"] = runner.backup_name(p["kind"], options["db"], p["redis_instance"])
+    for name in DURATION_OPTIONS:
+        try:
+            options[name] = parse_duration(p[name] or None, name)
+        except ValueError as exc:
+            module.fail(str(exc))
+    secrets = [p.get(k) for k in SECRET_OPTIONS if p.get(k)]
+    ctx = runner.BackupContext(p, runner.store_factory(p, p["s3_max_attempts"], p["s3_connect_timeout"],
+                                                       p["s3_read_timeout"]),
+                               p["s3_prefix"], secrets=secrets, check_mode=module.check_mode)
+    from ansible_collections.apex.ops.plugins.module_utils.pg_programs import interruptible
 
-    from ansible_collections.apex.ops.plugins.module_utils import pg_backup
-    from ansible_collections.apex.ops.plugins.module_utils.redis_backup import RedisBackupError
-
-    runner = None
     try:
-        with pg_backup.interruptible():
-            runner = Runner(module)
-            result = getattr(runner, action)()
-    except Refused as exc:
-        module.fail(str(exc), refused=True, changed=False)
-    except (pg_backup.BackupError, RedisBackupError) as exc:
-        module.fail(catalog.redact(str(exc), runner.secrets if runner else []), **_details(exc, runner))
-    except (catalog.CatalogError, s3_store.S3StoreError, pg_backup.Interrupted) as exc:
-        module.fail(catalog.redact(str(exc), runner.secrets if runner else []))
-    except Exception as exc:  # noqa: BLE001 - psycopg/redis errors: one clear failure
-        secrets = runner.secrets if runner else []
-        module.fail(catalog.redact("%s failed: %s: %s" % (action, type(exc).__name__, exc), secrets))
+        with interruptible():
+            result = getattr(runner, state)(ctx, **dict((k, options[k]) for k in STATE_OPTIONS[state]))
+    except Exception as exc:  # noqa: BLE001 - runner.failure says what to return
+        msg, extra = runner.failure(exc, state, secrets)
+        module.fail(msg, **extra)
     if result.pop("failed", False):
         module.fail(result.pop("msg"), **result)
     module.exit_json(**result)
-
-
-def _details(exc, runner):
-    details = dict(getattr(exc, "details", {}) or {})
-    last_state = details.pop("last_state", None)
-    out = dict(details=details) if details else {}
-    if last_state is not None:
-        out["last_state"] = last_state
-    return out
 
 
 if __name__ == "__main__":

@@ -69,7 +69,11 @@ options:
       - Selects backends for O(state=cancel) or O(state=terminate). Criteria are combined with AND.
       - Without O(pids), at least one criterion other than O(filter.datname) is required;
         a request that would match every connection is refused.
-      - Only client backends are considered; cancel only considers backends running a statement.
+      - "The safety rule of every cancel and terminate (module_utils C(pg_signal)): only client backends (never
+        walsenders, autovacuum or background workers), never the module's own session, only in the databases of
+        O(filter.datname) (default: the database the module connects to, O(login_db)), and a superuser's session only
+        when it is selected by name (O(pids), O(filter.usename) or O(filter.application_name))."
+      - Cancel only considers backends running a statement.
     type: dict
     default: {}
     suboptions:
@@ -86,9 +90,15 @@ options:
         type: list
         elements: str
       datname:
-        description: Backends connected to these databases.
+        description:
+          - Backends connected to these databases. Default is the database the module connects to (O(login_db)).
         type: list
         elements: str
+      all_databases:
+        description:
+          - Backends of every database (instead of O(login_db) or O(filter.datname)).
+        type: bool
+        default: false
       idle_longer_than:
         description:
           - Backends idle (including idle in transaction) for longer than this, measured from C(state_change).
@@ -312,8 +322,9 @@ last_state:
     - On failure, what was observed. When O(statement_timeout) or O(lock_timeout) fired, C(timeout),
       C(limit_seconds), C(statement), C(waiting_for) (lock mode and relation) and C(blocking_sessions)
       (pid, user, application_name, client_addr, state, xact_start, query_start, held_modes, query redacted);
-      for vacuum/analyze also C(tables_done) and C(tables_not_done).
-  returned: on failure
+      for vacuum/analyze also C(tables_done) and C(tables_not_done); for unknown tables C(missing), C(invalid)
+      and C(found).
+  returned: failure
   type: dict
 """
 
@@ -327,6 +338,7 @@ FILTER_SPEC = dict(
     state=dict(type="list", elements="str"),
     usename=dict(type="list", elements="str"),
     datname=dict(type="list", elements="str"),
+    all_databases=dict(type="bool", default=False),
     idle_longer_than=dict(type="raw"),
     running_longer_than=dict(type="raw"),
 )

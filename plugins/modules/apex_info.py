@@ -150,6 +150,13 @@ api_calls:
   description: Number of API list calls issued (concurrently).
   returned: always
   type: int
+last_state:
+  description:
+    - With O(fail_on_missing=true) and names that do not exist, everything gathered (the keys above, and C(context)),
+      so the failure shows what the namespace holds. The other failures (connection, API errors, an unsupported
+      kind in O(names)) return only C(msg).
+  returned: failure
+  type: dict
 """
 
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import ApexModule
@@ -175,17 +182,18 @@ def main():
         requirements=(k8s.REQUIREMENT,),
         supports_check_mode=True,
     )
-    from ansible_collections.apex.ops.plugins.module_utils import k8s_workloads as wl
+    from ansible_collections.apex.ops.plugins.module_utils import k8s_info
+    from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import WorkloadError
 
     params = module.params
     try:
         client = k8s.connect(params)
-        info = wl.gather(
+        info = k8s_info.gather(
             client, params["namespace"], names=params["names"],
             label_selector=",".join(params["label_selectors"]) or None,
             sections=params["gather"], events_since_minutes=params["events_since_minutes"],
             events_limit=params["events_limit"])
-    except wl.ScaleError as exc:
+    except WorkloadError as exc:
         module.fail(str(exc))
     except k8s.KubeConfigError as exc:
         module.fail("Kubernetes connection is not configured: %s" % exc)

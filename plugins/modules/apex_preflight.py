@@ -95,6 +95,6 @@ holder_alive:
   type: bool
 refused:
   description: True when the role was refused (unknown variables, an empty scope, or a journal record with O(journal=refuse)).
-  returned: on refusal
+  returned: failure
   type: bool
 """

@@ -171,6 +171,13 @@ requeued_from_file:
       and C(items) (the first 50 pushed, decoded).
   returned: state is requeue_from_file
   type: dict
+last_state:
+  description:
+    - On failure, what was observed - C(error) (Redis kept changing under a transaction), C(invalid) (up to 20
+      entries whose payload field is missing), C(lossy) (a save file of the old format that cannot be pushed back
+      byte-exact) or C(dead_letter_depth) (a purge refused).
+  returned: failure
+  type: dict
 """
 
 from ansible.module_utils.common.text.converters import to_native
@@ -178,6 +185,7 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.apex.ops.plugins.module_utils import redis_client
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import ApexModule
 from ansible_collections.apex.ops.plugins.module_utils.common_args import REDIS_ARGSPEC
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 
 ARGUMENT_SPEC = dict(
     state=dict(type="str", default="facts", choices=["facts", "requeue", "purge", "requeue_from_file"]),
@@ -242,8 +250,7 @@ def main():
                           dead_letter=dict(key=p["dead_letter_key"], depth=client.llen(p["dead_letter_key"])),
                           queue=dict(key=p["queue_key"], depth=client.llen(p["queue_key"])))
         else:
-            import datetime
-            now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+            now = utcnow().isoformat()
             purged = q.purge(client, p["dead_letter_key"], p["confirm"], module.check_mode, p["save_to"], now)
             result.update(changed=purged["purged"] > 0, purged=purged,
                           dead_letter=dict(key=p["dead_letter_key"], depth=purged["dead_letter_after"]),

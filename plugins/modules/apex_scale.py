@@ -324,9 +324,32 @@ elapsed_seconds:
   returned: always
   type: float
 last_state:
-  description: On failure, the targets as last observed and what was rolled back.
-  returned: on failure
+  description:
+    - When a write failed or a target did not roll out and get ready within O(wait_timeout) (the other failures,
+      refusals included, change nothing and return only C(msg)), the targets as this call left them and what
+      was rolled back.
+  returned: failure
   type: dict
+  contains:
+    targets:
+      description:
+        - One entry per target, as in RV(targets), plus C(error) (the write that failed), C(observed) (what the
+          cluster showed last) and C(wait_failure) (C(target), C(desired), C(ready), C(updated), C(current),
+          C(rollout), C(message), C(pods_not_ready) with why each pod is not ready, and the C(line) of the message).
+      type: list
+      elements: dict
+    rolled_back:
+      description:
+        - What O(rollback_on_failure) put back, one line per changed target (C(Deployment/apex-api -> 3 replicas));
+          a rolling restart cannot be undone and says so. Empty with O(rollback_on_failure=false).
+      type: list
+      elements: str
+  sample:
+    targets:
+      - key: Deployment/apex-worker
+        wait_failure: {target: Deployment/apex-worker, desired: 8, ready: 5, rollout: progressing,
+                       pods_not_ready: ["apex-worker-7c9-x2: ContainersNotReady; last event Unhealthy: ..."]}
+    rolled_back: ["Deployment/apex-worker -> 5 replicas"]
 """
 
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import ApexModule
@@ -372,9 +395,6 @@ ARGUMENT_SPEC = dict(
     state_configmap=dict(type="str", default="apex-ops-scale-state"),
 )
 
-RESTORE_EXCLUSIVE = ("names", "label_selectors", "targets", "replicas", "replicas_delta", "current_replicas",
-                     "hpa_min_replicas", "hpa_max_replicas", "hpa_target_cpu", "save_state", "restart")
-
 
 def main():
     module = ApexModule(
@@ -384,23 +404,16 @@ def main():
         mutually_exclusive=[("replicas", "replicas_delta")],
         supports_check_mode=True,
     )
-    from ansible_collections.apex.ops.plugins.module_utils import k8s_workloads as wl
+    from ansible_collections.apex.ops.plugins.module_utils import k8s_scaler
+    from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import WorkloadError
 
     params = module.params
-    if params["restore_state"]:
-        given = [k for k in RESTORE_EXCLUSIVE if params.get(k) not in (None, [], False)]
-        if given:
-            module.fail("restore_state restores the recorded targets exactly; it cannot be combined with %s"
-                        % ", ".join(given))
-    if params["max_replicas_ceiling"] is not None and params["max_replicas_ceiling"] < 1:
-        module.fail("max_replicas_ceiling must be at least 1")
-    if params["wait"] and params["wait_timeout"] < 1:
-        module.fail("wait_timeout must be at least 1 second (or set wait: false)")
     try:
+        k8s_scaler.check_options(params)
         client = k8s.connect(params)
-        result = wl.run_scale(client, params["namespace"], params, check_mode=module.check_mode,
-                              context=client.connection.get("context"))
-    except wl.ScaleError as exc:
+        result = k8s_scaler.run_scale(client, params["namespace"], params, check_mode=module.check_mode,
+                                      context=client.connection.get("context"), diff=module._diff)
+    except WorkloadError as exc:
         module.fail(str(exc), last_state=exc.last_state)
     except k8s.KubeConfigError as exc:
         module.fail("Kubernetes connection is not configured: %s" % exc)
@@ -408,8 +421,6 @@ def main():
         module.fail("Kubernetes API error: %s" % exc)
     for change in result.get("concurrent_changes") or []:
         module.warn(change["message"])
-    if module._diff:
-        result["diff"] = wl.scale_diff(result)
     module.exit_json(**result)
 
 

@@ -40,7 +40,7 @@ def actual_counts(helpers, db):
 
 @pytest.fixture(scope="module")
 def source_backup(bk, source_db):
-    result = ok(bk(action="backup", db=source_db, part_size_mb=5))
+    result = ok(bk(state="backup", db=source_db, part_size_mb=5))
     return result["backup"]
 
 
@@ -61,8 +61,31 @@ def test_backup_writes_data_then_manifest_with_snapshot_counts(source_backup, so
     assert helpers.uploads(prefix) == []
 
 
+def test_action_and_list_still_work_but_are_deprecated(bk, source_db, source_backup):
+    """The old spelling: `action` is an alias of `state`, `list` a synonym of `facts`; both warn."""
+    old = bk(action="list", db=source_db)
+    assert not old.failed, old
+    new = bk(state="facts", db=source_db)
+    assert [b["backup_id"] for b in old["backups"]] == [b["backup_id"] for b in new["backups"]]
+    assert source_backup["backup_id"] in [b["backup_id"] for b in new["backups"]]
+    # ansible-core 2.19 nests the message under "event"
+    messages = " ".join(d.get("msg") or d.get("event", {}).get("msg", "") for d in old.get("deprecations", []))
+    assert "action" in messages and "state=list is deprecated" in messages
+    assert not new.get("deprecations")
+
+
+def test_durations_take_every_form(bk, source_db, source_backup):
+    """max_age accepts what apex_db_maint accepts (30min, 2 days, 500ms, ...)."""
+    for value, seconds in (("2 days", 172800), ("30min", 1800), ("1d12h", 129600), ("172800", 172800),
+                           ("500ms", 0.5)):
+        res = bk(state="facts", db=source_db, max_age=value, require_verified=False)
+        assert not res.failed and res["freshness"]["max_age_seconds"] == seconds, (value, res)
+    bad = bk(state="facts", db=source_db, max_age="ten minutes")
+    assert bad.failed and "max_age" in bad["msg"]
+
+
 def test_list_shows_unverified_backup_with_age_and_size(bk, source_db, source_backup):
-    listing = ok(bk(action="list", db=source_db))
+    listing = ok(bk(state="facts", db=source_db))
     entry = [e for e in listing["backups"] if e["backup_id"] == source_backup["backup_id"]][0]
     assert entry["verification"] == "unverified" and entry["size"] == source_backup["size"]
     assert 0 <= entry["age_seconds"] < 600
@@ -72,7 +95,7 @@ def test_list_shows_unverified_backup_with_age_and_size(bk, source_db, source_ba
 @pytest.mark.parametrize("level,checks", [("checksum", ["checksum"]), ("toc", ["checksum", "toc"]),
                                           ("deep", ["checksum", "toc", "deep"])])
 def test_verify_levels(bk, source_db, source_backup, helpers, level, checks):
-    result = ok(bk(action="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level=level))
+    result = ok(bk(state="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level=level))
     record = result["verification"]
     assert record["ok"] and record["level"] == level and sorted(record["checks"]) == sorted(checks)
     assert all(c["ok"] for c in record["checks"].values())
@@ -84,16 +107,16 @@ def test_verify_levels(bk, source_db, source_backup, helpers, level, checks):
         assert deep["differences"] == [] and deep["scratch_dropped"] is True
         assert not helpers.db_exists(deep["scratch_db"])
         assert deep["scratch_db"].startswith("apex_verify_")
-    listing = ok(bk(action="list", db=source_db))
+    listing = ok(bk(state="facts", db=source_db))
     entry = [e for e in listing["backups"] if e["backup_id"] == source_backup["backup_id"]][0]
     assert entry["verification"] == "verified"
 
 
 def test_restore_into_fresh_database_is_identical(bk, source_db, source_backup, helpers, scratch_name):
-    ok(bk(action="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level="deep"))
+    ok(bk(state="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level="deep"))
     target = scratch_name()
     assert not helpers.db_exists(target)
-    result = ok(bk(action="restore", db=source_db, target_db=target, confirm=target))
+    result = ok(bk(state="restore", db=source_db, target_db=target, confirm=target))
     restore = result["restore"]
     assert restore["backup_id"] == source_backup["backup_id"]  # latest verified by default
     assert restore["created"] and restore["streamed"] and restore["differences"] == []
@@ -108,7 +131,7 @@ def test_restore_over_existing_database_takes_safety_backup(
     with pg_admin(target) as conn:
         conn.execute("CREATE TABLE extra_local (x int)")
     before = helpers.fingerprint(target)
-    result = ok(bk(action="restore", db=source_db, target_db=target, confirm=target,
+    result = ok(bk(state="restore", db=source_db, target_db=target, confirm=target,
                    backup_id=source_backup["backup_id"]))
     safety = result["safety_backup"]
     assert "safety" in safety["tags"] and safety["name"] == target
@@ -116,7 +139,7 @@ def test_restore_over_existing_database_takes_safety_backup(
     assert helpers.fingerprint(target) == helpers.fingerprint(source_db)
     assert result["diff"]["before"]["row_counts"]["public.tasks"] == 10
     # the safety backup is itself a normal, listed backup of the target
-    listing = ok(bk(action="list", db=target))
+    listing = ok(bk(state="facts", db=target))
     assert [e["backup_id"] for e in listing["backups"]] == [safety["backup_id"]]
 
 
@@ -124,7 +147,7 @@ def test_parallel_restore_uses_temp_file_and_removes_it(bk, source_db, source_ba
     target = scratch_name()
     tmp = tempfile.mkdtemp(prefix="apex-bk-jobs-")
     try:
-        result = ok(bk(action="restore", db=source_db, target_db=target, confirm=target, jobs=2, temp_dir=tmp,
+        result = ok(bk(state="restore", db=source_db, target_db=target, confirm=target, jobs=2, temp_dir=tmp,
                        backup_id=source_backup["backup_id"]))
         assert result["restore"]["temp_file"]["bytes"] == source_backup["size"]
         assert os.listdir(tmp) == []
@@ -138,7 +161,7 @@ def test_recreate_mode(bk, source_db, source_backup, helpers, scratch_name, pg_a
     helpers.create_db(target, tasks=5, events=5, agents=1)
     with pg_admin(target) as conn:
         conn.execute("CREATE TABLE extra_local (x int)")
-    ok(bk(action="restore", db=source_db, target_db=target, confirm=target, restore_mode="recreate",
+    ok(bk(state="restore", db=source_db, target_db=target, confirm=target, restore_mode="recreate",
           safety_backup=False, backup_id=source_backup["backup_id"], force=True))  # force: runs alone too
     assert helpers.fingerprint(target) == helpers.fingerprint(source_db)
     with pg_admin(target) as conn:
@@ -150,12 +173,12 @@ def test_recreate_over_the_login_db(bk, source_db, source_backup, helpers, scrat
     target = scratch_name("apex_bk_login")
     helpers.create_db(target, tasks=5, events=5, agents=1)
     before = helpers.fingerprint(target)
-    result = ok(bk(action="restore", db=source_db, login_db=target, target_db=target, confirm=target,
+    result = ok(bk(state="restore", db=source_db, login_db=target, target_db=target, confirm=target,
                    restore_mode="recreate", backup_id=source_backup["backup_id"], force=True))
     assert result["restore"]["target_existed"] is True and result["safety_backup"]["database"] == target
     assert helpers.fingerprint(target) == helpers.fingerprint(source_db) != before
     # and back to the safety backup, again over the login_db (what the restore role's rescue does)
-    ok(bk(action="restore", db=target, login_db=target, target_db=target, confirm=target, restore_mode="recreate",
+    ok(bk(state="restore", db=target, login_db=target, target_db=target, confirm=target, restore_mode="recreate",
           backup_id=result["safety_backup"]["backup_id"], force=True, safety_backup=False))
     assert helpers.fingerprint(target) == before
 
@@ -164,7 +187,7 @@ def test_maintenance_db_equal_to_target_is_refused(bk, source_db, source_backup,
     target = scratch_name()
     helpers.create_db(target, tasks=3, events=3, agents=1)
     before = helpers.fingerprint(target)
-    result = bk(action="restore", db=source_db, maintenance_db=target, target_db=target, confirm=target,
+    result = bk(state="restore", db=source_db, maintenance_db=target, target_db=target, confirm=target,
                 restore_mode="recreate", safety_backup=False, backup_id=source_backup["backup_id"], force=True)
     assert result.failed and "maintenance_db" in result["msg"]
     assert helpers.fingerprint(target) == before
@@ -180,7 +203,7 @@ def test_failure_details_carry_the_stage(bk, source_db, source_backup, helpers, 
     (bindir / "pg_dump").write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 13.11'\n")
     (bindir / "pg_dump").chmod(0o755)
     os.symlink(os.path.join(lab["APEX_PG_BIN"], "pg_restore"), str(bindir / "pg_restore"))
-    failed = bk(action="restore", db=source_db, target_db=target, confirm=target, force=True,
+    failed = bk(state="restore", db=source_db, target_db=target, confirm=target, force=True,
                 backup_id=source_backup["backup_id"], pg_bin_dir=str(bindir))
     assert failed.failed and "safety backup" in failed["msg"] and "older than the server" in failed["msg"]
     details = failed["details"]
@@ -190,7 +213,7 @@ def test_failure_details_carry_the_stage(bk, source_db, source_backup, helpers, 
     # recreate + a pg_restore failure: the single transaction does not make it "unchanged" (it was dropped)
     with pg_admin(target) as conn:
         conn.execute("CREATE TABLE blocker (x int)")
-    failed = bk(action="restore", db=source_db, target_db=target, confirm=target, force=True, restore_mode="recreate",
+    failed = bk(state="restore", db=source_db, target_db=target, confirm=target, force=True, restore_mode="recreate",
                 backup_id=source_backup["backup_id"], no_owner=True, target_owner="apex_bk_no_such_role")
     assert failed.failed and failed["details"]["stage"] == "restore"
     assert failed["details"]["restore_started"] is True and failed["details"]["target_unchanged"] is False
@@ -228,7 +251,7 @@ def test_row_counts_come_from_the_dump_snapshot_under_concurrent_inserts(bk, hel
         while inserted["n"] < 20 and time.monotonic() < deadline:
             time.sleep(0.05)
         at_start = inserted["n"]
-        m = ok(bk(action="backup", db=db, compress=9, part_size_mb=5))["backup"]
+        m = ok(bk(state="backup", db=db, compress=9, part_size_mb=5))["backup"]
         during = inserted["n"] - at_start
     finally:
         stop.set()
@@ -238,7 +261,7 @@ def test_row_counts_come_from_the_dump_snapshot_under_concurrent_inserts(bk, hel
     final = actual_counts(helpers, db)
     assert m["row_counts"]["public.tasks"] < final["public.tasks"]  # the snapshot predates the later inserts
     assert m["row_counts"]["public.tasks"] >= 30000 + at_start
-    record = ok(bk(action="verify", db=db, backup_id=m["backup_id"], verify_level="deep"))["verification"]
+    record = ok(bk(state="verify", db=db, backup_id=m["backup_id"], verify_level="deep"))["verification"]
     deep = record["checks"]["deep"]
     assert record["ok"] and deep["differences"] == [] and deep["scratch_dropped"] is True
     assert deep["rows"] == sum(m["row_counts"].values())
@@ -277,7 +300,7 @@ def test_restore_timeout_kills_a_pg_restore_waiting_on_a_lock(bk, source_db, sou
                                                               pg_admin):
     target, before, holder = locked_target
     started = time.monotonic()
-    failed = bk(action="restore", db=source_db, target_db=target, confirm=target, force=True, safety_backup=False,
+    failed = bk(state="restore", db=source_db, target_db=target, confirm=target, force=True, safety_backup=False,
                 backup_id=source_backup["backup_id"], restore_timeout=10, restore_lock_timeout=0, timeout=120)
     elapsed = time.monotonic() - started
     assert failed.failed and "did not finish within restore_timeout (10.0s)" in failed["msg"], failed["msg"]
@@ -292,7 +315,7 @@ def test_restore_timeout_kills_a_pg_restore_waiting_on_a_lock(bk, source_db, sou
 
 def test_restore_lock_timeout_fails_cleanly(bk, source_db, source_backup, helpers, locked_target, pg_admin):
     target, before, holder = locked_target
-    failed = bk(action="restore", db=source_db, target_db=target, confirm=target, force=True, safety_backup=False,
+    failed = bk(state="restore", db=source_db, target_db=target, confirm=target, force=True, safety_backup=False,
                 backup_id=source_backup["backup_id"], restore_lock_timeout=1, timeout=120)
     assert failed.failed and "waited more than restore_lock_timeout (1.0s)" in failed["msg"], failed["msg"]
     assert "itest-lock-holder/%d" % holder.info.backend_pid in failed["msg"] and "unchanged" in failed["msg"]
@@ -315,13 +338,13 @@ def test_recreate_keeps_the_database_owner(bk, source_db, source_backup, helpers
     helpers.create_db(target, tasks=3, events=3, agents=1)
     with pg_admin() as conn:
         conn.execute('ALTER DATABASE "%s" OWNER TO "%s"' % (target, app_role))
-    result = ok(bk(action="restore", db=source_db, target_db=target, confirm=target, restore_mode="recreate",
+    result = ok(bk(state="restore", db=source_db, target_db=target, confirm=target, restore_mode="recreate",
                    safety_backup=False, force=True, backup_id=source_backup["backup_id"]))
     assert result["restore"]["owner"] == app_role
     assert _owner(pg_admin, target) == app_role  # not the admin user the module connects as
     assert helpers.fingerprint(target) == helpers.fingerprint(source_db)
     # an explicit target_owner still wins
-    ok(bk(action="restore", db=source_db, target_db=target, confirm=target, restore_mode="recreate",
+    ok(bk(state="restore", db=source_db, target_db=target, confirm=target, restore_mode="recreate",
           safety_backup=False, force=True, backup_id=source_backup["backup_id"], target_owner="postgres"))
     assert _owner(pg_admin, target) == "postgres"
 
@@ -334,7 +357,7 @@ def test_wrong_confirmation_is_refused_and_nothing_changes(bk, source_db, source
     before = helpers.fingerprint(target)
     keys_before = set(helpers.keys(""))
     for confirm in (None, "apex", target.upper(), target + " "):
-        args = dict(action="restore", db=source_db, target_db=target, backup_id=source_backup["backup_id"])
+        args = dict(state="restore", db=source_db, target_db=target, backup_id=source_backup["backup_id"])
         if confirm is not None:
             args["confirm"] = confirm
         result = bk(**args)
@@ -342,19 +365,19 @@ def test_wrong_confirmation_is_refused_and_nothing_changes(bk, source_db, source
     assert helpers.fingerprint(target) == before
     assert set(helpers.keys("")) == keys_before  # not even a safety backup was taken
     fresh = scratch_name()
-    assert bk(action="restore", db=source_db, target_db=fresh, confirm="nope").failed
+    assert bk(state="restore", db=source_db, target_db=fresh, confirm="nope").failed
     assert not helpers.db_exists(fresh)
 
 
 def test_unverified_backup_is_refused(bk, source_db, helpers, scratch_name):
-    unverified = ok(bk(action="backup", db=source_db))["backup"]
+    unverified = ok(bk(state="backup", db=source_db))["backup"]
     target = scratch_name()
-    result = bk(action="restore", db=source_db, target_db=target, confirm=target, backup_id=unverified["backup_id"])
+    result = bk(state="restore", db=source_db, target_db=target, confirm=target, backup_id=unverified["backup_id"])
     assert result.failed and result.get("refused")
     assert "unverified" in result["msg"] and unverified["backup_id"] in result["msg"]
     assert not helpers.db_exists(target)
     # forced, it goes through (and says so)
-    forced = ok(bk(action="restore", db=source_db, target_db=target, confirm=target,
+    forced = ok(bk(state="restore", db=source_db, target_db=target, confirm=target,
                    backup_id=unverified["backup_id"], force=True))
     assert forced["restore"]["forced"] is True
 
@@ -362,9 +385,9 @@ def test_unverified_backup_is_refused(bk, source_db, helpers, scratch_name):
 def test_restore_without_any_verified_backup_is_refused(bk, helpers, scratch_name, session_token, pg_admin):
     lonely = scratch_name("apex_bk_lonely")
     helpers.create_db(lonely, tasks=3, events=3, agents=1)
-    ok(bk(action="backup", db=lonely))
+    ok(bk(state="backup", db=lonely))
     target = scratch_name()
-    result = bk(action="restore", db=lonely, target_db=target, confirm=target)
+    result = bk(state="restore", db=lonely, target_db=target, confirm=target)
     assert result.failed and "no backup of %s verified" % lonely in result["msg"]
     assert not helpers.db_exists(target)
 
@@ -372,25 +395,25 @@ def test_restore_without_any_verified_backup_is_refused(bk, helpers, scratch_nam
 # ------------------------------------------------------------------ faults
 
 def test_flipped_byte_fails_verification_naming_the_check(bk, source_db, helpers, s3, scratch_name):
-    m = ok(bk(action="backup", db=source_db))["backup"]
+    m = ok(bk(state="backup", db=source_db))["backup"]
     body = bytearray(s3.get_object(Bucket=helpers.bucket, Key=m["key"])["Body"].read())
     body[len(body) // 2] ^= 0x01
     s3.put_object(Bucket=helpers.bucket, Key=m["key"], Body=bytes(body))
     for level in ("checksum", "toc", "deep"):
-        result = bk(action="verify", db=source_db, backup_id=m["backup_id"], verify_level=level)
+        result = bk(state="verify", db=source_db, backup_id=m["backup_id"], verify_level=level)
         assert result.failed
         assert "FAILED at check 'checksum'" in result["msg"]
         assert result["verification"]["failed_check"] == "checksum"
         assert result["verification"]["checks"]["checksum"]["error"] == "sha256 differs from the manifest"
         if level == "deep":
             assert not helpers.db_exists(result["verification"]["checks"]["deep"]["scratch_db"])
-    entry = [e for e in ok(bk(action="list", db=source_db))["backups"] if e["backup_id"] == m["backup_id"]][0]
+    entry = [e for e in ok(bk(state="facts", db=source_db))["backups"] if e["backup_id"] == m["backup_id"]][0]
     assert entry["verification"] == "failed" and entry["failed_check"] == "checksum"
     # a forced restore of the corrupt object never commits: the stream gate stops pg_restore
     target = scratch_name()
     helpers.create_db(target, tasks=9, events=9, agents=1)
     before = helpers.fingerprint(target)
-    result = bk(action="restore", db=source_db, target_db=target, confirm=target, backup_id=m["backup_id"],
+    result = bk(state="restore", db=source_db, target_db=target, confirm=target, backup_id=m["backup_id"],
                 force=True, safety_backup=False)
     assert result.failed and "does not match its manifest" in result["msg"]
     assert helpers.fingerprint(target) == before
@@ -407,7 +430,7 @@ def _wait_for(predicate, timeout, what):
 
 
 def _start_big_backup(start_module, big_db, helpers, prefix):
-    proc, cleanup = start_module(action="backup", db=big_db, part_size_mb=5, upload_concurrency=1, compress=9)
+    proc, cleanup = start_module(state="backup", db=big_db, part_size_mb=5, upload_concurrency=1, compress=9)
     big_prefix = "%s/postgres/%s/" % (prefix, big_db)
 
     def dumping():
@@ -482,7 +505,7 @@ def test_pg_dump_exit_0_with_error_lines_fails(bk, source_db, helpers, prefix, l
                        'exit 0\n' % lab["APEX_PG_BIN"])
     wrapper.chmod(0o755)
     before = set(manifest_keys(helpers, "%s/postgres/%s/" % (prefix, source_db)))
-    result = bk(action="backup", db=source_db, pg_bin_dir=str(bindir))
+    result = bk(state="backup", db=source_db, pg_bin_dir=str(bindir))
     assert result.failed and "exited 0 but reported 1 error" in result["msg"] and "simulated" in result["msg"]
     assert result["last_state"]["upload_aborted"] is True
     assert set(manifest_keys(helpers, "%s/postgres/%s/" % (prefix, source_db))) == before
@@ -492,7 +515,7 @@ def test_pg_dump_exit_0_with_error_lines_fails(bk, source_db, helpers, prefix, l
 
 def test_s3_unreachable_fails_fast_with_bounded_retries(bk, source_db, helpers, prefix):
     started = time.monotonic()
-    result = bk(action="backup", db=source_db, endpoint_url="http://127.0.0.1:%d" % _free_port(), s3_max_attempts=3)
+    result = bk(state="backup", db=source_db, endpoint_url="http://127.0.0.1:%d" % _free_port(), s3_max_attempts=3)
     elapsed = time.monotonic() - started
     assert result.failed
     assert "failed after 3 attempt(s)" in result["msg"] and "Could not connect" in result["msg"]
@@ -501,55 +524,55 @@ def test_s3_unreachable_fails_fast_with_bounded_retries(bk, source_db, helpers, 
 
 
 def test_bad_input_is_rejected_cleanly(bk, source_db):
-    assert "part_size_mb" in bk(action="backup", db=source_db, part_size_mb=1)["msg"]
-    assert "not a plain identifier" in bk(action="restore", target_db="x;drop", confirm="x;drop")["msg"]
-    assert "not found" in bk(action="verify", db=source_db, backup_id="20200101T000000Z-00000000")["msg"]
-    result = bk(action="backup", db="apex_bk_does_not_exist")
+    assert "part_size_mb" in bk(state="backup", db=source_db, part_size_mb=1)["msg"]
+    assert "not a plain identifier" in bk(state="restore", target_db="x;drop", confirm="x;drop")["msg"]
+    assert "not found" in bk(state="verify", db=source_db, backup_id="20200101T000000Z-00000000")["msg"]
+    result = bk(state="backup", db="apex_bk_does_not_exist")
     assert result.failed and "does not exist" in result["msg"]
 
 
 # ------------------------------------------------------------------ catalog, freshness, prune
 
 def test_freshness_gate(bk, source_db, source_backup, prefix):
-    ok(bk(action="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level="checksum"))
-    gate = ok(bk(action="list", db=source_db, max_age="24h", require_fresh=True))
+    ok(bk(state="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level="checksum"))
+    gate = ok(bk(state="facts", db=source_db, max_age="24h", require_fresh=True))
     assert gate["freshness"]["fresh"] is True
-    stale = bk(action="list", db=source_db, max_age="1s", require_fresh=True)
+    stale = bk(state="facts", db=source_db, max_age="1s", require_fresh=True)
     assert stale.failed and "freshness gate failed" in stale["msg"]
-    empty = bk(action="list", db=source_db, max_age="24h", require_fresh=True, s3_prefix=prefix + "-empty")
+    empty = bk(state="facts", db=source_db, max_age="24h", require_fresh=True, s3_prefix=prefix + "-empty")
     assert empty.failed and "no verified backup" in empty["msg"]
 
 
 def test_prune_check_mode_then_real(bk, helpers, scratch_name, prefix):
     db = scratch_name("apex_bk_prune")
     helpers.create_db(db, tasks=3, events=3, agents=1)
-    ids = [ok(bk(action="backup", db=db))["backup"]["backup_id"] for dummy in range(4)]
-    ok(bk(action="verify", db=db, backup_id=ids[1], verify_level="checksum"))  # newest verified: #2
+    ids = [ok(bk(state="backup", db=db))["backup"]["backup_id"] for dummy in range(4)]
+    ok(bk(state="verify", db=db, backup_id=ids[1], verify_level="checksum"))  # newest verified: #2
     before = sorted(helpers.keys("%s/postgres/%s/" % (prefix, db)))
-    plan = ok(bk(check_mode=True, action="prune", db=db, keep_last=1))
+    plan = ok(bk(check_mode=True, state="prune", db=db, keep_last=1))
     assert plan["changed"] is True
     assert sorted(d["backup_id"] for d in plan["deleted"]) == sorted([ids[0], ids[2]])
     kept = dict((k["backup_id"], k["reason"]) for k in plan["kept"])
     assert "newest verified" in kept[ids[1]] and "among the 1 newest" in kept[ids[3]]
     assert sorted(helpers.keys("%s/postgres/%s/" % (prefix, db))) == before  # check mode touched nothing
-    done = ok(bk(action="prune", db=db, keep_last=1))
+    done = ok(bk(state="prune", db=db, keep_last=1))
     assert sorted(d["backup_id"] for d in done["deleted"]) == sorted([ids[0], ids[2]])
-    remaining = ok(bk(action="list", db=db))["backups"]
+    remaining = ok(bk(state="facts", db=db))["backups"]
     assert sorted(e["backup_id"] for e in remaining) == sorted([ids[1], ids[3]])
     assert not [k for k in helpers.keys("%s/postgres/%s/" % (prefix, db)) if ids[0] in k or ids[2] in k]
-    again = ok(bk(action="prune", db=db, keep_last=1))
+    again = ok(bk(state="prune", db=db, keep_last=1))
     assert again["changed"] is False
 
 
 def test_check_mode_backup_and_restore_change_nothing(bk, source_db, source_backup, helpers, prefix, scratch_name):
-    ok(bk(action="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level="checksum"))
+    ok(bk(state="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level="checksum"))
     keys_before = set(helpers.keys(prefix))
-    plan = ok(bk(check_mode=True, action="backup", db=source_db))
+    plan = ok(bk(check_mode=True, state="backup", db=source_db))
     assert plan["changed"] and plan["backup"]["tables"] and "would back up" in plan["msg"]
     target = scratch_name()
-    rplan = ok(bk(check_mode=True, action="restore", db=source_db, target_db=target, confirm=target))
+    rplan = ok(bk(check_mode=True, state="restore", db=source_db, target_db=target, confirm=target))
     assert rplan["restore"]["target_exists"] is False and rplan["restore"]["mode"] == "create"
-    vplan = ok(bk(check_mode=True, action="verify", db=source_db, verify_level="deep"))
+    vplan = ok(bk(check_mode=True, state="verify", db=source_db, verify_level="deep"))
     assert vplan["verification"]["checks"] == ["checksum", "toc", "deep"]
     assert set(helpers.keys(prefix)) == keys_before
     assert not helpers.db_exists(target)
@@ -558,9 +581,9 @@ def test_check_mode_backup_and_restore_change_nothing(bk, source_db, source_back
 
 def test_backup_of_the_lab_apex_database(bk, lab, helpers, prefix):
     """The real schema (migrations applied by the twin): backup and deep verify."""
-    m = ok(bk(action="backup", db="apex"))["backup"]
+    m = ok(bk(state="backup", db="apex"))["backup"]
     assert "public._sqlx_migrations" in m["row_counts"]
-    record = ok(bk(action="verify", db="apex", backup_id=m["backup_id"], verify_level="deep"))["verification"]
+    record = ok(bk(state="verify", db="apex", backup_id=m["backup_id"], verify_level="deep"))["verification"]
     assert record["ok"] and record["checks"]["deep"]["differences"] == []
 
 
@@ -574,15 +597,15 @@ def test_drain_terminates_only_with_confirmation(bk, helpers, scratch_name, lab)
     app = psycopg.connect(lab["APEX_PG_ADMIN_DSN"], dbname=target, application_name="itest-drain-app", autocommit=True)
     try:
         for confirm in (None, "apex"):
-            refused = bk(action="drain", target_db=target, drain_applications=["itest-drain-app"], drain_grace=0,
+            refused = bk(state="drain", target_db=target, drain_applications=["itest-drain-app"], drain_grace=0,
                          drain_timeout=5, **({"confirm": confirm} if confirm else {}))
             assert refused.failed and refused.get("refused") is True and "confirm must equal" in refused["msg"]
             assert app.execute("SELECT 1").fetchone() == (1,)  # still connected: nothing was terminated
-        waited = bk(action="drain", target_db=target, drain_applications=["itest-drain-app"], drain_terminate=False,
+        waited = bk(state="drain", target_db=target, drain_applications=["itest-drain-app"], drain_terminate=False,
                     drain_timeout=1)
         assert waited.failed and "still connected" in waited["msg"]  # waits only, no confirmation needed
         assert app.execute("SELECT 1").fetchone() == (1,)
-        done = ok(bk(action="drain", target_db=target, confirm=target, drain_applications=["itest-drain-app"],
+        done = ok(bk(state="drain", target_db=target, confirm=target, drain_applications=["itest-drain-app"],
                      drain_grace=0, drain_timeout=20))
         assert done["changed"] is True
         assert [s["application_name"] for s in done["drain"]["terminated"]] == ["itest-drain-app"]
@@ -606,7 +629,7 @@ def test_drain_ends_when_the_sessions_leave_not_at_the_grace(bk, helpers, scratc
             for dummy in range(2)]
     outcome = {}
     drain = threading.Thread(target=lambda: outcome.update(result=bk(
-        action="drain", target_db=target, confirm=target, drain_applications=["itest-drain-leaving"],
+        state="drain", target_db=target, confirm=target, drain_applications=["itest-drain-leaving"],
         drain_grace=30, drain_timeout=60)))
     try:
         drain.start()
@@ -640,7 +663,7 @@ def test_drain_loads_neither_boto3_nor_redis(bk, helpers, scratch_name):
     """A drain only reads pg_stat_activity: it does not pay for boto3 (an S3 client) or redis."""
     target = scratch_name()
     helpers.create_db(target, tasks=2, events=2, agents=1)
-    done = ok(bk(action="drain", target_db=target, drain_terminate=False, drain_timeout=10,
+    done = ok(bk(state="drain", target_db=target, drain_terminate=False, drain_timeout=10,
                  env={"PYTHONPROFILEIMPORTTIME": "1"}))
     assert done["drain"]["initial"] == []
     imported = {line.rsplit("|", 1)[-1].strip() for line in done["_stderr"].splitlines() if line.startswith("import time:")}
@@ -661,13 +684,13 @@ def test_redis_backup_round_trip(bk, lab, helpers, session_token, prefix):
     server = None
     workdir = tempfile.mkdtemp(prefix="apex-bk-redis-")
     try:
-        result = ok(bk(action="redis_backup", redis_instance="itest"))
+        result = ok(bk(state="redis_backup", redis_instance="itest"))
         m = result["backup"]
         assert m["kind"] == "redis" and m["rdb_saves"] is not None and m["size"] > 0
         assert m["key"].startswith("%s/redis/itest/" % prefix) and m["key"].endswith(".rdb")
-        record = ok(bk(action="verify", kind="redis", redis_instance="itest"))["verification"]
+        record = ok(bk(state="verify", kind="redis", redis_instance="itest"))["verification"]
         assert record["ok"] and record["checks"]["checksum"]["header"].startswith("REDIS")
-        fetched = ok(bk(action="fetch", kind="redis", redis_instance="itest", dest=os.path.join(workdir, "dump.rdb")))
+        fetched = ok(bk(state="fetch", kind="redis", redis_instance="itest", dest=os.path.join(workdir, "dump.rdb")))
         assert fetched["fetched"]["sha256"] == m["sha256"]
         # the documented restore: a stopped Redis gets the file, then starts on it
         server, restored = _start_restore_redis(redis, workdir)
@@ -707,12 +730,12 @@ def test_redis_network_snapshot_round_trip(bk, lab, helpers, session_token, pref
     instance = "itest-net"
     try:
         how = dict(rdb_path=stale_rdb) if how == "stale" else how
-        m = ok(bk(action="redis_backup", redis_instance=instance, **how))["backup"]
+        m = ok(bk(state="redis_backup", redis_instance=instance, **how))["backup"]
         assert m["source"] == "network" and m["rdb_path"] is None
         assert m["size"] == m["sync_length"] and m["rdb_version"]
         data = helpers.keys("%s/redis/%s/" % (prefix, instance))
         assert m["key"] in data and m["key"].replace(".rdb", ".manifest.json") in data
-        fetched = ok(bk(action="fetch", kind="redis", redis_instance=instance, backup_id=m["backup_id"],
+        fetched = ok(bk(state="fetch", kind="redis", redis_instance=instance, backup_id=m["backup_id"],
                         dest=os.path.join(workdir, "dump.rdb")))
         assert fetched["fetched"]["sha256"] == m["sha256"]
         server, restored = _start_restore_redis(redis, workdir)
@@ -730,9 +753,9 @@ def test_redis_network_snapshot_round_trip(bk, lab, helpers, session_token, pref
 
 
 def test_redis_check_mode_reports_the_source(bk):
-    assert ok(bk(check_mode=True, action="redis_backup", rdb_source="network"))["backup"]["source"] == "network"
-    assert ok(bk(check_mode=True, action="redis_backup"))["backup"]["source"] == "file"  # the lab's RDB is readable
-    plan = ok(bk(check_mode=True, action="redis_backup", rdb_path="/nonexistent/dump.rdb"))["backup"]
+    assert ok(bk(check_mode=True, state="redis_backup", rdb_source="network"))["backup"]["source"] == "network"
+    assert ok(bk(check_mode=True, state="redis_backup"))["backup"]["source"] == "file"  # the lab's RDB is readable
+    plan = ok(bk(check_mode=True, state="redis_backup", rdb_path="/nonexistent/dump.rdb"))["backup"]
     assert plan["source"] == "network"
 
 
@@ -765,10 +788,10 @@ def _start_restore_redis(redis, workdir, attempts=5):
 
 def test_no_secret_in_module_output(bk, lab, source_db, helpers, scratch_name):
     secrets = [lab[k] for k in ("PGPASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "APEX_REDIS_PASSWORD")]
-    outputs = [bk(action="backup", db=source_db), bk(action="list", db=source_db),
-               bk(action="backup", db=source_db, endpoint_url="http://127.0.0.1:%d" % _free_port()),
-               bk(action="redis_backup", redis_instance="itest-secret"),
-               bk(action="backup", db="apex_bk_nope")]
+    outputs = [bk(state="backup", db=source_db), bk(state="facts", db=source_db),
+               bk(state="backup", db=source_db, endpoint_url="http://127.0.0.1:%d" % _free_port()),
+               bk(state="redis_backup", redis_instance="itest-secret"),
+               bk(state="backup", db="apex_bk_nope")]
     for result in outputs:
         for secret in secrets:
             assert secret not in result["_stdout"] and secret not in result["_stderr"]

@@ -62,7 +62,7 @@ def test_backup_playbook_failure_is_reported(run_playbook, prefix, report_dir, h
 
 
 def test_backup_verify_playbook_deep(run_playbook, bk, source_db, prefix, report_dir):
-    bk(action="backup", db=source_db)
+    bk(state="backup", db=source_db)
     proc = run_playbook("playbooks/backup_verify.yml", common(prefix, report_dir, backup_verify_databases=[source_db],
                                                               backup_verify_redis_instance="itest-pb"))
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -87,8 +87,8 @@ def test_backup_prune_playbook_check(run_playbook, source_db, prefix, report_dir
 def test_backup_prune_playbook_real(run_playbook, bk, helpers, scratch_name, prefix, report_dir):
     db = scratch_name("apex_bk_pbprune")
     helpers.create_db(db, tasks=3, events=3, agents=1)
-    ids = [bk(action="backup", db=db)["backup"]["backup_id"] for dummy in range(3)]
-    assert not bk(action="verify", db=db, backup_id=ids[0], verify_level="checksum").failed  # the oldest is verified
+    ids = [bk(state="backup", db=db)["backup"]["backup_id"] for dummy in range(3)]
+    assert not bk(state="verify", db=db, backup_id=ids[0], verify_level="checksum").failed  # the oldest is verified
     proc = run_playbook("playbooks/backup_prune.yml", common(prefix, report_dir, backup_prune_databases=[db],
                                                              backup_prune_keep_last=1, backup_prune_max_age="",
                                                              backup_prune_redis=False))
@@ -111,8 +111,8 @@ def restore_vars(prefix, report_dir, source_db, target, **extra):
 
 @pytest.fixture()
 def verified_backup(bk, source_db):
-    m = bk(action="backup", db=source_db)["backup"]
-    assert not bk(action="verify", db=source_db, backup_id=m["backup_id"], verify_level="toc").failed
+    m = bk(state="backup", db=source_db)["backup"]
+    assert not bk(state="verify", db=source_db, backup_id=m["backup_id"], verify_level="toc").failed
     return m
 
 
@@ -190,7 +190,7 @@ def test_restore_playbook_wrong_confirmation(run_playbook, verified_backup, sour
 
 
 def test_restore_playbook_refuses_unverified(run_playbook, bk, source_db, prefix, report_dir, helpers, scratch_name):
-    unverified = bk(action="backup", db=source_db)["backup"]
+    unverified = bk(state="backup", db=source_db)["backup"]
     target = scratch_name()
     proc = run_playbook("playbooks/restore.yml", restore_vars(prefix, report_dir, source_db, target,
                                                               restore_backup_id=unverified["backup_id"]))
@@ -202,8 +202,8 @@ def test_restore_playbook_rescue_rolls_back_to_safety_backup(
         run_playbook, bk, source_db, prefix, report_dir, helpers, scratch_name, s3):
     """A failure in the middle of the restore (row counts differ after the restore committed):
     the rescue puts the safety backup back and says so."""
-    m = bk(action="backup", db=source_db)["backup"]
-    assert not bk(action="verify", db=source_db, backup_id=m["backup_id"], verify_level="checksum").failed
+    m = bk(state="backup", db=source_db)["backup"]
+    assert not bk(state="verify", db=source_db, backup_id=m["backup_id"], verify_level="checksum").failed
     manifest_key = m["key"].replace(".dump", ".manifest.json")
     doctored = dict(m, row_counts=dict(m["row_counts"], **{"public.tasks": m["row_counts"]["public.tasks"] - 1}))
     s3.put_object(Bucket=helpers.bucket, Key=manifest_key, Body=json.dumps(doctored).encode())
@@ -226,8 +226,8 @@ def test_restore_playbook_over_the_login_db_recreate_and_rescue_rollback(
     """The production case: the target is also login_db (apex_pg_database). recreate mode drops it, the
     row counts then differ (doctored manifest) and the rescue's rollback recreates it again from the
     safety backup - every DROP/CREATE DATABASE runs from maintenance_db."""
-    m = bk(action="backup", db=source_db)["backup"]
-    assert not bk(action="verify", db=source_db, backup_id=m["backup_id"], verify_level="checksum").failed
+    m = bk(state="backup", db=source_db)["backup"]
+    assert not bk(state="verify", db=source_db, backup_id=m["backup_id"], verify_level="checksum").failed
     doctored = dict(m, row_counts=dict(m["row_counts"], **{"public.events": m["row_counts"]["public.events"] + 3}))
     s3.put_object(Bucket=helpers.bucket, Key=m["key"].replace(".dump", ".manifest.json"),
                   Body=json.dumps(doctored).encode())
@@ -363,8 +363,8 @@ def test_restore_playbook_rescue_brings_the_application_back(
         run_playbook, bk, source_db, prefix, report_dir, helpers, scratch_name, s3, workloads):
     ns, replicas = workloads
     before = replicas()
-    m = bk(action="backup", db=source_db)["backup"]
-    assert not bk(action="verify", db=source_db, backup_id=m["backup_id"], verify_level="checksum").failed
+    m = bk(state="backup", db=source_db)["backup"]
+    assert not bk(state="verify", db=source_db, backup_id=m["backup_id"], verify_level="checksum").failed
     doctored = dict(m, row_counts=dict(m["row_counts"], **{"public.agents": m["row_counts"]["public.agents"] + 1}))
     s3.put_object(Bucket=helpers.bucket, Key=m["key"].replace(".dump", ".manifest.json"),
                   Body=json.dumps(doctored).encode())

@@ -80,14 +80,14 @@ def app_can_work(lab, db):
 
 @pytest.fixture(scope="module")
 def source_backup(bk, source_db):
-    return ok(bk(action="backup", db=source_db, part_size_mb=5))["backup"]
+    return ok(bk(state="backup", db=source_db, part_size_mb=5))["backup"]
 
 
 def test_recreate_keeps_owner_grants_and_default_privileges(bk, source_db, source_backup, helpers, scratch_name,
                                                             pg_admin, lab):
     target = scratch_name()
     before = make_app_target(helpers, pg_admin, lab, target)
-    result = ok(bk(action="restore", db=source_db, target_db=target, confirm=target, restore_mode="recreate",
+    result = ok(bk(state="restore", db=source_db, target_db=target, confirm=target, restore_mode="recreate",
                    safety_backup=False, force=True, backup_id=source_backup["backup_id"]))
     section = result["restore"]["privileges"]
     assert section["source"] == "target" and section["match"] is True and section["differences"] == []
@@ -105,17 +105,53 @@ def test_failed_recreate_then_rollback_from_the_safety_backup_keeps_privileges(
     before = make_app_target(helpers, pg_admin, lab, target)
     with pg_admin(target) as conn:
         conn.execute("CREATE TABLE blocker (x int)")  # pg_restore of the backup then fails: no such role
-    failed = bk(action="restore", db=source_db, target_db=target, confirm=target, force=True, restore_mode="recreate",
-                backup_id=source_backup["backup_id"], target_owner="apex_bk_no_such_role")
+    failed = bk(state="restore", db=source_db, target_db=target, confirm=target, force=True, restore_mode="recreate",
+                backup_id=source_backup["backup_id"], target_owner="apex_bk_no_such_role",
+                rollback_on_failure=False)  # this test puts the safety backup back itself
     assert failed.failed and failed["details"]["target_dropped"] is True and not helpers.db_exists(target)
     assert failed["details"]["privileges"]["before"]["owner"] == lab["APEX_PG_APP_USER"]
     safety = failed["details"]["safety_backup_id"]
-    result = ok(bk(action="restore", db=target, target_db=target, confirm=target, restore_mode="recreate",
+    result = ok(bk(state="restore", db=target, target_db=target, confirm=target, restore_mode="recreate",
                    safety_backup=False, force=True, backup_id=safety))
     section = result["restore"]["privileges"]
     assert section["source"] == "backup" and section["match"] is True, section
     assert privileges(pg_admin, target) == before
     app_can_work(lab, target)
+
+
+def test_failed_recreate_is_rolled_back_by_the_module_with_its_privileges(
+        bk, source_db, source_backup, helpers, scratch_name, pg_admin, lab):
+    """rollback_on_failure (the default): the same failed recreate, and the module itself recreates the target
+    from its safety backup, verifies the row counts and reads owner and privileges back."""
+    target = scratch_name()
+    before = make_app_target(helpers, pg_admin, lab, target)
+    with pg_admin(target) as conn:
+        conn.execute("CREATE TABLE blocker (x int)")
+    data_before = helpers.fingerprint(target)
+    failed = bk(state="restore", db=source_db, target_db=target, confirm=target, force=True, restore_mode="recreate",
+                backup_id=source_backup["backup_id"], target_owner="apex_bk_no_such_role")
+    details = failed["details"]
+    assert failed.failed and details["target_dropped"] is True and details["stage"] == "restore"
+    assert details["rolled_back"] is True, failed["msg"]
+    assert details["rollback_verified"] == {"data": True, "privileges": True}
+    assert details["rollback"]["backup_id"] == details["safety_backup_id"] and details["rollback"]["error"] is None
+    assert "rolled back to the safety backup %s" % details["safety_backup_id"] in failed["msg"]
+    assert helpers.fingerprint(target) == data_before and privileges(pg_admin, target) == before
+    app_can_work(lab, target)
+
+
+def test_no_rollback_when_the_single_transaction_left_the_target_unchanged(
+        bk, source_db, source_backup, helpers, scratch_name, pg_admin):
+    """A clean single-transaction restore that fails rolls back in PostgreSQL: nothing to put back."""
+    target = scratch_name()
+    helpers.create_db(target, tasks=3, events=3, agents=1)
+    before = helpers.fingerprint(target)
+    failed = bk(state="restore", db=source_db, target_db=target, confirm=target, force=True,
+                backup_id=source_backup["backup_id"], restore_lock_timeout=0, restore_timeout=0.001)
+    details = failed["details"]
+    assert failed.failed and details["target_unchanged"] is True
+    assert details["rolled_back"] is False and "rollback" not in details
+    assert helpers.fingerprint(target) == before
 
 
 def test_privileges_that_cannot_come_back_fail_the_restore(bk, source_db, source_backup, helpers, scratch_name,
@@ -127,12 +163,12 @@ def test_privileges_that_cannot_come_back_fail_the_restore(bk, source_db, source
     with pg_admin() as conn:
         conn.execute('CREATE ROLE "%s"' % role)
         conn.execute('GRANT CONNECT ON DATABASE "%s" TO "%s"' % (target, role))
-    backup = ok(bk(action="backup", db=target))["backup"]
+    backup = ok(bk(state="backup", db=target))["backup"]
     with pg_admin() as conn:
         conn.execute('REVOKE ALL ON DATABASE "%s" FROM "%s"' % (target, role))
         conn.execute('DROP ROLE "%s"' % role)
     helpers.drop_db(target)
-    result = ok(bk(action="restore", db=target, target_db=target, confirm=target, force=True, safety_backup=False,
+    result = ok(bk(state="restore", db=target, target_db=target, confirm=target, force=True, safety_backup=False,
                    backup_id=backup["backup_id"]))
     section = result["restore"]["privileges"]
     assert section["source"] is None and role in section["note"]  # not applied: the role is gone
@@ -148,7 +184,7 @@ def test_system_and_maintenance_databases_are_refused(bk, source_db, source_back
     before = privileges(pg_admin, target) if target != "template0" else None
     tables_before = helpers.fingerprint(target) if maint else None
     for check_mode in (True, False):
-        args = dict(action="restore", db=source_db, target_db=target, confirm=target, force=True,
+        args = dict(state="restore", db=source_db, target_db=target, confirm=target, force=True,
                     restore_mode="recreate", backup_id=source_backup["backup_id"])
         if maint:
             args["maintenance_db"] = maint
@@ -173,8 +209,8 @@ def test_restore_playbook_rescue_of_a_failed_recreate_keeps_owner_and_privileges
     """The lab run of issue 15 through the role: recreate, the backup's checksum does not match (the stream
     stops before the last chunk, after the drop), the rescue rolls back to the safety backup. The database is
     owned by the application role again, with its grants and default privileges, and the application works."""
-    m = bk(action="backup", db=source_db)["backup"]
-    assert not bk(action="verify", db=source_db, backup_id=m["backup_id"], verify_level="checksum").failed
+    m = bk(state="backup", db=source_db)["backup"]
+    assert not bk(state="verify", db=source_db, backup_id=m["backup_id"], verify_level="checksum").failed
     doctored = dict(m, sha256="0" * 64)
     s3.put_object(Bucket=helpers.bucket, Key=m["key"].replace(".dump", ".manifest.json"),
                   Body=json.dumps(doctored).encode())
@@ -198,7 +234,7 @@ def test_restore_playbook_rescue_of_a_failed_recreate_keeps_owner_and_privileges
 
 def test_restore_playbook_refuses_the_maintenance_database(run_playbook, bk, source_db, source_backup, prefix,
                                                            report_dir, helpers, pg_admin):
-    assert not bk(action="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level="checksum").failed
+    assert not bk(state="verify", db=source_db, backup_id=source_backup["backup_id"], verify_level="checksum").failed
     before = privileges(pg_admin, "postgres")
     keys_before = set(helpers.keys(prefix))
     proc = run_playbook("playbooks/restore.yml", restore_vars(prefix, report_dir, source_db, "postgres",

@@ -70,6 +70,25 @@ def test_cert_renew_forced_is_served(run_playbook, tmp_path, stored, served):
     assert report["before"]["secret"]["serial"] == before and report["after"]["endpoint"]["serial"] == after["serial"]
 
 
+def test_check_mode_writes_the_reports_with_the_planned_action(run_playbook, tmp_path, stored, served):
+    """--check changes nothing, and both roles still write their report; cert_renew's names the planned renewal."""
+    before, served_before = stored()["certificate"]["serial"], served()["serial"]
+    proc = run_playbook("playbooks/cert_check.yml", check=True, extra_vars={"apex_report_dir": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    check = json.loads(_reports(tmp_path, "cert_check")[-1].read_text())
+    assert check["check_mode"] is True and check["status"] == "ok"
+    assert check["secret"]["certificate"]["serial"] == before
+    proc = run_playbook("playbooks/cert_renew.yml", check=True, extra_vars={"apex_report_dir": str(tmp_path),
+                                                                            "cert_renew_force": True})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report = json.loads(_reports(tmp_path, "cert_renew")[-1].read_text())
+    assert report["check_mode"] is True and report["outcome"] == "planned", report
+    assert report["reason"].startswith("forced") and report["planned"]["action"] == "renew by issuing_condition"
+    assert report["planned"]["replaces"]["serial"] == before
+    assert report["before"]["secret"]["serial"] == before
+    assert stored()["certificate"]["serial"] == before and served()["serial"] == served_before  # nothing changed
+
+
 def test_cert_renew_install_mode_served_and_key_never_shown(run_playbook, tmp_path, issue, stored, served):
     cert_pem, key_pem = issue(days=60)
     proc = run_playbook("playbooks/cert_renew.yml", verbosity=3, extra_vars={

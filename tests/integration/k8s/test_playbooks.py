@@ -137,7 +137,9 @@ def test_scale_playbook_to_zero_needs_the_confirmation(run_playbook, kube, tmp_p
     assert proc.returncode != 0 and "scale_confirm_zero=scale-to-zero" in proc.stdout, proc.stdout[-3000:]
     assert kube.state() == SEEDED
     report = json.loads(next((tmp_path / "a").glob("scale-*.json")).read_text())
-    assert report["status"] == "failed" and "Refusing to scale apex-worker to 0" in report["error"]
+    # the refusal is apex_scale's (allow_zero), before anything changed; the role names its confirmation
+    assert report["status"] == "failed" and report["failed_task"] == "Scale the targets", report
+    assert "apex-worker: refusing to scale to 0 replicas" in report["error"] and "allow_zero" in report["error"]
     # a delta that lands on 0 is the same request
     proc = run_playbook("playbooks/scale.yml", {"scale_component": "worker", "scale_replicas_delta": "-5",
                                                 "scale_report_dir": str(tmp_path / "b")})

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from lab import Lab  # tests/lab is on sys.path (conftest.py)
+from services.env import child_env
+from services.pki import ensure_pki
 
 DELAY = 3.0  # long enough that a slow kubectl start-up still sees the pod Pending
 
@@ -37,27 +39,27 @@ def private_kubesim(monkeypatch):
     monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")  # a KUBE* override: dropped
     lab = Lab(lab_dir)
     try:
-        lab.ensure_layout()
-        lab.secrets  # noqa: B018 (generate once)
-        lab.assign_ports()
-        lab.ensure_pki()
-        env = lab.child_env()
+        lab.state.ensure_layout()
+        lab.state.secrets  # noqa: B018 (generate once)
+        lab.state.assign_ports()
+        ensure_pki(lab.state)
+        env = child_env(lab.state)
         assert env["KUBESIM_POD_READY_DELAY"] == str(DELAY)
         assert env["KUBECONFIG"] == str(Path(lab_dir) / "kube" / "kubeconfig")
-        lab.ensure_kubesim(lab.start_kubesim())
+        lab.kubesim.ensure(lab.kubesim.start())
         yield lab
     finally:
-        lab._stop_service("kubesim")  # noqa: SLF001 - only this private lab's simulator
+        lab.kubesim.stop()  # only this private lab's simulator
         shutil.rmtree(lab_dir, ignore_errors=True)
 
 
 def test_pod_ready_delay_reaches_the_lab_simulator(private_kubesim):
     lab = private_kubesim
-    pid = lab.kube_pid()
+    pid = lab.kubesim.pid()
     cmdline = Path("/proc/%d/cmdline" % pid).read_bytes().split(b"\0")
     assert [b"--pod-ready-delay", str(DELAY).encode()] == \
         cmdline[cmdline.index(b"--pod-ready-delay"):][:2]
-    kubeconfig = str(lab.kube_dir / "kubeconfig")
+    kubeconfig = str(lab.state.kube_dir / "kubeconfig")
 
     def kubectl(*args, **kw):
         return subprocess.run(["kubectl", "--kubeconfig", kubeconfig] + list(args),

@@ -380,7 +380,7 @@ def test_scaled_to_zero_the_twin_holds_no_session_and_the_drain_ends_at_once(kub
                     s.get("worker_ready_replicas") == 0)
         kube.wait("the twin's sessions to end", lambda: not any(_app_sessions(env).values()), timeout=10)
         started = time.monotonic()
-        result = run_module("apex_backup", action="drain", target_db="apex", confirm="apex", drain_users=["apex"],
+        result = run_module("apex_backup", state="drain", target_db="apex", confirm="apex", drain_users=["apex"],
                             drain_grace=30, drain_timeout=60)
         elapsed = time.monotonic() - started
         assert not result.failed, result.get("msg")

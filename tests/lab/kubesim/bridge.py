@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 
-from .controllers import REV_ANN, controller_uid, image_tag
+from .controllers.common import REV_ANN, controller_uid, image_tag
 
 DEPLOY = ("apps", "deployments")
 RS = ("apps", "replicasets")

@@ -777,13 +777,13 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, as_scale(stored))
 
     def evict(self, ns, name):
-        from . import controllers
+        from .controllers import disruption_budgets
         cluster = self.server.cluster
         body = self.body_json()
         pres = registry.lookup("", "v1", "pods")
         with cluster.lock:
             pod = cluster.must_get(pres, ns, name)
-            err = controllers.check_eviction(cluster, pod)
+            err = disruption_budgets.check_eviction(cluster, pod)
             if err:
                 raise ApiError(429, "TooManyRequests", "Cannot evict pod as it would violate "
                                "the pod's disruption budget.",
@@ -792,7 +792,7 @@ class Handler(BaseHTTPRequestHandler):
                     "dryRun") == ["All"]:
                 return self.send(201, {"kind": "Status", "apiVersion": "v1", "metadata": {},
                                        "status": "Success", "code": 201})
-            controllers.record_eviction(cluster, pod)
+            disruption_budgets.record_eviction(cluster, pod)
             cluster.delete(pres, ns, name)
         return self.send(201, {"kind": "Status", "apiVersion": "v1", "metadata": {},
                                "status": "Success", "code": 201})

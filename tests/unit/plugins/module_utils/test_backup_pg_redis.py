@@ -1,10 +1,10 @@
-"""pg_backup and redis_backup logic that needs no services: TOC parsing, argv, the stream gate,
+"""pg_programs, pg_verify, pg_admin and redis_backup logic that needs no services: TOC parsing, argv, the stream gate,
 and the BGSAVE completion watcher (with a scripted fake Redis)."""
 import hashlib
 
 import pytest
 
-from ansible_collections.apex.ops.plugins.module_utils import pg_backup
+from ansible_collections.apex.ops.plugins.module_utils import pg_admin, pg_programs, pg_verify
 from ansible_collections.apex.ops.plugins.module_utils import redis_backup
 
 TOC = """;
@@ -23,7 +23,7 @@ TOC = """;
 
 
 def test_parse_toc():
-    facts = pg_backup.parse_toc(TOC)
+    facts = pg_verify.parse_toc(TOC)
     assert facts["format"] == "CUSTOM" and facts["toc_entries"] == 26
     assert facts["table_data"] == ["public._sqlx_migrations", "public.agents", "audit.events"]
     assert facts["dumped_from"].startswith("15.18")
@@ -32,31 +32,31 @@ def test_parse_toc():
 def test_toc_result_checks_manifest_tables():
     manifest = {"row_counts": {"public.agents": 1, "public.tasks": 2}}
     ok_run = {"returncode": 0, "stdout": TOC, "stderr": ""}
-    result = pg_backup.toc_result(manifest, ok_run)
+    result = pg_verify.toc_result(manifest, ok_run)
     assert not result["ok"] and "public.tasks" in result["error"]
-    assert pg_backup.toc_result({"row_counts": {"public.agents": 1}}, ok_run)["ok"]
-    bad = pg_backup.toc_result(manifest, {"returncode": 1, "stdout": "", "stderr": "pg_restore: error: bad magic"})
+    assert pg_verify.toc_result({"row_counts": {"public.agents": 1}}, ok_run)["ok"]
+    bad = pg_verify.toc_result(manifest, {"returncode": 1, "stdout": "", "stderr": "pg_restore: error: bad magic"})
     assert not bad["ok"] and "status 1" in bad["error"] and "bad magic" in bad["error"]
 
 
 def test_restore_argv_never_carries_credentials():
-    argv = pg_backup.restore_argv("/bin/pg_restore", "apex", clean=True, single_transaction=True)
+    argv = pg_programs.restore_argv("/bin/pg_restore", "apex", clean=True, single_transaction=True)
     assert argv == ["/bin/pg_restore", "--dbname=apex", "--exit-on-error", "--no-password", "--clean", "--if-exists",
                     "--single-transaction"]
-    par = pg_backup.restore_argv("/bin/pg_restore", "t", jobs=4, no_owner=True, path="/tmp/x.dump")
+    par = pg_programs.restore_argv("/bin/pg_restore", "t", jobs=4, no_owner=True, path="/tmp/x.dump")
     assert "--jobs=4" in par and "--no-owner" in par and par[-1] == "/tmp/x.dump"
     assert "--single-transaction" not in par
 
 
 def test_exit_description():
-    assert pg_backup.exit_description("pg_dump", -9) == "pg_dump was killed by signal SIGKILL"
-    assert pg_backup.exit_description("pg_dump", 1) == "pg_dump exited with status 1"
+    assert pg_programs.exit_description("pg_dump", -9) == "pg_dump was killed by signal SIGKILL"
+    assert pg_programs.exit_description("pg_dump", 1) == "pg_dump exited with status 1"
 
 
 def test_split_and_major():
-    assert pg_backup.split_qualified("tasks") == ("public", "tasks")
-    assert pg_backup.split_qualified("audit.log") == ("audit", "log")
-    assert pg_backup.major_of("pg_dump (PostgreSQL) 15.18 (Debian)") == 15
+    assert pg_admin.split_qualified("tasks") == ("public", "tasks")
+    assert pg_admin.split_qualified("audit.log") == ("audit", "log")
+    assert pg_programs.major_of("pg_dump (PostgreSQL) 15.18 (Debian)") == 15
 
 
 class FakeStore(object):
@@ -84,9 +84,9 @@ def test_stream_gate_holds_the_last_chunk_back():
 
     def gate(size, sha):
         seen["fed_before_gate"] = list(sink.data)
-        assert pg_backup.checksum_result(manifest, size, sha)["ok"]
+        assert pg_verify.checksum_result(manifest, size, sha)["ok"]
 
-    pg_backup.stream_through(FakeStore(chunks), manifest, [sink], hold_last=True, on_complete=gate)
+    pg_verify.stream_through(FakeStore(chunks), manifest, [sink], hold_last=True, on_complete=gate)
     assert seen["fed_before_gate"] == chunks[:2]  # the end of the stream is withheld until the gate passes
     assert sink.data == chunks
 
@@ -97,17 +97,17 @@ def test_stream_gate_failure_withholds_end():
     sink = RecordingSink()
 
     def gate(size, sha):
-        check = pg_backup.checksum_result(manifest, size, sha)
+        check = pg_verify.checksum_result(manifest, size, sha)
         if not check["ok"]:
-            raise pg_backup.BackupError(check["error"])
+            raise pg_programs.BackupError(check["error"])
 
-    with pytest.raises(pg_backup.BackupError):
-        pg_backup.stream_through(FakeStore(chunks), manifest, [sink], hold_last=True, on_complete=gate)
+    with pytest.raises(pg_programs.BackupError):
+        pg_verify.stream_through(FakeStore(chunks), manifest, [sink], hold_last=True, on_complete=gate)
     assert sink.data == chunks[:1]
 
 
 def test_checksum_result_names_the_difference():
-    r = pg_backup.checksum_result({"size": 3, "sha256": "a" * 64}, 4, "b" * 64)
+    r = pg_verify.checksum_result({"size": 3, "sha256": "a" * 64}, 4, "b" * 64)
     assert not r["ok"] and "size 4 != manifest 3" in r["error"] and "sha256" in r["error"]
 
 
@@ -273,12 +273,12 @@ def test_stderr_errors_finds_error_lines_only():
             "pg_dump: error: query failed: ERROR:  permission denied for table secrets\n"
             "pg_dump: fatal: could not write to output file\n"
             "some other line with error: inside\n")
-    assert pg_backup.stderr_errors(text) == [
+    assert pg_programs.stderr_errors(text) == [
         "pg_dump: error: query failed: ERROR:  permission denied for table secrets",
         "pg_dump: fatal: could not write to output file"]
-    assert pg_backup.stderr_errors("pg_dump: warning: x\n") == []
-    assert pg_backup.stderr_errors("") == [] and pg_backup.stderr_errors(None) == []
-    assert pg_backup.stderr_errors("pg_restore: error: could not execute query") != []
+    assert pg_programs.stderr_errors("pg_dump: warning: x\n") == []
+    assert pg_programs.stderr_errors("") == [] and pg_programs.stderr_errors(None) == []
+    assert pg_programs.stderr_errors("pg_restore: error: could not execute query") != []
 
 
 def test_written_by_save_needs_the_file_redis_just_wrote(tmp_path):

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from ansible_collections.apex.ops.plugins.module_utils import s3_store
+from ansible_collections.apex.ops.plugins.module_utils import catalog_store, s3_store
+from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 
 moto = pytest.importorskip("moto")
 MIB = s3_store.MIB
@@ -214,7 +215,7 @@ def _put_backup(store, hours_ago, token, verified=False, now=None):
 
     from ansible_collections.apex.ops.plugins.module_utils import backup_catalog as cat
 
-    now = now or cat.utcnow()
+    now = now or utcnow()
     moment = now - datetime.timedelta(hours=hours_ago)
     backup_id = cat.new_backup_id(moment, token)
     keys = cat.backup_keys("apex", "postgres", "apex", backup_id)
@@ -232,25 +233,25 @@ def _put_backup(store, hours_ago, token, verified=False, now=None):
 def test_load_catalog_and_prune(store):
     from ansible_collections.apex.ops.plugins.module_utils import backup_catalog as cat
 
-    now = cat.utcnow()
+    now = utcnow()
     ids = [_put_backup(store, h, "%08x" % h, verified=(h == 30), now=now)[0] for h in (1, 10, 20, 30, 40)]
     orphan_key = cat.backup_keys("apex", "postgres", "apex", cat.new_backup_id(now, "0000beef"))["data"]
     store.client.put_object(Bucket="unit-bucket", Key=orphan_key, Body=b"partial")
-    entries, orphans, manifests, records = s3_store.load_catalog(store, "apex", "postgres", "apex", now)
+    entries, orphans, manifests, records = catalog_store.load_catalog(store, "apex", "postgres", "apex", now)
     assert [e["backup_id"] for e in entries] == ids
     assert [o["key"] for o in orphans] == [orphan_key] and list(records) == [ids[3]]
 
-    plan = s3_store.prune(store, "apex", "postgres", "apex", keep_last=2, grace_seconds=3600, check_mode=True,
-                          now=now)
+    plan = catalog_store.prune(store, "apex", "postgres", "apex", keep_last=2, grace_seconds=3600, check_mode=True,
+                               now=now)
     assert sorted(d["backup_id"] for d in plan["deleted"]) == sorted([ids[2], ids[4]])  # ids[3]: newest verified
     assert plan["orphans_removed"] == [] and plan["changed"]
     assert len(store.list_objects("apex/")) == 5 * 2 + 1 + 1  # check mode deleted nothing
 
     upload_id = store.client.create_multipart_upload(Bucket="unit-bucket", Key=orphan_key + ".x")["UploadId"]
-    done = s3_store.prune(store, "apex", "postgres", "apex", keep_last=2, grace_seconds=-1, now=now)
+    done = catalog_store.prune(store, "apex", "postgres", "apex", keep_last=2, grace_seconds=-1, now=now)
     assert sorted(d["backup_id"] for d in done["deleted"]) == sorted([ids[2], ids[4]])
     assert done["orphans_removed"] == [orphan_key] and upload_id in done["uploads_aborted"][0]
-    left, orphans, _m, _r = s3_store.load_catalog(store, "apex", "postgres", "apex", now)
+    left, orphans, _m, _r = catalog_store.load_catalog(store, "apex", "postgres", "apex", now)
     assert [e["backup_id"] for e in left] == [ids[0], ids[1], ids[3]] and orphans == []
     assert store.list_multipart_uploads("apex/") == []
-    assert s3_store.prune(store, "apex", "postgres", "apex", keep_last=2, now=now)["changed"] is False
+    assert catalog_store.prune(store, "apex", "postgres", "apex", keep_last=2, now=now)["changed"] is False

@@ -321,7 +321,7 @@ def test_requeue_gives_up_when_the_list_never_settles():
     (None, None),
 ])
 def test_redact_query(text, expected):
-    from ansible_collections.apex.ops.plugins.module_utils.db_facts import redact_query
+    from ansible_collections.apex.ops.plugins.module_utils.redaction import redact as redact_query
     assert redact_query(text) == expected
     for secret in ("sec''ret", "abc", "s3cr3t", "s3cret", "'pw'"):
         if text and secret in text and "PASSWORD" in text.upper():
@@ -329,7 +329,7 @@ def test_redact_query(text, expected):
 
 
 def test_redact_backends_in_place():
-    from ansible_collections.apex.ops.plugins.module_utils.db_facts import redact_backends
+    from ansible_collections.apex.ops.plugins.module_utils.redaction import redact_rows as redact_backends
     rows = [dict(pid=1, query="ALTER ROLE a PASSWORD 'x'"), dict(pid=2, query=None), "not a row"]
     assert redact_backends(rows) is rows
     assert rows[0]["query"] == "ALTER ROLE a PASSWORD '********'" and rows[1]["query"] is None

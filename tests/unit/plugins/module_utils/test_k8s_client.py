@@ -331,7 +331,7 @@ def test_exec_credential_plugin_is_run_by_the_official_loader(tmp_path):
 def test_restart_patch_stamps_differ_within_one_second():
     import datetime
 
-    from ansible_collections.apex.ops.plugins.module_utils.k8s import RESTARTED_AT, restart_patch
+    from ansible_collections.apex.ops.plugins.module_utils.k8s_rollout import RESTARTED_AT, restart_patch
 
     t0 = datetime.datetime(2026, 11, 27, 3, 0, 0, 100, tzinfo=datetime.timezone.utc)
     first = restart_patch(t0)
@@ -402,9 +402,10 @@ def test_load_connection_reads_proxy_url(tmp_path):
 
 
 def test_redact_url():
-    assert k8s.redact_url("http://user:pa55@proxy:3128/x") == "http://***@proxy:3128/x"
-    assert k8s.redact_url("http://proxy:3128") == "http://proxy:3128"
-    assert k8s.redact_url("user:pw@proxy:1") == "***@proxy:1"
+    from ansible_collections.apex.ops.plugins.module_utils.redaction import redact_url
+    assert redact_url("http://user:pa55@proxy:3128/x") == "http://***@proxy:3128/x"
+    assert redact_url("http://proxy:3128") == "http://proxy:3128"
+    assert redact_url("user:pw@proxy:1") == "***@proxy:1"
 
 
 def test_client_rejects_unknown_proxy_scheme(monkeypatch):

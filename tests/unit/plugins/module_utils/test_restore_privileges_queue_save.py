@@ -1,11 +1,11 @@
 """Unit tests of the decisions behind issue 15 cause 4: privilege comparison and GRANT/REVOKE planning
-(pg_privileges), the refusal of system targets (pg_backup), and the byte-exact dead-letter save format (queue)."""
+(pg_privileges), the refusal of system targets (pg_admin), and the byte-exact dead-letter save format (queue)."""
 import base64
 import json
 
 import pytest
 
-from ansible_collections.apex.ops.plugins.module_utils import pg_backup, pg_privileges as pp
+from ansible_collections.apex.ops.plugins.module_utils import pg_admin, pg_privileges as pp
 from ansible_collections.apex.ops.plugins.module_utils import queue as q
 
 
@@ -75,7 +75,7 @@ def test_roles_named():
     ("template1", "postgres", "system database"), ("ops", "ops", "maintenance database"),
     ("postgres", "template1", "system database"), ("apex", "postgres", None)])
 def test_protected_targets(target, maint, refused):
-    why = pg_backup.protected_target_refusal({"maintenance_db": maint}, target)
+    why = pg_admin.protected_target_refusal({"maintenance_db": maint}, target)
     assert (why is None) if refused is None else (refused in why and "nothing was changed" in why)
 
 

@@ -423,7 +423,7 @@ def test_secret_facts_key_match_and_no_key_material(pki):
 
 
 def test_judge_problems_and_status():
-    from ansible_collections.apex.ops.plugins.modules.apex_cert import judge, overall_status
+    from ansible_collections.apex.ops.plugins.module_utils.cert_runner import judge, overall_status
 
     result = {
         "certificates": [{"name": "apex-tls", "ready": False, "ready_reason": "Failed", "ready_message": "issuer down",

@@ -1,0 +1,36 @@
+"""What the lab needs on the machine (PostgreSQL 15, Redis, Python packages); ``install-deps.sh``
+installs what is missing."""
+import importlib
+import importlib.util
+import subprocess
+from pathlib import Path
+
+from .postgres import PG_BIN
+from .procs import LabError, say
+from .redis import REDIS_SERVER
+from .state import LAB_PY_DIR, ROOT
+
+
+def missing_deps():
+    missing = []
+    for tool in ("initdb", "pg_ctl", "pg_basebackup", "psql", "pg_isready"):
+        if not (PG_BIN / tool).exists():
+            missing.append(str(PG_BIN / tool))
+    if not Path(REDIS_SERVER).exists():
+        missing.append(REDIS_SERVER)
+    for mod in ("cryptography", "boto3", "moto", "flask"):
+        if importlib.util.find_spec(mod) is None:
+            missing.append("python:%s" % mod)
+    return missing
+
+
+def ensure_deps():
+    missing = missing_deps()
+    if not missing:
+        return
+    say("missing %s: running tests/lab/install-deps.sh" % ", ".join(missing))
+    rc = subprocess.call(["bash", str(LAB_PY_DIR / "install-deps.sh")], cwd=str(ROOT))
+    importlib.invalidate_caches()
+    missing = missing_deps()
+    if rc != 0 or missing:
+        raise LabError("install-deps.sh failed (rc=%s); still missing: %s" % (rc, ", ".join(missing) or "-"))
