@@ -2,7 +2,7 @@
 the twin serving the image tag of the ready apex-api ReplicaSet. The tests share the ``apex`` release and run
 in order: deploy 1.1.0, the same deploy again, a check-mode plan, a deploy whose smoke test fails after a
 successful upgrade (maintenance mode: /ready answers 503) and is rolled back, a rollback to revision 1, the
-rollout method refused, and a deploy interrupted after its upgrade that `recover` rolls back.
+rollout method (kubectl rollout undo), and a deploy interrupted after its upgrade that `recover` rolls back.
 The fixture adopts the seeded namespace as revision 1 and puts it back as seeded afterwards."""
 import glob
 import json
@@ -157,12 +157,24 @@ def test_rollback_to_a_named_revision(seeded_release, run_playbook, kubectl, twi
     assert kubectl.helm_secrets("apex") == [1, 2, 3, 4, 5]
 
 
-def test_rollback_method_rollout_is_refused(seeded_release, run_playbook, kubectl, tmp_path):
-    proc = run_playbook("playbooks/rollback.yml", {"rollback_method": "rollout", "rollback_report_dir": str(tmp_path)})
-    assert proc.returncode != 0
-    assert "not available yet" in _flat(proc.stdout) and "apex_rollout" in proc.stdout
-    assert kubectl.helm_secrets("apex") == [1, 2, 3, 4, 5]
-    assert _newest_report(tmp_path, "rollback")["status"] == "failed"
+def test_rollback_method_rollout(seeded_release, run_playbook, run_module, kubectl, twin_version, tmp_path):
+    # kubectl rollout undo of both Deployments (apex_rollout): the previous templates run 1.1.0; Helm is not asked
+    extra = {"rollback_method": "rollout", "rollback_report_dir": str(tmp_path), "rollback_timeout": 120}
+    proc = run_playbook("playbooks/rollback.yml", extra)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert kubectl.image("apex") == "apex/api:1.1.0" and kubectl.image("apex", "apex-worker") == "apex/worker:1.1.0"
+    assert twin_version.now() == ("1.1.0", "1.1.0")
+    assert kubectl.helm_secrets("apex") == [1, 2, 3, 4, 5]  # Helm's record does not follow
+    report = _newest_report(tmp_path, "rollback")
+    assert report["status"] == "ok" and report["method"] == "rollout"
+    assert (report["version_before"], report["version_after"]) == ("1.0.0", "1.1.0")
+    assert set(report["revision_after"]) == {"Deployment/apex/apex-api", "Deployment/apex/apex-worker"}
+    # back to what revision 5 of the release says (1.0.0), for the tests that follow
+    back = run_module("apex_rollout", namespace="apex", context="apex-primary", wait_timeout=120,
+                      targets=[{"name": "apex-api", "image": "apex/api:1.0.0"},
+                               {"name": "apex-worker", "image": "apex/worker:1.0.0"}])
+    assert not back.failed, back.get("msg")
+    assert twin_version("1.0.0")[0] == "1.0.0"
 
 
 def _journal(kubectl):

@@ -13,13 +13,9 @@ NAME = re.compile(r"\bapex_[a-z0-9_]*[a-z0-9]\b")
 COMMENT = re.compile(r"(^|\s)#.*$")
 
 
-# Modules a role names before they exist (rollback refuses rollback_method=rollout until apex_rollout lands).
-PLANNED_MODULES = {"apex_rollout"}
-
-
 def _plugin_names():
     """apex_* words that name modules and action plugins, not variables."""
-    names = set(PLANNED_MODULES)
+    names = set()
     for folder in ("plugins/modules", "plugins/action"):
         names.update(p.stem for p in (ROOT / folder).glob("apex_*.py"))
     return names
