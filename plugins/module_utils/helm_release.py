@@ -367,7 +367,10 @@ class ReleaseEngine(object):
         current_all = self.helm.call("get_all", name=self.name, revision=current_revision)
         target_manifest = (target_all.get("summary") or {}).get("manifest") or ""
         desired, plan = self._plan(target_manifest, (current_all.get("summary") or {}).get("manifest"))
-        same = bool(deployed) and is_noop(current_all, target_all.get("summary") or {}, target_all.get("config"))
+        # a newer revision than the deployed one (pending-upgrade after an interrupt, failed without atomic) has
+        # applied its objects: returning to the deployed revision's content is then a real rollback, not a no-op
+        same = bool(deployed) and deployed["revision"] == history[-1]["revision"] and \
+            is_noop(current_all, target_all.get("summary") or {}, target_all.get("config"))
         result = dict(changed=not same, target_revision=target, revision_before=current_revision,
                       plan=md.plan_summary(plan), diff=md.diff_entries(plan),
                       manifest_digest=md.manifest_digest(target_manifest))

@@ -33,6 +33,7 @@ UNDO_ACTIONS = {
     "scale_restore": "put api/worker back to the saved scale state %(state_name)r",
     "database_rollback": "check database %(target_db)r and roll it back to the safety backup of this run if "
                          "the interrupted restore left it partly restored",
+    "release_rollback": "roll Helm release %(release)r back to revision %(revision)s",
 }
 
 

@@ -53,7 +53,8 @@ options:
     description:
       - The undo steps that apply now, in the order they were taken (the recover role undoes them last first).
         Each is a dict with C(action) C(scale_restore) (with C(state_name)) or C(database_rollback) (with
-        C(target_db), C(restore_mode), C(jobs), C(safety_backup), C(run_tag)) and an optional C(description).
+        C(target_db), C(restore_mode), C(jobs), C(safety_backup), C(run_tag)) or C(release_rollback) (with C(release),
+        C(revision), C(namespace), C(context), C(storage_driver)) and an optional C(description).
     type: list
     elements: dict
   details:

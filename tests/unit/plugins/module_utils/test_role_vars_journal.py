@@ -148,6 +148,14 @@ def test_describe_says_what_is_left_and_the_command():
     assert text.endswith("ansible-playbook apex.ops.recover -e recover_confirm=restore-1")
 
 
+def test_describe_a_deploys_release_rollback():
+    record = {"procedure": "deploy", "run_id": "deploy-1", "phase": "upgrade",
+              "undo": [{"action": "release_rollback", "release": "apex", "revision": 4, "namespace": "apex"}]}
+    text = journal.describe(record)
+    assert "1. roll Helm release 'apex' back to revision 4" in text
+    assert "recover_confirm=deploy-1" in text
+
+
 def test_holder_alive():
     import os
     import socket
