@@ -22,5 +22,7 @@ restore_rc=0
 python3 bench/restore_bench.py --json "$out/restore.json" || restore_rc=$?
 echo "== health check: apex_health (concurrent) vs the sequential role of 58f76ef"
 python3 bench/health_check_bench.py --rounds 5 --json "$out/health_check.json"
+echo "== deploy playbook vs the Helm SDK's bare upgrade call"
+python3 bench/deploy_bench.py --rounds 3 --json "$out/deploy.json"
 echo "results in $out"
 exit "$restore_rc"
