@@ -143,4 +143,3 @@ def job_manifest(deployment, namespace, name, image=None, container=None, comman
 def env_view(env):
     """The Job's env for people: values from secrets as their reference, credential-like names masked."""
     return dict((e.get("name"), env_display(e)) for e in env)
-

@@ -41,6 +41,7 @@ attributes:
     description: O(state=run) returns the Job it would create (env shown as references, credentials masked) and creates nothing.
   diff_mode:
     support: none
+    description: Nothing is changed in place; the Job planned is in RV(job).
 options:
   state:
     description:
@@ -232,8 +233,10 @@ ARGUMENT_SPEC = dict(
     image=dict(type="str"),
     command=dict(type="list", elements="str", default=["./apex-migrate", "up"]),
     args=dict(type="list", elements="str"),
-    database_url_secret=dict(type="dict", options=dict(name=dict(type="str", required=True),
-                                                       key=dict(type="str", required=True, no_log=False))),
+    # the name of a Secret and one of its keys, not a credential
+    database_url_secret=dict(type="dict", no_log=False,
+                             options=dict(name=dict(type="str", required=True),
+                                          key=dict(type="str", required=True, no_log=False))),
     name=dict(type="str"),
     run_id=dict(type="str"),
     backoff_limit=dict(type="int", default=1),
