@@ -20,9 +20,13 @@ python3 bench/cert_bench.py --rounds 5 --json "$out/cert.json"
 echo "== restore playbook vs the runbook's restore steps (as written and without sleep 30)"
 restore_rc=0
 python3 bench/restore_bench.py --json "$out/restore.json" || restore_rc=$?
+echo "== emergency_rollback playbook vs the runbook's emergency-rollback.sh (as written and without sleep 10)"
+rollback_rc=0
+python3 bench/emergency_rollback_bench.py --rounds 3 --json "$out/emergency_rollback.json" || rollback_rc=$?
 echo "== health check: apex_health (concurrent) vs the sequential role of 58f76ef"
 python3 bench/health_check_bench.py --rounds 5 --json "$out/health_check.json"
 echo "== deploy playbook vs the Helm SDK's bare upgrade call"
 python3 bench/deploy_bench.py --rounds 3 --json "$out/deploy.json"
 echo "results in $out"
-exit "$restore_rc"
+[ "$restore_rc" -eq 0 ] || exit "$restore_rc"
+exit "$rollback_rc"

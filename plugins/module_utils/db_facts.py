@@ -148,6 +148,46 @@ def percent(part, whole):
     return round(100.0 * part / whole, 1)
 
 
+def read_migrations(conn, exists=None):
+    """``_sqlx_migrations`` summarised: present, count, latest_version, latest, failed (version, description).
+
+    ``exists`` when the caller already knows whether the table exists (the facts statement says)."""
+    if exists is None:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            exists = cur.fetchone()[0]
+    if not exists:
+        return dict(present=False, count=0, latest_version=None, latest=None, failed=[])
+    with conn.cursor() as cur:
+        cur.execute(MIGRATIONS_SQL)
+        return dict(cur.fetchone()[0], present=True)
+
+
+def migration_problems(migrations, expected_version=None):
+    """What is wrong with ``_sqlx_migrations`` (``read_migrations``) after a migration, one line each;
+    empty when every row succeeded and the latest version is the one expected (when given).
+    Raises ``ValueError`` for an expected version that is not a number."""
+    if expected_version not in (None, ""):
+        try:
+            expected_version = int(expected_version)
+        except (TypeError, ValueError):
+            raise ValueError("expected_version must be a migration version number, not %r" % (expected_version,))
+    else:
+        expected_version = None
+    if not migrations.get("present"):
+        return ["_sqlx_migrations does not exist: no migration has run against this database"]
+    problems = []
+    for row in migrations.get("failed") or []:
+        problems.append("migration %s (%s) is recorded as failed (success = false): the migrator refuses to run "
+                        "until it is fixed and its row removed" % (row.get("version"), row.get("description")))
+    if not migrations.get("count"):
+        problems.append("_sqlx_migrations is empty")
+    latest = migrations.get("latest_version")
+    if expected_version is not None and (latest is None or int(latest) != expected_version):
+        problems.append("latest migration is %s, expected %s" % (latest, expected_version))
+    return problems
+
+
 def gather(conn, idle_seconds, running_seconds, top_tables=10, top_statements=10,
            query_max_length=200, statements_sort="mean_exec_time"):
     """Return the facts dict (see apex_db_maint RETURN)."""
@@ -175,11 +215,7 @@ def gather(conn, idle_seconds, running_seconds, top_tables=10, top_statements=10
     conns["by_application"] = by_app
     conns["by_state"] = by_state
 
-    facts["migrations"] = dict(present=False, count=0, latest_version=None, latest=None, failed=[])
-    if has_migrations:
-        with conn.cursor() as cur:
-            cur.execute(MIGRATIONS_SQL)
-            facts["migrations"] = dict(cur.fetchone()[0], present=True)
+    facts["migrations"] = read_migrations(conn, has_migrations)
 
     facts["statements"] = dict(available=False, sort=statements_sort, top=[])
     if has_statements and int(top_statements) > 0:

@@ -556,6 +556,14 @@ class KubeClient(object):
     def delete(self, path):
         return self.request("DELETE", path)
 
+    # -- text (pod logs, which the API serves as text/plain, not JSON)
+    def get_text(self, path, query=None):
+        """The body at ``path`` as text (``.../pods/<name>/log``); an error status raises ``KubeApiError``."""
+        response = self._raw("GET", path, query=query)
+        if response.status >= 400:
+            raise self._error("GET", path, response)
+        return (response.data or b"").decode("utf-8", "replace")
+
     def watch(self, path, resource_version=None, timeout_seconds=30, label_selector=None, field_selector=None):
         """Yield ``(type, object)`` for each watch event until the server ends the stream.
 

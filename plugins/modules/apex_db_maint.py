@@ -20,6 +20,8 @@ description:
     which parameters wait for a restart.
   - Reads the Apex task statistics from the C(tasks) table (counts by status, completions per minute)
     for the queue backlog diagnosis.
+  - Reads C(_sqlx_migrations) (the migrator's record) and says what is wrong with it - a failed row, or a latest
+    version other than the one expected.
   - Every statement is bounded by O(statement_timeout) and O(lock_timeout); when one fires, the
     module fails naming the sessions that blocked it.
   - Identifiers are composed with C(psycopg.sql), never by string formatting.
@@ -38,8 +40,10 @@ options:
       - V(settings) applies O(settings) and O(reset) with C(ALTER SYSTEM) and reloads.
       - V(task_stats) reads Apex task counts by status (tasks created within O(task_window)) and
         completions per minute (over O(rate_window)) from the C(tasks) table; changes nothing.
+      - V(migrations) reads C(_sqlx_migrations) only (one statement) and lists its RV(problems); changes nothing
+        and does not fail on a problem (the caller decides).
     type: str
-    choices: [facts, vacuum, analyze, cancel, terminate, settings, task_stats]
+    choices: [facts, vacuum, analyze, cancel, terminate, settings, task_stats, migrations]
     default: facts
   tables:
     description:
@@ -169,6 +173,11 @@ options:
       - For O(state=task_stats), the completion rate is measured over this duration.
     type: raw
     default: 5m
+  expected_version:
+    description:
+      - For O(state=migrations), the version the latest row of C(_sqlx_migrations) must have (the newest
+        migration of the release); another latest version is a problem. Unset checks only that every row succeeded.
+    type: str
 notes:
   - Check mode is supported for every state. It lists exactly the backends, tables or
     parameters that would be touched.
@@ -216,6 +225,12 @@ EXAMPLES = r"""
     state: task_stats
     lock_timeout: 5s
   register: task_stats
+
+- name: The migrator's record after a migration, with the version the release expects
+  apex.ops.apex_db_maint:
+    state: migrations
+    expected_version: "20240101000003"
+  register: migrations
 
 - name: Raise max_connections (needs a restart, reported as pending_restart)
   apex.ops.apex_db_maint:
@@ -265,8 +280,17 @@ dead_tuples:
   elements: dict
 migrations:
   description: C(_sqlx_migrations) status (present, count, latest_version, latest, failed).
-  returned: state is facts
+  returned: state is facts or migrations
   type: dict
+  sample: {present: true, count: 3, latest_version: 20240101000003, failed: [],
+           latest: {version: 20240101000003, description: create events, success: true}}
+problems:
+  description:
+    - For O(state=migrations), what is wrong with C(_sqlx_migrations), one line each (table missing or empty, a row
+      with C(success = false), the latest version not O(expected_version)); empty when all is well.
+  returned: state is migrations
+  type: list
+  elements: str
 replication:
   description:
     - C(role) (primary or standby); on a primary, C(replicas) from C(pg_stat_replication) with replay lag
@@ -345,7 +369,8 @@ FILTER_SPEC = dict(
 
 ARGUMENT_SPEC = dict(
     state=dict(type="str", default="facts",
-               choices=["facts", "vacuum", "analyze", "cancel", "terminate", "settings", "task_stats"]),
+               choices=["facts", "vacuum", "analyze", "cancel", "terminate", "settings", "task_stats",
+                        "migrations"]),
     tables=dict(type="list", elements="str", default=[]),
     analyze=dict(type="bool", default=True),
     full=dict(type="bool", default=False),
@@ -363,6 +388,7 @@ ARGUMENT_SPEC = dict(
     query_max_length=dict(type="int", default=200),
     task_window=dict(type="raw", default="1h"),
     rate_window=dict(type="raw", default="5m"),
+    expected_version=dict(type="str"),
 )
 
 
@@ -433,6 +459,12 @@ def main():
                                       after=dict(backends=sorted(still)))
         elif state == "task_stats":
             result["task_stats"] = db_facts.task_stats(conn, parsed["task_window"], parsed["rate_window"])
+        elif state == "migrations":
+            result["migrations"] = db_facts.read_migrations(conn)
+            try:
+                result["problems"] = db_facts.migration_problems(result["migrations"], p["expected_version"])
+            except ValueError as exc:
+                module.fail(str(exc))
         else:
             params = db_maint.apply_settings(conn, p["settings"], p["reset"], module.check_mode)
             result.update(changed=any(x["changed"] for x in params), parameters=params,
