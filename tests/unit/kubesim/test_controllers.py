@@ -118,12 +118,13 @@ def _serial(cluster):
 
 
 def _revision(cluster):
-    return cluster.get(("cert-manager.io", "certificates"), "apex", "apex-tls")["status"].get("revision")
+    return cluster.get(("cert-manager.io", "certificates"), "apex", "apex-tls").get("status", {}).get("revision")
 
 
 def test_certificate_reissued_on_secret_delete_and_on_issuing(env):
     cluster = env[0]
     s1 = wait(lambda: _serial(cluster))
+    wait(lambda: _revision(cluster) == 1)  # the status follows the Secret
     cert = cluster.get(("cert-manager.io", "certificates"), "apex", "apex-tls")
     assert cert["status"]["notAfter"] and cert["status"]["renewalTime"]
     leaf = x509.load_pem_x509_certificate(base64.b64decode(
