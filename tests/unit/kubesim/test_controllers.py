@@ -87,10 +87,14 @@ def test_hpa_keeps_replicas_within_bounds(env):
     wait(lambda: dep(cluster)["spec"]["replicas"] == 10)
     hpa = cluster.get(("autoscaling", "horizontalpodautoscalers"), "apex", "apex-api")
     assert hpa["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"] == 140
-    rescales = [e["message"] for e in sorted(
-        cluster.list(("", "events"), "apex"), key=lambda e: int(e["metadata"]["resourceVersion"]))
-        if e["reason"] == "SuccessfulRescale" and e["involvedObject"]["kind"] == "HorizontalPodAutoscaler"
-        and e["involvedObject"]["name"] == "apex-api" and "above target" in e["message"]]
+
+    def above_target_rescales():
+        return [e["message"] for e in sorted(
+            cluster.list(("", "events"), "apex"), key=lambda e: int(e["metadata"]["resourceVersion"]))
+            if e["reason"] == "SuccessfulRescale" and e["involvedObject"]["kind"] == "HorizontalPodAutoscaler"
+            and e["involvedObject"]["name"] == "apex-api" and "above target" in e["message"]]
+    # the controller records the event after it has scaled: wait for the second one
+    rescales = wait(lambda: len(above_target_rescales()) >= 2 and above_target_rescales())
     assert [m.split(";")[0] for m in rescales] == ["New size: 6", "New size: 10"], rescales
 
 
