@@ -159,7 +159,7 @@ def test_python_requirements_introspect_and_resolve(context, tmp_path):
     cmd.insert(cmd.index("introspect", 2) + 1, str(collections))  # the image reads /usr/share/ansible/collections
     _run(cmd, context / "_build", env)  # cwd: the builder stage's /build holds _build/requirements.txt
     wanted = pip_out.read_text()
-    for package in ("kubernetes", "psycopg", "redis", "boto3", "cryptography>=45"):
+    for package in ("kubernetes", "psycopg", "redis", "boto3", "cryptography>=45", "helm-python-sdk"):
         assert package in wanted, wanted
     assert "postgresql15" in bindep_out.read_text()
     refs = shlex.split(args["ANSIBLE_INSTALL_REFS"])
