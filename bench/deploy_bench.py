@@ -25,15 +25,13 @@ more than the bare call: the ratio is the price of the checks, shown so it stays
 """
 import argparse
 import json
-import os
-import shlex
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from scale_bench import ROOT, lab_env  # noqa: E402  (shared bench plumbing)
+
 CHART = ROOT / "tests" / "lab" / "charts" / "apex"
 VERSIONS = ("1.1.0", "1.0.0")
 
@@ -49,23 +47,6 @@ else:
     values = {"api": {"image": {"tag": tag}}, "worker": {"image": {"tag": tag}}} if tag else args["values"]
     cfg.upgrade(args["chart"], "apex", values, wait="watcher", timeout=120, rollback_on_failure=True)
 """
-
-
-def lab_env():
-    lab_dir = Path(os.environ.get("APEX_LAB_DIR", ROOT / ".lab"))
-    env = dict(os.environ)
-    env_file = lab_dir / "env"
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            if line.startswith("export "):
-                key, _, value = line[len("export "):].partition("=")
-                parts = shlex.split(value) if value else [""]
-                env.setdefault(key, parts[0] if parts else "")
-    if not env.get("KUBECONFIG"):
-        sys.exit("no KUBECONFIG: start the lab (make lab-up) or export KUBECONFIG")
-    env["ANSIBLE_COLLECTIONS_PATH"] = str(lab_dir / "collections")
-    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    return env
 
 
 def sdk(env, **args):
@@ -100,6 +81,7 @@ def main():
     parser.add_argument("--json")
     opts = parser.parse_args()
     env = lab_env()
+    env.pop("ANSIBLE_STDOUT_CALLBACK")  # the default output: read only when a deploy fails
     report_dir = str(ROOT / ".lab" / "bench-deploy-reports")
     if json.loads(kubectl(env, "get", "secrets", "-n", "apex", "-l", "owner=helm,name=apex", "-o", "json").stdout or
                   '{"items": []}')["items"]:

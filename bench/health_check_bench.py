@@ -17,14 +17,14 @@ Both health checks must pass (exit 0) on a healthy lab; reports go to a temporar
 """
 import argparse
 import json
-import os
-import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import scale_bench  # noqa: E402  (shared bench plumbing: lab_env)
 
 ROOT = Path(__file__).resolve().parents[1]
 # the last commit with the sequential health_check role (main before wip/health)
@@ -52,24 +52,9 @@ EMPTY_PLAY = """---
 
 
 def lab_env(report_dir):
-    lab_dir = Path(os.environ.get("APEX_LAB_DIR", ROOT / ".lab"))
-    env = dict(os.environ)
-    env_file = lab_dir / "env"
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            if line.startswith("export "):
-                key, dummy, value = line[len("export "):].partition("=")
-                parts = shlex.split(value) if value else [""]
-                env.setdefault(key, parts[0] if parts else "")
-    collections = lab_dir / "collections"
-    link = collections / "ansible_collections" / "apex" / "ops"
-    if not link.exists():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(ROOT)
-    env.update(ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-               APEX_REPORT_DIR=str(report_dir))
-    if not env.get("KUBECONFIG"):
-        sys.exit("no KUBECONFIG: start the lab (make lab-up) or export KUBECONFIG")
+    env = scale_bench.lab_env()
+    env.pop("ANSIBLE_STDOUT_CALLBACK")  # timed as users run it, with the default output
+    env["APEX_REPORT_DIR"] = str(report_dir)
     return env
 
 
