@@ -29,7 +29,6 @@ playbook's median is above 1.5 x the script's without its sleep (the target).
 import argparse
 import json
 import os
-import shlex
 import ssl
 import statistics
 import subprocess
@@ -85,17 +84,6 @@ curl -s https://apex.yourdomain.com/health | jq .
 
 echo "Rollback complete!"
 """
-
-
-def read_env(path):
-    env = {}
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if line.startswith("export "):
-            key, dummy, value = line[len("export "):].partition("=")
-            parts = shlex.split(value) if value else [""]
-            env[key] = parts[0] if parts else ""
-    return env
 
 
 def run(argv, env, check=True, **kw):
