@@ -39,6 +39,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from restore_bench import read_env  # noqa: E402  (shared bench plumbing)
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_VS_NOSLEEP = 1.5
 BAD_API_IMAGE = "apex/api:1.1.0-errors"
