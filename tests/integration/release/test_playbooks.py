@@ -28,6 +28,9 @@ def seeded_release(run_module, kubectl, twin_version):
     assert first["revision_after"] == 1
     yield first
     journal = kubectl.get("configmap", "apex-ops-journal", "-n", "apex")
+    if (journal or {}).get("data", {}).get("record"):
+        # a failed test left its record: clear it so the tests after this module are not refused, then report it
+        kubectl.run("delete", "configmap", "apex-ops-journal", "-n", "apex", check=False)
     # the chart's values given in full: an upgrade given no values at all reuses the deployed revision's (Helm)
     back = run_module("apex_release", values_files=[os.path.join(CHART, "values.yaml")], **APEX)
     kubectl.run("delete", "secrets", "-n", "apex", "-l", "owner=helm,name=apex", check=False)
@@ -188,6 +191,22 @@ def _helm_status(kubectl, revision):
     return (found or {}).get("metadata", {}).get("labels", {}).get("status")
 
 
+def _interrupt(proc, grace=30):
+    """Ctrl-C as an operator does (SIGINT to the process group); again when the run has not ended within
+    ``grace`` seconds (ansible-playbook sat on the first one in a CI rehearsal under load), then SIGTERM,
+    as a stuck terminal's kill would. Either way no rescue runs and the journal record stays. Returns
+    the output."""
+    for signum in (signal.SIGINT, signal.SIGINT, signal.SIGTERM):
+        os.killpg(proc.pid, signum)
+        try:
+            out, dummy = proc.communicate(timeout=grace)
+            return out
+        except subprocess.TimeoutExpired:
+            continue
+    out, dummy = proc.communicate(timeout=grace)
+    return out
+
+
 def test_interrupted_deploy_is_rolled_back_by_recover(seeded_release, run_playbook, lab_process_env,
                                                       kubectl, twin_version, tmp_path):
     # The smoke test waits for a version that is never served, so the run sits after a successful upgrade;
@@ -205,8 +224,7 @@ def test_interrupted_deploy_is_rolled_back_by_recover(seeded_release, run_playbo
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.2)
         assert _helm_status(kubectl, 6) == "deployed", "the upgrade did not happen"
-        os.killpg(proc.pid, signal.SIGINT)
-        out, dummy = proc.communicate(timeout=60)
+        out = _interrupt(proc)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -253,8 +271,7 @@ def test_deploy_interrupted_during_helms_wait_is_rolled_back_by_recover(seeded_r
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.2)
         assert _helm_status(kubectl, 8) == "pending-upgrade"
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.communicate(timeout=60)
+        _interrupt(proc)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
