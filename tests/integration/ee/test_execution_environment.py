@@ -122,6 +122,9 @@ def test_galaxy_step_installs_the_collection_with_its_plugins(context, tmp_path)
     assert len(runs) == 1, runs
     dest = tmp_path / "usr-share-ansible-collections"
     cmd, env = _replay_run(runs[0], _build_args(context), {"/usr/share/ansible/collections": str(dest)})
+    # the image's HOME holds no collections: a copy of apex.ops in this user's ~/.ansible/collections (an
+    # ansible-lint run without the checkout's config installs one there) would make ansible-galaxy skip it
+    env["HOME"] = str(tmp_path / "home")
     assert cmd[:3] == ["ansible-galaxy", "collection", "install"] and "-r" in cmd
     _run(cmd, cwd, env)
     installed = dest / "ansible_collections" / "apex" / "ops"
