@@ -39,7 +39,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from restore_bench import read_env  # noqa: E402  (shared bench plumbing)
+from restore_bench import read_env, wait  # noqa: E402  (shared bench plumbing)
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_VS_NOSLEEP = 1.5
@@ -92,17 +92,6 @@ def run(argv, env, check=True, **kw):
     return subprocess.run(argv, env=env, cwd=str(ROOT), check=check, capture_output=True, text=True, **kw)
 
 
-def wait(what, fn, timeout=90.0, interval=0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise SystemExit("timed out waiting for %s (last: %r)" % (what, last))
-
-
 class Lab(object):
     def __init__(self, env):
         self.env = env
@@ -139,7 +128,7 @@ class Lab(object):
         self.kubectl("set", "env", "deployment/apex-worker", "%s=7" % CONCURRENCY)
         self.settled()
         wait("the twin serving the broken version",
-             lambda: (self.health()[1] or {}).get("version") == BAD_API_IMAGE.split(":")[1])
+             lambda: (self.health()[1] or {}).get("version") == BAD_API_IMAGE.split(":")[1], timeout=90.0)
 
     def serving_good_version(self):
         status, doc = self.health()
@@ -150,7 +139,7 @@ class Lab(object):
         if templates["apex-api"][0] != GOOD_API_IMAGE or templates["apex-worker"][1] != "2":
             raise SystemExit("%s did not roll back: %r" % (method, templates))
         self.settled()
-        wait("/health 200 with version 1.0.0 after %s" % method, self.serving_good_version)
+        wait("/health 200 with version 1.0.0 after %s" % method, self.serving_good_version, timeout=90.0)
 
 
 def script(env, work, sleep):
