@@ -3,8 +3,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root/extensions"
-set -a; . "$root/.lab/env"; set +a
-export ANSIBLE_CONFIG="$root/ansible.cfg" ANSIBLE_COLLECTIONS_PATH="$root/.lab/collections"
+# The lab: $APEX_LAB_DIR when set (tests/run-all.sh gives Molecule a lab of its own), else .lab.
+lab_dir=${APEX_LAB_DIR:-$root/.lab}
+set -a; . "$lab_dir/env"; set +a
+export ANSIBLE_CONFIG="$root/ansible.cfg" ANSIBLE_COLLECTIONS_PATH="$lab_dir/collections"
 status=0
 # Molecule 26 probes for a "default" scenario first and prints
 # "CRITICAL 'molecule/default/molecule.yml' glob failed. Exiting." - harmless: it goes on with the

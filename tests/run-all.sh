@@ -2,11 +2,15 @@
 # The whole suite, as `make test` and CI run it, against a running lab (make lab-up).
 # Every stage runs; the script exits non-zero if any stage failed, naming which.
 #
-# The static stages (unit tests, ansible-test sanity, ansible-lint, changelog, build) need no lab and
-# are CPU work; the integration tests mostly wait on the lab (rollouts, restores, playbook runs one
-# at a time). So the static stages run beside the integration tests, on the other core, and their
-# output is printed once they end. Molecule runs last: its scenarios change the same shared
-# Deployments as the integration tests, so the two never overlap.
+# Two lanes share the machine's two cores:
+# - the integration tests, split over APEX_TEST_WORKERS pytest-xdist workers (default 2; whole
+#   files per worker, `--dist loadfile`), each worker on a lab of its own: the main lab
+#   (`make lab-up`) and one more lab per extra worker under .lab/lanes/. They mostly wait on their
+#   lab (rollouts, restores, playbook start-ups), so two of them fill a core between them;
+# - beside them, the static stages (unit tests, ansible-test sanity, ansible-lint, changelog,
+#   build: CPU work needing no lab), then Molecule on a lab of its own (.lab/lanes/molecule), as its
+#   scenarios change the same Deployments the integration tests do.
+# A lane's output is printed once the lane ends. The extra labs are stopped on exit.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 1
@@ -15,31 +19,48 @@ stage() { local name=$1; shift; echo; echo "===== $name: $*"; local t0=$SECONDS
   if "$@"; then echo "===== $name: ok ($((SECONDS - t0)) s)"; else echo "===== $name: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi; }
 
 static_dir=$(mktemp -d)
-trap 'rm -rf "$static_dir"' EXIT
-static_stages() {
+workers=${APEX_TEST_WORKERS:-2}
+extra_labs=("$root/.lab/lanes/molecule")
+for ((i = 1; i < workers; i++)); do extra_labs+=("$root/.lab/lanes/gw$i"); done
+cleanup() {
+  for dir in "${extra_labs[@]}"; do APEX_LAB_DIR=$dir python3 tests/lab/lab.py down > /dev/null 2>&1 || true; done
+  rm -rf "$static_dir"
+}
+trap cleanup EXIT
+lab_up() { local dir=$1; APEX_LAB_DIR=$dir python3 tests/lab/lab.py up; }
+
+side_lane() {
   stage unit python3 -m pytest -q -p no:cacheprovider tests/unit
   stage sanity bash tests/sanity.sh
   stage ansible-lint ansible-lint --profile production -q
   stage changelog antsibull-changelog lint
   stage galaxy-build bash tests/build-check.sh
+  stage molecule-lab lab_up "$root/.lab/lanes/molecule"
+  APEX_LAB_DIR=$root/.lab/lanes/molecule stage molecule bash tests/molecule.sh
   printf '%s\n' "${failed[@]}" > "$static_dir/failed"
 }
 
 stage lab-selftest bash tests/lab/selftest.sh
-t_static=$SECONDS
-static_stages > "$static_dir/log" 2>&1 &
-static_pid=$!
-stage integration python3 -m pytest -q -p no:cacheprovider tests/integration
-static_rc=0
-wait "$static_pid" || static_rc=$?
-echo; echo "===== static stages (ran beside the integration tests, $((SECONDS - t_static)) s in all):"
+lab_dirs=$root/.lab
+for ((i = 1; i < workers; i++)); do
+  stage "lab-gw$i" lab_up "$root/.lab/lanes/gw$i"
+  lab_dirs+=":$root/.lab/lanes/gw$i"
+done
+t_side=$SECONDS
+side_lane > "$static_dir/log" 2>&1 &
+side_pid=$!
+xdist=()
+[ "$workers" -gt 1 ] && xdist=(-n "$workers" --dist loadfile)
+APEX_LAB_DIRS=$lab_dirs stage integration python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" tests/integration
+side_rc=0
+wait "$side_pid" || side_rc=$?
+echo; echo "===== static stages and Molecule (ran beside the integration tests, $((SECONDS - t_side)) s in all):"
 cat "$static_dir/log"
-if [ "$static_rc" -ne 0 ] || [ ! -f "$static_dir/failed" ]; then
-  failed+=("static-stages(rc=$static_rc)")  # the group itself died: never a silent pass
+if [ "$side_rc" -ne 0 ] || [ ! -f "$static_dir/failed" ]; then
+  failed+=("side-lane(rc=$side_rc)")  # the lane itself died: never a silent pass
 else
   while read -r name; do [ -n "$name" ] && failed+=("$name"); done < "$static_dir/failed"
 fi
-stage molecule bash tests/molecule.sh
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then echo "FAILED stages: ${failed[*]}"; exit 1; fi

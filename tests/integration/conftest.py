@@ -14,6 +14,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def select_worker_lab(environ=os.environ):
+    """Give each pytest-xdist worker a lab of its own.
+
+    ``APEX_LAB_DIRS`` lists lab directories (``os.pathsep``-separated); worker ``gwN`` takes the
+    Nth (modulo their count) by setting ``APEX_LAB_DIR`` for itself and every program it starts.
+    Done at import, before any conftest below reads ``APEX_LAB_DIR``. Without xdist, or without
+    ``APEX_LAB_DIRS``, nothing changes.
+    """
+    labs = [p for p in environ.get("APEX_LAB_DIRS", "").split(os.pathsep) if p]
+    worker = environ.get("PYTEST_XDIST_WORKER", "")
+    if labs and worker.startswith("gw") and worker[2:].isdigit():
+        environ["APEX_LAB_DIR"] = labs[int(worker[2:]) % len(labs)]
+
+
+select_worker_lab()
 LAB_DIR = Path(os.environ.get("APEX_LAB_DIR", ROOT / ".lab"))
 COLLECTIONS = LAB_DIR / "collections"
 

@@ -100,7 +100,7 @@ def kube(request):
         p1 = _free_port()
         p2 = _free_port({p1})
         env = dict(os.environ, PYTHONPATH=str(LAB_PY))
-        lab_env = ROOT / ".lab" / "env"
+        lab_env = Path(os.environ.get("APEX_LAB_DIR", ROOT / ".lab")) / "env"
         if lab_env.exists():  # PG DSN etc. for the migration Job
             env.update({k: v for k, v in _read_env(lab_env).items()
                         if k.startswith(("APEX_PG", "PG", "APEX_CA"))})
