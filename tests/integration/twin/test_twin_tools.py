@@ -42,6 +42,10 @@ def test_loadgen_submits_at_the_requested_rate(fresh_twin, twin_redis, twin_base
     proc = _run(env, "loadgen", "--rate", "40", "--duration", "0.75", timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads(proc.stdout)
-    assert summary["requested"] == 30 and summary["sent"] == 30 and summary["by_status"] == {"202": 30}
+    # Open loop: a request that cannot start within 1 s of its due time is skipped, not queued up
+    # (on a loaded machine some are); every one of the 30 is either sent and accepted or skipped.
+    sent = summary["sent"]
+    assert summary["requested"] == 30 and sent + summary["skipped"] == 30 and sent > 0
+    assert summary["by_status"] == {"202": sent}
     assert summary["errors"] == 0 and summary["latency_ms"]["p95"] is not None
-    assert twin_redis.llen("apex:tasks:queue") == 30  # no worker in this test: all still queued
+    assert twin_redis.llen("apex:tasks:queue") == sent  # no worker in this test: all still queued
