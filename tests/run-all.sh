@@ -51,7 +51,7 @@ side_lane > "$static_dir/log" 2>&1 &
 side_pid=$!
 xdist=()
 [ "$workers" -gt 1 ] && xdist=(-n "$workers" --dist loadfile)
-APEX_LAB_DIRS=$lab_dirs stage integration python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" tests/integration
+APEX_LAB_DIRS=$lab_dirs stage integration python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" --durations=20 tests/integration
 side_rc=0
 wait "$side_pid" || side_rc=$?
 echo; echo "===== static stages and Molecule (ran beside the integration tests, $((SECONDS - t_side)) s in all):"
