@@ -83,7 +83,7 @@ def test_pitr_between_two_inserts_then_the_swap_refused_and_confirmed(scenario, 
     assert verification["recovery"]["stopped"]["position"] == "before"
     assert verification["migrations"]["latest_version"] == 2
     assert verification["rows"]["public.pitr_probe"] == {"recovered": 1, "live": 2, "difference": 1}
-    port = report["copy"]["port"]
+    port = report["recovered_copy"]["port"]
     assert notes(lab, db, port) == ["before the target"]
     assert notes(lab, db, lab["PGPORT"]) == ["before the target", "after the target"]
 
@@ -98,7 +98,7 @@ def test_pitr_between_two_inserts_then_the_swap_refused_and_confirmed(scenario, 
     proc = run_playbook("playbooks/pitr.yml", pitr_vars(scenario, prefix, pitr_swap=True, pitr_confirm=db))
     assert proc.returncode == 0, proc.stdout[-4000:]
     report = last_report(scenario["reports"], "pitr")
-    assert report["swapped"] and report["copy"]["removed"] and report["copy"]["port"] == port
+    assert report["swapped"] and report["recovered_copy"]["removed"] and report["recovered_copy"]["port"] == port
     assert notes(lab, db, lab["PGPORT"]) == ["before the target"]
     backups = dict((b["backup_id"], b) for b in bk(state="facts", db=db)["backups"])
     assert "pitr" in backups[report["swap_backup_id"]]["tags"]
