@@ -199,8 +199,8 @@ def drain(client, node, pod_selector=None, namespaces=None, delete_emptydir_data
     changed = cordoned or bool(done)
     if blocked:
         raise DrainError("drain of %s blocked after %ss: %s. The node stays cordoned; nothing was forced "
-                         "(force with confirm=%s deletes them past their budgets)" % (
-                             node, eviction_timeout, plan.blocked_summary(blocked), node),
+                         "(force with confirm=%s deletes them past their budgets)"
+                         % (node, eviction_timeout, plan.blocked_summary(blocked), node),
                          last_state=dict(result, changed=changed, timings=timings))
     if wait and done:
         owners = plan.owners_to_wait_for(done, before)
@@ -208,12 +208,11 @@ def drain(client, node, pod_selector=None, namespaces=None, delete_emptydir_data
         timings["replacement_seconds"] = round(waited.elapsed, 3)
         result["replacements"] = waited.last
         if not waited.ok:
-            raise DrainError("evicted pods of %s are not all Ready elsewhere after %ss: %s" % (
-                node, wait_timeout, "; ".join("%s %d/%d Ready elsewhere" % (k, v["ready_elsewhere"], v["ready_before"])
-                                              for k, v in sorted(waited.last.items()) if not v["done"])),
-                last_state=dict(result, changed=changed, timings=timings))
+            missing = "; ".join("%s %d/%d Ready elsewhere" % (k, v["ready_elsewhere"], v["ready_before"])
+                                for k, v in sorted(waited.last.items()) if not v["done"])
+            raise DrainError("evicted pods of %s are not all Ready elsewhere after %ss: %s"
+                             % (node, wait_timeout, missing), last_state=dict(result, changed=changed, timings=timings))
     timings["total_seconds"] = round(clock.elapsed(), 3)
     result["timings"] = timings
     return dict(changed=changed, drain=result, msg="drained %s: %d pod(s) evicted%s, %d skipped; node cordoned" % (
         node, len(done), " and Ready elsewhere" if wait and done else "", len(planned["skipped"])))
-

@@ -177,8 +177,8 @@ def judge(target, log_facts, server, migration_problems):
                         % isoformat(target))
     replayed = parse_time(server.get("last_replay_time")) if server.get("last_replay_time") else None
     if replayed is not None and replayed > target:
-        problems.append("a transaction of %s was replayed, after the target %s" % (isoformat(replayed),
-                                                                                isoformat(target)))
+        problems.append("a transaction of %s was replayed, after the target %s"
+                        % (isoformat(replayed), isoformat(target)))
     if server.get("action") == "promote" and server.get("in_recovery"):
         problems.append("the server is still in recovery (not promoted)")
     if server.get("action") == "pause" and server.get("pause_state") != "paused":
