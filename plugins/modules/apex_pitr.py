@@ -87,6 +87,8 @@ options:
     description:
       - A C(restore_command) of your own (an archive in S3, for example V(aws s3 cp s3://bucket/wal/%f %p));
         it must contain C(%f) and C(%p). Wins over O(wal_archive).
+      - It is written to the copy's C(postgresql.auto.conf) and returned in the result, so it must not hold
+        credentials (give the tool its credentials through the OS user's environment or an instance role).
     type: str
   port:
     description:
