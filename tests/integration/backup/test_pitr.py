@@ -34,22 +34,25 @@ def listening(port):
 
 
 @pytest.fixture(scope="module")
-def scenario(pg_admin, helpers, lab, bk, run_module, session_token, tmp_path_factory):
-    """The scratch database, a base backup, then row 1, the target, row 2."""
+def scenario(pg_admin, helpers, lab, run_module, run_playbook, prefix, session_token, tmp_path_factory):
+    """The scratch database, a base backup by the nightly backup playbook, then row 1, the target, row 2."""
     db = "apex_pitr_%s" % session_token
+    reports = str(tmp_path_factory.mktemp("pitr-reports"))
     helpers.create_db(db, tasks=10, events=10, agents=2)
     with pg_admin(db) as conn:
         conn.execute("CREATE TABLE pitr_probe (id int PRIMARY KEY, note text NOT NULL)")
-    base = bk(state="base_backup", cluster="itest")
-    assert not base.failed, base["msg"]
+    proc = run_playbook("playbooks/backup.yml", {
+        "apex_s3_prefix": prefix, "apex_report_dir": reports, "backup_databases": [db], "backup_redis": False,
+        "backup_verify_level": "checksum", "backup_base": True, "backup_base_cluster": "itest"})
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    base = last_report(reports, "backup")["base_backup"]
     with pg_admin(db) as conn:
         conn.execute("INSERT INTO pitr_probe VALUES (1, 'before the target')")
         target = conn.execute("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', "
                               "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").fetchone()[0]
         conn.execute("INSERT INTO pitr_probe VALUES (2, 'after the target')")
     data_dir = os.path.join(lab["APEX_LAB_DIR"], "pg", "pitr-%s" % session_token)
-    yield dict(db=db, base=base["backup"], target=target, data_dir=data_dir,
-               reports=str(tmp_path_factory.mktemp("pitr-reports")))
+    yield dict(db=db, base=base, target=target, data_dir=data_dir, reports=reports)
     run_module("apex_pitr", state="absent", data_dir=data_dir)
     helpers.drop_db(db)
 
@@ -62,13 +65,16 @@ def pitr_vars(scenario, prefix, **extra):
     return data
 
 
-def test_base_backup_is_catalogued_with_its_wal_points(scenario, bk):
+def test_base_backup_is_catalogued_with_its_wal_points(scenario, bk, s3, lab):
     base = scenario["base"]
-    assert base["kind"] == "postgres_base" and base["start_lsn"] and base["end_lsn"] and base["timeline"]
+    assert base["cluster"] == "itest" and base["start_lsn"] and base["verified"] is True
     listed = bk(state="facts", kind="postgres_base", cluster="itest")
     assert [b["backup_id"] for b in listed["backups"]] == [base["backup_id"]]
-    checked = bk(state="verify", kind="postgres_base", cluster="itest")
-    assert checked["verification"]["ok"], checked["msg"]
+    assert listed["latest"]["verification"] == "verified" and listed["latest"]["key"].endswith(".tar")
+    manifest = json.loads(s3.get_object(Bucket=lab["APEX_S3_BUCKET"], Key=listed["latest"]["key"].replace(
+        ".tar", ".manifest.json"))["Body"].read())
+    assert manifest["kind"] == "postgres_base" and manifest["end_lsn"] and manifest["timeline"] >= 1
+    assert manifest["system_identifier"] and manifest["size"] == listed["latest"]["size"]
 
 
 def test_pitr_between_two_inserts_then_the_swap_refused_and_confirmed(scenario, run_playbook, lab, prefix, bk, s3):
