@@ -7,7 +7,8 @@ Pure functions (no I/O): the S3 listing and the manifests are passed in, decisio
 (``catalog_store`` reads and writes them in S3).
 Everything here is unit-tested in ``tests/unit/plugins/module_utils/test_backup_catalog.py``.
 
-Layout (``kind`` is ``postgres`` or ``redis``; ``name`` the database or Redis instance)::
+Layout (``kind`` is ``postgres``, ``postgres_base`` or ``redis``; ``name`` the database, the
+PostgreSQL cluster of a base backup, or the Redis instance)::
 
     <prefix>/<kind>/<name>/<YYYY>/<MM>/<DD>/<backup_id>.<ext>            the data (dump / rdb)
     <prefix>/<kind>/<name>/<YYYY>/<MM>/<DD>/<backup_id>.manifest.json    written LAST: "complete"
@@ -30,12 +31,14 @@ import re
 from ansible_collections.apex.ops.plugins.module_utils.timestamps import isoformat, parse_time, utcnow
 
 FORMAT_VERSION = 1
-KINDS = ("postgres", "redis")
-DATA_EXT = {"postgres": "dump", "redis": "rdb"}
+KINDS = ("postgres", "redis", "postgres_base")
+DATA_EXT = {"postgres": "dump", "redis": "rdb", "postgres_base": "tar"}
 MANIFEST_SUFFIX = ".manifest.json"
 VERIFY_SUFFIX = ".verify.json"
 LEVELS = ("checksum", "toc", "deep")        # cumulative: toc includes checksum, deep includes toc
 REDIS_LEVELS = ("checksum",)
+# the kinds that know only the checksum level (a Redis snapshot, a pg_basebackup tar)
+CHECKSUM_ONLY_KINDS = ("redis", "postgres_base")
 VERIFY_HISTORY = 10
 
 _ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{8})$")
@@ -188,7 +191,7 @@ def level_rank(level):
 
 def levels_upto(level, kind="postgres"):
     """The checks a verification at ``level`` runs, in order."""
-    if kind == "redis":
+    if kind in CHECKSUM_ONLY_KINDS:
         return list(REDIS_LEVELS)
     return list(LEVELS[:level_rank(level) + 1])
 
@@ -314,7 +317,7 @@ def catalog_entry(manifest, record, now, slot=None):
 def is_verified(entry, min_level="checksum"):
     if entry.get("verification") != "verified" or entry.get("problem"):
         return False
-    if entry.get("kind") == "redis":
+    if entry.get("kind") in CHECKSUM_ONLY_KINDS:
         return True
     return level_rank(entry.get("verified_level") or "checksum") >= level_rank(min_level)
 

@@ -21,7 +21,7 @@ from ansible_collections.apex.ops.plugins.module_utils.pg_programs import Backup
 from ansible_collections.apex.ops.plugins.module_utils.redaction import redact
 from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 
-STATES = ("facts", "backup", "redis_backup", "verify", "prune", "restore", "fetch", "drain")
+STATES = ("facts", "backup", "redis_backup", "base_backup", "verify", "prune", "restore", "fetch", "drain")
 # deprecated spellings of a state, and what they mean now
 STATE_SYNONYMS = {"list": "facts"}
 
@@ -81,8 +81,10 @@ def store_factory(params, max_attempts=3, connect_timeout=5.0, read_timeout=60.0
     return build
 
 
-def backup_name(kind, db, redis_instance):
-    """The catalog name of a backup: the database, or the Redis instance."""
+def backup_name(kind, db, redis_instance, cluster=None):
+    """The catalog name of a backup: the database, the Redis instance, or the cluster of a base backup."""
+    if kind == "postgres_base":
+        return cluster
     return redis_instance if kind == "redis" else db
 
 
@@ -100,6 +102,21 @@ def backup(ctx, db, tables=None, tags=(), part_size_mb=16, upload_concurrency=2,
         concurrency=upload_concurrency, compress=compress, pg_bin_dir=pg_bin_dir, secrets=ctx.secrets)
     return dict(changed=True, backup=manifest, msg="backup %s of %s: %d bytes, %d tables, %.1fs" % (
         manifest["backup_id"], db, manifest["size"], len(manifest["row_counts"]), manifest["duration_seconds"]))
+
+
+def base_backup(ctx, cluster="apex", tags=(), part_size_mb=16, upload_concurrency=2, compress=None, pg_bin_dir=None):
+    from ansible_collections.apex.ops.plugins.module_utils import pg_base_backup
+
+    if ctx.check_mode:
+        plan = pg_base_backup.plan_base_backup(ctx.conn_params, ctx.store, ctx.prefix, cluster, pg_bin_dir)
+        return dict(changed=True, backup=plan, msg="would take a base backup of %s to s3://%s/%s" % (
+            cluster, ctx.store.bucket, plan["key"]))
+    manifest = pg_base_backup.base_backup(
+        ctx.conn_params, ctx.store, ctx.prefix, cluster, tags=tags, part_size=part_size_mb * s3_store.MIB,
+        concurrency=upload_concurrency, compress=compress, pg_bin_dir=pg_bin_dir, secrets=ctx.secrets)
+    return dict(changed=True, backup=manifest, msg="base backup %s of %s: %d bytes, WAL %s-%s, %.1fs" % (
+        manifest["backup_id"], cluster, manifest["size"], manifest["start_lsn"], manifest["end_lsn"],
+        manifest["duration_seconds"]))
 
 
 def redis_backup(ctx, redis_instance="apex", rdb_source="auto", rdb_path=None, bgsave_timeout=300.0, tags=(),
@@ -156,6 +173,9 @@ def verify(ctx, kind="postgres", name=None, backup_id=None, verify_level="toc", 
     if kind == "redis":
         from ansible_collections.apex.ops.plugins.module_utils import redis_backup as rb
         checks = rb.verify_redis(ctx.store, manifest)
+    elif kind == "postgres_base":
+        from ansible_collections.apex.ops.plugins.module_utils import pg_base_backup
+        checks = pg_base_backup.verify_base_backup(ctx.store, manifest)
     else:
         from ansible_collections.apex.ops.plugins.module_utils import pg_verify
         checks = pg_verify.verify_postgres(ctx.conn_params, ctx.store, manifest, level, pg_bin_dir, ctx.secrets,

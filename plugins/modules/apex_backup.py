@@ -20,6 +20,10 @@ description:
   - C(state=redis_backup) streams a fresh snapshot over the replication protocol (C(SYNC)) into S3, or
     (O(rdb_source=file)) runs BGSAVE, waits for that save to finish (watching C(INFO persistence)) and uploads
     the RDB file; either way with its checksum and a manifest.
+  - C(state=base_backup) streams C(pg_basebackup) (the whole cluster as one tar, with the WAL that makes it
+    consistent) into S3 the same way, manifest last, with the WAL start and end points, timeline and system
+    identifier. It is the starting point of a point-in-time recovery (M(apex.ops.apex_pitr)); its catalog
+    kind is C(postgres_base), named by O(cluster).
   - C(state=facts) reads the catalog (manifests and verification records) with age, size and
     verification state, the latest verified backup, and a freshness gate (O(max_age)).
   - C(state=verify) re-reads a backup once and checks it up to O(verify_level) (C(checksum), C(toc) with
@@ -56,7 +60,7 @@ options:
     type: str
     default: facts
     aliases: [action]
-    choices: [facts, backup, redis_backup, verify, prune, restore, fetch, drain]
+    choices: [facts, backup, redis_backup, base_backup, verify, prune, restore, fetch, drain]
   db:
     description:
       - Database to back up (C(backup)) and whose backups to list, verify, prune, fetch or restore from.
@@ -75,9 +79,15 @@ options:
   kind:
     description:
       - Which backups C(list), C(verify), C(prune) and C(fetch) work on.
+      - V(postgres_base) are the base backups of C(state=base_backup) (verified at the C(checksum) level only).
     type: str
-    choices: [postgres, redis]
+    choices: [postgres, redis, postgres_base]
     default: postgres
+  cluster:
+    description:
+      - Name of the PostgreSQL cluster in the key layout of base backups (C(<prefix>/postgres_base/<cluster>/...)).
+    type: str
+    default: apex
   redis_instance:
     description:
       - Name of the Redis instance in the backup key layout (C(<prefix>/redis/<redis_instance>/...)).
@@ -115,6 +125,7 @@ options:
   compress:
     description:
       - C(pg_dump --compress) level (0-9). Default is pg_dump's own default.
+      - For C(base_backup), C(pg_basebackup --compress) (gzip of the tar); default uncompressed.
     type: int
   pg_bin_dir:
     description:
@@ -401,6 +412,11 @@ EXAMPLES = r"""
     drain_terminate: false
     drain_timeout: 120
 
+- name: Base backup of the cluster (the start of a point-in-time recovery)
+  apex.ops.apex_backup:
+    state: base_backup
+    cluster: apex
+
 - name: Redis snapshot (streamed over SYNC unless the RDB file is readable here)
   apex.ops.apex_backup:
     state: redis_backup
@@ -414,8 +430,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 backup:
-  description: The manifest of the backup taken (C(backup), C(redis_backup)); in check mode the plan.
-  returned: state is backup or redis_backup
+  description:
+    - The manifest of the backup taken (C(backup), C(redis_backup), C(base_backup)); in check mode the plan.
+    - A base backup's manifest also has C(start_lsn), C(end_lsn), C(timeline), C(system_identifier) and C(label).
+  returned: state is backup, redis_backup or base_backup
   type: dict
   sample:
     backup_id: 20261127T064512Z-1a2b3c4d
@@ -613,6 +631,7 @@ ARGSPEC = dict(
     maintenance_db=dict(type="str", fallback=(env_fallback, ["APEX_PG_MAINTENANCE_DB"]), default="postgres"),
     kind=dict(type="str", choices=list(catalog.KINDS), default="postgres"),
     redis_instance=dict(type="str", default="apex"),
+    cluster=dict(type="str", default="apex"),
     backup_id=dict(type="str"),
     tables=dict(type="list", elements="str"),
     tags=dict(type="list", elements="str", default=[]),
@@ -661,6 +680,7 @@ BACKUP_OPTIONS = ("tags", "part_size_mb", "upload_concurrency")
 # the options each state takes (the runner's keyword arguments have the same names)
 STATE_OPTIONS = {
     "backup": ("db", "tables", "compress", "pg_bin_dir") + BACKUP_OPTIONS,
+    "base_backup": ("cluster", "compress", "pg_bin_dir") + BACKUP_OPTIONS,
     "redis_backup": ("redis_instance", "rdb_source", "rdb_path", "bgsave_timeout") + BACKUP_OPTIONS,
     "facts": ("kind", "name", "max_age", "require_fresh", "require_verified", "min_verify_level"),
     "verify": ("kind", "name", "backup_id", "verify_level", "pg_bin_dir", "scratch_db"),
@@ -684,7 +704,7 @@ def main():
     state = p["state"]
     requirements = [] if state == "drain" else [s3_store.REQUIREMENT]  # the drain only reads pg_stat_activity
     requirements += [redis_client.REQUIREMENT] if state == "redis_backup" else [pg.REQUIREMENT] if state in (
-        "backup", "verify", "restore", "drain") else []
+        "backup", "base_backup", "verify", "restore", "drain") else []
     for pip_name, error in requirements:
         module.require(pip_name, error)
     if p["part_size_mb"] < 5:
@@ -692,7 +712,7 @@ def main():
     if p["upload_concurrency"] < 1:
         module.fail("upload_concurrency must be at least 1")
     options = dict(p, db=p["db"] or p["login_db"])
-    options["name"] = runner.backup_name(p["kind"], options["db"], p["redis_instance"])
+    options["name"] = runner.backup_name(p["kind"], options["db"], p["redis_instance"], p["cluster"])
     for name in DURATION_OPTIONS:
         try:
             options[name] = parse_duration(p[name] or None, name)
