@@ -29,6 +29,7 @@ from pathlib import Path
 from services.alertmanager import Alertmanager
 from services.deps import ensure_deps
 from services.env import write_env
+from services.exporter import Exporter
 from services.kubesim import Kubesim
 from services.moto import Moto
 from services.pki import ensure_pki
@@ -47,7 +48,7 @@ class Lab:
     """The orchestrator: brings the services up in order (some in parallel), stops them in
     reverse, reports their status. Each service lives in ``services/<name>.py``."""
 
-    STOP_ORDER = ("twin", "kubesim", "prometheus", "alertmanager", "moto", "redis", "pg-standby", "pg-primary")
+    STOP_ORDER = ("exporter", "twin", "kubesim", "prometheus", "alertmanager", "moto", "redis", "pg-standby", "pg-primary")
     # spawned early and made ready in the background (a binary each, ready in about a second)
     MONITORING = ("prometheus", "alertmanager")
 
@@ -60,6 +61,7 @@ class Lab:
         self.twin = Twin(self.state)
         self.prometheus = Prometheus(self.state)
         self.alertmanager = Alertmanager(self.state)
+        self.exporter = Exporter(self.state)
 
     def up(self):
         t0 = time.monotonic()
@@ -88,7 +90,8 @@ class Lab:
                             if name == "pg-standby" else "")
                     problems.append("%s: %s%s" % (name, exc, hint))
             write_env(state)
-            for name, ensure in (("kubesim", lambda: self.kubesim.ensure(kube_spawned)), ("twin", self.twin.ensure)):
+            for name, ensure in (("kubesim", lambda: self.kubesim.ensure(kube_spawned)), ("twin", self.twin.ensure),
+                                 ("exporter", self.exporter.ensure)):
                 if name in state.skip:
                     say("%s skipped (APEX_LAB_SKIP)" % name)
                     continue
@@ -135,7 +138,7 @@ class Lab:
     def _stop_services(self, names):
         """Stop services in parallel; return a list of what is still running afterwards."""
         services = {"twin": self.twin, "kubesim": self.kubesim, "moto": self.moto, "redis": self.redis,
-                    "prometheus": self.prometheus, "alertmanager": self.alertmanager}
+                    "prometheus": self.prometheus, "alertmanager": self.alertmanager, "exporter": self.exporter}
         procs = [p for n in names if n in services for p in services[n].procs()]
         leftovers = stop_procs(procs, bool(self.state.ports))
         for name in ("pg-standby", "pg-primary"):
@@ -160,7 +163,7 @@ class Lab:
         with self.state.lock():
             wanted = [n for n in self.STOP_ORDER if services is None or n in services]
             # the Python services together, then Redis, then PostgreSQL (standby first)
-            for phase in (("twin", "kubesim", "prometheus", "alertmanager", "moto"), ("redis",),
+            for phase in (("exporter", "twin", "kubesim", "prometheus", "alertmanager", "moto"), ("redis",),
                           ("pg-standby", "pg-primary")):
                 names = [n for n in wanted if n in phase]
                 if names:
@@ -195,7 +198,7 @@ class Lab:
             return 1
         rows = []
         for service in (self.postgres, self.redis, self.moto, self.kubesim, self.twin, self.prometheus,
-                        self.alertmanager):
+                        self.alertmanager, self.exporter):
             rows += service.status_rows()
         bad = [r for r in rows if not r["healthy"] and not r["optional"]]
         if as_json:
@@ -211,7 +214,7 @@ class Lab:
 
 
 @contextlib.contextmanager
-def private_lab(skip=("kubesim", "twin", "prometheus", "alertmanager"), keep=False):
+def private_lab(skip=("kubesim", "twin", "prometheus", "alertmanager", "exporter"), keep=False):
     """A throw-away lab for destructive tests (failover, restore over the database, killing
     services), so the shared lab other tests use is never disturbed::
 
@@ -248,7 +251,7 @@ def main(argv=None):
     sub.add_parser("destroy", help="down, then delete the lab directory")
     rs = sub.add_parser("restart", help="stop the named services (default: all), then up")
     rs.add_argument("services", nargs="*", metavar="SERVICE",
-                    help="twin, kubesim, prometheus, alertmanager, moto, redis, pg-standby, pg-primary")
+                    help="exporter, twin, kubesim, prometheus, alertmanager, moto, redis, pg-standby, pg-primary")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("lab: run as root (PostgreSQL runs as the postgres user via runuser)", file=sys.stderr)

@@ -1,32 +1,38 @@
-"""Alertmanager (Debian's ``/usr/bin/prometheus-alertmanager``), no cluster gossip. Its route
-sends every alert to a webhook at ``http://127.0.0.1:$APEX_EDA_WEBHOOK_PORT/alerts``: a port the
-lab reserves for the EDA event source that a test starts (nothing listens there otherwise, and
-Alertmanager just retries). ``<lab>/alertmanager/alertmanager.yml`` is rewritten at every up."""
+"""Alertmanager (Debian's ``/usr/bin/prometheus-alertmanager``), no cluster gossip. Its routing is
+the collection's (``extensions/prometheus/alertmanager/alertmanager.yml``): every Apex alert goes to
+the EDA webhook at ``http://127.0.0.1:$APEX_EDA_WEBHOOK_PORT/alerts``, a port the lab reserves for
+the event source a test starts (nothing listens there otherwise, and Alertmanager just retries). ``<lab>/alertmanager/alertmanager.yml`` is rewritten at every up."""
 import os
 
 from .procs import answers, find_pid, healthy, http_get, say, spawn, status_row, stop_procs, wait_until
-from .state import write_private
+from .state import ROOT, write_private
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+ROUTING_SOURCE = ROOT / "extensions" / "prometheus" / "alertmanager" / "alertmanager.yml"
+EDA_RECEIVER = "apex-eda"
 
 
 def render_config(webhook_port):
-    """The routing: everything to the EDA webhook, grouped per alert, resent quickly (a lab)."""
-    return "\n".join([
-        "# Written by tests/lab/lab.py (services/alertmanager.py) at every up.",
-        "route:",
-        "  receiver: eda",
-        "  group_by: ['alertname']",
-        "  group_wait: 1s",
-        "  group_interval: 1s",
-        "  repeat_interval: 1h",
-        "receivers:",
-        "  - name: eda",
-        "    webhook_configs:",
-        "      - url: http://127.0.0.1:%d/alerts" % webhook_port,
-        "        send_resolved: true",
-        "",
-    ])
+    """The collection's routing (extensions/prometheus/alertmanager/alertmanager.yml, owned with the
+    rules) as the lab runs it: the EDA receiver posts to the lab's webhook port (no token), the
+    receivers for people (pager, chat) have no target, and every group is sent after 1 s."""
+    import yaml  # a lab dependency (PyYAML comes with ansible-core); lazily, as lab.py's start-up is stdlib
+    config = yaml.safe_load(ROUTING_SOURCE.read_text())
+    for receiver in config["receivers"]:
+        targets = {k: v for k, v in receiver.items() if k.endswith("_configs")}
+        for key in targets:
+            del receiver[key]
+        if "webhook_configs" in targets and receiver["name"] == EDA_RECEIVER:
+            receiver["webhook_configs"] = [{"url": "http://127.0.0.1:%d/alerts" % webhook_port, "send_resolved": True}]
+
+    def quick(route):
+        for key in ("group_wait", "group_interval"):
+            route[key] = "1s"
+        for child in route.get("routes", []):
+            quick(child)
+    quick(config["route"])
+    return "# Written by tests/lab/lab.py (services/alertmanager.py) at every up from %s.\n%s" % (
+        ROUTING_SOURCE.relative_to(ROOT), yaml.safe_dump(config, sort_keys=False, default_flow_style=False))
 
 
 class Alertmanager:

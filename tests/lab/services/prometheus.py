@@ -80,6 +80,16 @@ class Prometheus:
             "    file_sd_configs:",
             "      - files: ['%s/*.json']" % self.targets_dir,
             "        refresh_interval: 1s",
+            # the lab exporter (tests/lab/exporter) stands in for postgres_exporter and for
+            # kube-state-metrics + the kubelets' cAdvisor: one job each, as in production
+            "  - job_name: postgres",
+            "    metrics_path: /metrics/postgres",
+            "    static_configs:",
+            "      - targets: ['127.0.0.1:%d']" % ports["exporter"],
+            "  - job_name: kubernetes",
+            "    metrics_path: /metrics/kubernetes",
+            "    static_configs:",
+            "      - targets: ['127.0.0.1:%d']" % ports["exporter"],
             "  - job_name: prometheus",
             "    static_configs:",
             "      - targets: ['127.0.0.1:%d']" % ports["prometheus"],
