@@ -188,3 +188,22 @@ def test_resource_exhaustion_fires_and_the_rulebook_only_diagnoses(lab, lab_proc
     assert {(a["labels"]["component"], a["labels"]["resource"]) for a in alerts} == {("api", "memory")}
     # one run for the three pods' alerts (the rulebook throttles per component)
     assert len(list(rulebook.reports.glob("alert_resource_exhaustion-*.json"))) == 1
+
+
+def test_prometheus_scrapes_the_exporter_and_loads_the_rules(lab):
+    """The metrics the rules need and the twin lacks come from the lab exporter, one job each as in
+    production; the six alerts are loaded with the lab's short for:."""
+    def targets_up():
+        targets = _get_json(lab["APEX_PROMETHEUS_URL"] + "/api/v1/targets")["data"]["activeTargets"]
+        return {t["labels"]["job"] for t in targets if t["health"] == "up"} >= {"postgres", "kubernetes", "apex"}
+    _poll(targets_up, 30, "the postgres, kubernetes and apex scrape jobs up")
+    query = lab["APEX_PROMETHEUS_URL"] + "/api/v1/query?query="
+    for series in ("pg_settings_max_connections", "pg_stat_activity_count",
+                   "kube_pod_container_resource_limits", "container_memory_working_set_bytes",
+                   "container_cpu_usage_seconds_total", "apex_queue_depth", "apex_circuit_breaker_open"):
+        assert _get_json(query + series)["data"]["result"], series
+    rules = {r["name"]: r for g in _get_json(lab["APEX_PROMETHEUS_URL"] + "/api/v1/rules")["data"]["groups"]
+             for r in g["rules"]}
+    assert set(rules) == {"ApexHighTaskFailureRate", "ApexHighLatency", "ApexResourceExhaustion",
+                          "ApexDatabaseConnectionsHigh", "ApexTaskQueueBacklog", "ApexCircuitBreakerOpen"}
+    assert all(r["health"] == "ok" for r in rules.values()), rules

@@ -54,7 +54,8 @@ def test_env_file_is_private_and_complete(lab):
         APEX_CA_KEY APEX_API_URL APEX_API_HOSTNAME APEX_ADMIN_TOKEN APEX_TWIN_STATE
         HELM_DRIVER_SQL_CONNECTION_STRING APEX_TWIN_PORT APEX_TWIN_CERT APEX_TWIN_KEY
         APEX_KUBE_PRIMARY_PORT APEX_KUBE_SECONDARY_PORT APEX_ROUTE53_ZONE_ID
-        ANSIBLE_COLLECTIONS_PATH APEX_PROMETHEUS_URL APEX_ALERTMANAGER_URL APEX_EDA_WEBHOOK_PORT""".split()
+        ANSIBLE_COLLECTIONS_PATH APEX_PROMETHEUS_URL APEX_ALERTMANAGER_URL APEX_EDA_WEBHOOK_PORT
+        APEX_EXPORTER_URL""".split()
     missing = [k for k in required if not lab.get(k)]
     assert not missing, missing
     assert "PYTHONPATH" not in lab
@@ -108,7 +109,7 @@ def test_every_port_is_bound_to_loopback_only(lab):
         if svc["healthy"] and svc["pid"] and svc["port"]:
             running.update(int(p) for p in str(svc["port"]).split(","))
     assert {ports["pg_primary"], ports["pg_standby"], ports["redis"], ports["moto"], ports["prometheus"],
-            ports["alertmanager"]} <= running
+            ports["alertmanager"], ports["exporter"]} <= running
     listeners = _listening_sockets()
     for port in running:
         addrs = [(a, w) for a, p, w in listeners if p == port]
