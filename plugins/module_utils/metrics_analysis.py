@@ -64,7 +64,8 @@ def evaluate_interval(fetch, checks, tracks, window, selector, index, elapsed):
 def run_analysis(fetch, checks, interval, duration, max_failures, tracks=("canary", "stable"), window=None,
                  selector=None, clock=time.monotonic, sleep=time.sleep):
     """Evaluate every ``interval`` seconds until ``duration`` or ``max_failures`` failed
-    intervals. Returns ``{decision, reason, intervals, failed, elapsed}``; raises
+    intervals. Returns ``{decision, reason, intervals, failed_intervals, elapsed}`` (not ``failed``: Ansible
+    reads that key as the task's failure); raises
     ``AnalysisError`` (with the intervals so far) when Prometheus fails."""
     from ansible_collections.apex.ops.plugins.module_utils.prometheus_api import PrometheusError
 
@@ -85,7 +86,7 @@ def run_analysis(fetch, checks, interval, duration, max_failures, tracks=("canar
         if decision != pc.CONTINUE:
             break
     return dict(decision=decision, reason=reason, intervals=intervals, planned_intervals=count,
-                failed=sum(1 for i in intervals if i["verdict"] == pc.FAIL), elapsed=round(deadline.elapsed(), 3))
+                failed_intervals=sum(1 for i in intervals if i["verdict"] == pc.FAIL), elapsed=round(deadline.elapsed(), 3))
 
 
 def table(intervals):

@@ -72,7 +72,7 @@ options:
   checks:
     description:
       - With O(state=check) or O(state=analyze), the checks.
-      - Without it, V(analyze) uses the canary defaults - error rate at most O(max_error_rate) and at most twice
+      - Without it, V(check) and V(analyze) use the canary defaults - error rate at most O(max_error_rate) and at most twice
         stable's plus 2 points, p95 latency at most O(max_p95_latency) and at most 1.5 times stable's plus 0.25 s.
     type: list
     elements: dict
@@ -245,7 +245,7 @@ intervals:
   returned: state=analyze
   type: list
   elements: dict
-failed:
+failed_intervals:
   description: With O(state=analyze), the number of failed intervals.
   returned: state=analyze
   type: int

@@ -200,7 +200,7 @@ def test_analysis_runs_every_interval_and_promotes():
 
 def test_analysis_aborts_early_at_max_failures():
     clock, out = run([0.0, 0.5, 0.5, 0.0, 0.0])
-    assert out["decision"] == "abort" and len(out["intervals"]) == 3 and out["failed"] == 2
+    assert out["decision"] == "abort" and len(out["intervals"]) == 3 and out["failed_intervals"] == 2
     assert clock.now == 130.0
 
 
