@@ -18,10 +18,13 @@ ACTIVITY_SQL = """SELECT datname, state, usename, application_name, count(*)
 
 
 class Postgres:
-    """One connection, reopened after a failure (postgres_exporter keeps its own too)."""
+    """One connection, reopened after a failure (postgres_exporter keeps its own too), to the
+    maintenance database ``postgres``: pg_stat_activity is server-wide, and a session in ``apex`` would
+    stand in the way of the drains and restores that empty that database."""
 
     def __init__(self, dsn):
-        self.dsn = dsn
+        from psycopg.conninfo import make_conninfo
+        self.dsn = make_conninfo(dsn, dbname="postgres")
         self.conn = None
 
     def text(self):
