@@ -5,7 +5,7 @@ names, from the simulator) for the alert rules; Prometheus scrapes ``/metrics/po
 import sys
 
 from .env import child_env, write_env
-from .procs import START_TIMEOUT, find_pid, healthy, http_get, say, spawn, status_row, stop_procs, wait_until
+from .procs import START_TIMEOUT, answers, find_pid, healthy, http_get, say, spawn, status_row, stop_procs, wait_until
 from .state import ROOT
 
 MARK_EXPORTER = "-m exporter serve"
@@ -27,9 +27,9 @@ class Exporter:
         return status == 200
 
     def ensure(self):
-        if self.pid() and healthy(self.live):
-            return False
         if self.pid():
+            if answers(self.live, 20):  # a loaded machine answers late, not never
+                return False
             say("the exporter (pid %s) does not answer /live; restarting it" % self.pid())
             stop_procs(self.procs(), True)
         self.dir.mkdir(parents=True, exist_ok=True)
