@@ -141,10 +141,11 @@ def faults(lab, lab_process_env, rulebook):
     finally:
         _kubectl(env, "annotate", "deployment", "apex-api", "%s-" % MEMORY_ANNOTATION)
         _kubectl(env, "set", "env", "deployment/apex-worker", "APEX__WORKER__CONCURRENCY=%s" % before["concurrency"])
-        _kubectl(env, "scale", "deployment/apex-worker", "--replicas=%d" % before["workers"])
-        # the backlog drains once workers take tasks again: leave the queue as other tests expect it
+        # the backlog drains once workers take tasks again (faster with the workers the response added):
+        # leave the queue as other tests expect it, then the worker count
         _poll(lambda: rds.llen("apex:tasks:queue") == 0, 120, "the queue to drain", interval=0.5)
         rds.close()
+        _kubectl(env, "scale", "deployment/apex-worker", "--replicas=%d" % before["workers"])
 
 
 def _twin_concurrency(lab):
