@@ -18,7 +18,7 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 
-OWN_ARGS = ("procedure", "report", "dir", "path", "stats", "stats_key")
+OWN_ARGS = ("procedure", "report", "dir", "path", "stats", "stats_key", "attachments")
 
 
 def report_path(directory, procedure, now=None):
@@ -27,15 +27,25 @@ def report_path(directory, procedure, now=None):
     return os.path.join(directory, "%s-%s.json" % (procedure, now.strftime("%Y%m%dT%H%M%S%fZ")))
 
 
-def write_report(path, report):
-    """Write the report atomically (temp file in the same directory, then rename); mode 0640."""
+def attachment_path(path, suffix):
+    """``<report without .json>.<suffix>``: an attachment sits beside its report, same stem."""
+    stem = path[:-5] if path.endswith(".json") else path
+    return "%s.%s" % (stem, suffix)
+
+
+def write_report(path, report, text=None):
+    """Write the report atomically (temp file in the same directory, then rename); mode 0640.
+    ``text`` (an attachment) is written as is instead of the JSON of ``report``."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o750, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=directory)
+    handle, tmp = tempfile.mkstemp(prefix=".report-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(handle, "w") as out:
-            json.dump(report, out, indent=4, sort_keys=True, default=str)
-            out.write("\n")
+            if text is not None:
+                out.write(text)
+            else:
+                json.dump(report, out, indent=4, sort_keys=True, default=str)
+                out.write("\n")
         os.chmod(tmp, 0o640)
         os.replace(tmp, path)
     except BaseException:
@@ -59,12 +69,23 @@ class ActionModule(ActionBase):
         path = args.get("path") or (args.get("dir") and report_path(args["dir"], procedure))
         if not path:
             raise AnsibleActionFail("apex_report needs dir (or path)")
+        attachments = args.get("attachments") or {}
+        if not isinstance(attachments, dict) or not all(
+                isinstance(k, str) and k.isalnum() and isinstance(v, str) for k, v in attachments.items()):
+            raise AnsibleActionFail("apex_report attachments must map a file suffix (letters, digits) to text")
+        written = {}
         try:
+            # attachments first, so the report can name them and never names a file that is not there
+            for suffix, text in sorted(attachments.items()):
+                written[suffix] = attachment_path(path, suffix)
+                write_report(written[suffix], None, text=text)
+            if written:
+                report = dict(report, attachments=written)
             write_report(path, report)
         except (IOError, OSError) as exc:
             raise AnsibleActionFail("cannot write the %s report to %s: %s" % (procedure, path, exc))
         # a report is a record of the run, not a change: never "changed", written in check mode too
-        result.update(changed=False, path=path)
+        result.update(changed=False, path=path, attachments=written)
         stats = args.get("stats")
         if stats is None:
             stats = report

@@ -4,7 +4,7 @@
 """Argument-spec constants shared by modules.
 
 Each constant matches the doc fragment of the same name in ``plugins/doc_fragments``
-(``apex.ops.postgres``, ``apex.ops.redis``, ``apex.ops.k8s``, ``apex.ops.s3``). Options
+(``apex.ops.postgres``, ``apex.ops.redis``, ``apex.ops.k8s``, ``apex.ops.s3``, ``apex.ops.prometheus``). Options
 fall back to the environment variables their clients already know (libpq's ``PG*``,
 ``KUBECONFIG``, ``AWS_*``), so the lab's ``.lab/env`` and AWX credentials both work.
 """
@@ -90,3 +90,13 @@ def with_fallbacks(spec, params, environ=None):
             value = value.strip().lower() in ("1", "true", "yes", "on")
         resolved[name] = value
     return resolved
+
+PROMETHEUS_ARGSPEC = dict(
+    prometheus_url=dict(type="str", fallback=(env_fallback, ["APEX_PROMETHEUS_URL"])),
+    prometheus_token=dict(type="str", no_log=True, fallback=(env_fallback, ["APEX_PROMETHEUS_TOKEN"])),
+    prometheus_username=dict(type="str", fallback=(env_fallback, ["APEX_PROMETHEUS_USERNAME"])),
+    prometheus_password=dict(type="str", no_log=True, fallback=(env_fallback, ["APEX_PROMETHEUS_PASSWORD"])),
+    prometheus_ca=dict(type="path", fallback=(env_fallback, ["APEX_PROMETHEUS_CA"])),
+    prometheus_validate_certs=dict(type="bool", default=True),
+    prometheus_timeout=dict(type="float", default=10.0),
+)

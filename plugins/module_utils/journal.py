@@ -34,6 +34,7 @@ UNDO_ACTIONS = {
     "database_rollback": "check database %(target_db)r and roll it back to the safety backup of this run if "
                          "the interrupted restore left it partly restored",
     "release_rollback": "roll Helm release %(release)r back to revision %(revision)s",
+    "canary_remove": "delete the canary Deployment %(name)r (stable was not changed by the canary run)",
 }
 
 

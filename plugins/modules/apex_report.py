@@ -49,6 +49,12 @@ options:
   stats_key:
     description: The statistics key. Default is O(procedure).
     type: str
+  attachments:
+    description:
+      - Text files written beside the report, as C(<report path without .json>.<suffix>) (same stem, mode C(0640),
+        atomically), e.g. V({svg: "<svg ...>"}) for a chart. Keys are file suffixes (letters and digits). The report
+        names them under C(attachments) (suffix to path).
+    type: dict
 """
 
 EXAMPLES = r"""
@@ -65,4 +71,9 @@ path:
   returned: success
   type: str
   sample: /tmp/apex-reports/scale-20261202T061500123456Z.json
+attachments:
+  description: The attachments written, suffix to path.
+  returned: success
+  type: dict
+  sample: {svg: /tmp/apex-reports/canary-20261202T061500123456Z.svg}
 """

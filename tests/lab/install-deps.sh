@@ -14,8 +14,13 @@ pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "insta
 [ -x /usr/lib/postgresql/15/bin/initdb ] && pkg_installed postgresql-15 || APT_PACKAGES+=(postgresql-15)
 [ -x /usr/lib/postgresql/15/bin/pg_basebackup ] && pkg_installed postgresql-client-15 || APT_PACKAGES+=(postgresql-client-15)
 command -v redis-server >/dev/null 2>&1 || APT_PACKAGES+=(redis-server)
+# Prometheus 2.42 (with promtool) and Alertmanager 0.25: the lab's metrics and alerting
+[ -x /usr/bin/prometheus ] || APT_PACKAGES+=(prometheus)
+[ -x /usr/bin/prometheus-alertmanager ] || APT_PACKAGES+=(prometheus-alertmanager)
 # ansible-test sanity skips its shellcheck test silently when shellcheck is missing.
 command -v shellcheck >/dev/null 2>&1 || APT_PACKAGES+=(shellcheck)
+# ansible-rulebook (the EDA alert tests) runs its rule engine on Java 17.
+command -v java >/dev/null 2>&1 || APT_PACKAGES+=(openjdk-17-jre-headless)
 
 if [ "${#APT_PACKAGES[@]}" -gt 0 ]; then
     echo "install-deps: apt-get install ${APT_PACKAGES[*]}"

@@ -9,7 +9,7 @@
     python3 tests/lab/lab.py destroy          down, then delete the lab directory
 
 This file is the command line and the orchestrator (``Lab``); each service is a module of
-``services/`` (postgres, redis, moto, kubesim, twin, pki, env), sharing ``services/procs.py``
+``services/`` (postgres, redis, moto, kubesim, twin, prometheus, alertmanager, pki, env), sharing ``services/procs.py``
 (processes, ports, waits) and ``services/state.py`` (layout, ports.json, secrets, lock).
 
 State lives in ``<repo>/.lab`` (or ``$APEX_LAB_DIR``). Only the standard library is imported at
@@ -26,12 +26,15 @@ import sys
 import time
 from pathlib import Path
 
+from services.alertmanager import Alertmanager
 from services.deps import ensure_deps
 from services.env import write_env
+from services.exporter import Exporter
 from services.kubesim import Kubesim
 from services.moto import Moto
 from services.pki import ensure_pki
 from services.postgres import Postgres
+from services.prometheus import Prometheus
 from services.procs import Background, LabError, pick_port, say, stop_procs
 from services.redis import Redis
 from services.state import LabState
@@ -45,7 +48,9 @@ class Lab:
     """The orchestrator: brings the services up in order (some in parallel), stops them in
     reverse, reports their status. Each service lives in ``services/<name>.py``."""
 
-    STOP_ORDER = ("twin", "kubesim", "moto", "redis", "pg-standby", "pg-primary")
+    STOP_ORDER = ("exporter", "twin", "kubesim", "prometheus", "alertmanager", "moto", "redis", "pg-standby", "pg-primary")
+    # spawned early and made ready in the background (a binary each, ready in about a second)
+    MONITORING = ("prometheus", "alertmanager")
 
     def __init__(self, lab_dir=None):
         self.state = LabState(lab_dir)
@@ -54,6 +59,9 @@ class Lab:
         self.moto = Moto(self.state)
         self.kubesim = Kubesim(self.state)
         self.twin = Twin(self.state)
+        self.prometheus = Prometheus(self.state)
+        self.alertmanager = Alertmanager(self.state)
+        self.exporter = Exporter(self.state)
 
     def up(self):
         t0 = time.monotonic()
@@ -69,11 +77,12 @@ class Lab:
             moto_proc = self.moto.start()
             moto_job = Background(lambda: self.moto.ensure(moto_proc))
             kube_spawned = self.kubesim.start()
+            monitoring = self._start_monitoring()
             changed, problems = [], []
             # one failing service does not keep the others down; `up` still exits 1
             for name, ensure in (("pg-primary", self.postgres.ensure_primary),
                                  ("pg-standby", self.postgres.ensure_standby),
-                                 ("redis", self.redis.ensure), ("moto", moto_job.result)):
+                                 ("redis", self.redis.ensure), ("moto", moto_job.result)) + monitoring:
                 try:
                     changed.append(ensure())
                 except (LabError, OSError, subprocess.SubprocessError) as exc:
@@ -81,7 +90,8 @@ class Lab:
                             if name == "pg-standby" else "")
                     problems.append("%s: %s%s" % (name, exc, hint))
             write_env(state)
-            for name, ensure in (("kubesim", lambda: self.kubesim.ensure(kube_spawned)), ("twin", self.twin.ensure)):
+            for name, ensure in (("kubesim", lambda: self.kubesim.ensure(kube_spawned)), ("twin", self.twin.ensure),
+                                 ("exporter", self.exporter.ensure)):
                 if name in state.skip:
                     say("%s skipped (APEX_LAB_SKIP)" % name)
                     continue
@@ -104,6 +114,20 @@ class Lab:
                                               took, state.env_file, state.env_file))
         return 0
 
+    def _start_monitoring(self):
+        """Spawn Prometheus and Alertmanager without waiting; (name, join) pairs for ``up``."""
+        jobs = ()
+        for name in self.MONITORING:
+            if name in self.state.skip:
+                say("%s skipped (APEX_LAB_SKIP)" % name)
+                continue
+            service = getattr(self, name)
+
+            def ensure(service=service):
+                return service.ensure(service.start())
+            jobs += ((name, Background(ensure).result),)
+        return jobs
+
     def rebuild_standby(self):
         with self.state.lock():
             if not self.postgres.pid(self.state.pg_primary):
@@ -113,7 +137,8 @@ class Lab:
 
     def _stop_services(self, names):
         """Stop services in parallel; return a list of what is still running afterwards."""
-        services = {"twin": self.twin, "kubesim": self.kubesim, "moto": self.moto, "redis": self.redis}
+        services = {"twin": self.twin, "kubesim": self.kubesim, "moto": self.moto, "redis": self.redis,
+                    "prometheus": self.prometheus, "alertmanager": self.alertmanager, "exporter": self.exporter}
         procs = [p for n in names if n in services for p in services[n].procs()]
         leftovers = stop_procs(procs, bool(self.state.ports))
         for name in ("pg-standby", "pg-primary"):
@@ -138,7 +163,8 @@ class Lab:
         with self.state.lock():
             wanted = [n for n in self.STOP_ORDER if services is None or n in services]
             # the Python services together, then Redis, then PostgreSQL (standby first)
-            for phase in (("twin", "kubesim", "moto"), ("redis",), ("pg-standby", "pg-primary")):
+            for phase in (("exporter", "twin", "kubesim", "prometheus", "alertmanager", "moto"), ("redis",),
+                          ("pg-standby", "pg-primary")):
                 names = [n for n in wanted if n in phase]
                 if names:
                     leftovers += self._stop_services(names)
@@ -171,7 +197,8 @@ class Lab:
             print("lab: no lab at %s (run `make lab-up`)" % self.state.dir, file=sys.stderr)
             return 1
         rows = []
-        for service in (self.postgres, self.redis, self.moto, self.kubesim, self.twin):
+        for service in (self.postgres, self.redis, self.moto, self.kubesim, self.twin, self.prometheus,
+                        self.alertmanager, self.exporter):
             rows += service.status_rows()
         bad = [r for r in rows if not r["healthy"] and not r["optional"]]
         if as_json:
@@ -187,7 +214,7 @@ class Lab:
 
 
 @contextlib.contextmanager
-def private_lab(skip=("kubesim", "twin"), keep=False):
+def private_lab(skip=("kubesim", "twin", "prometheus", "alertmanager", "exporter"), keep=False):
     """A throw-away lab for destructive tests (failover, restore over the database, killing
     services), so the shared lab other tests use is never disturbed::
 
@@ -224,7 +251,7 @@ def main(argv=None):
     sub.add_parser("destroy", help="down, then delete the lab directory")
     rs = sub.add_parser("restart", help="stop the named services (default: all), then up")
     rs.add_argument("services", nargs="*", metavar="SERVICE",
-                    help="twin, kubesim, moto, redis, pg-standby, pg-primary")
+                    help="exporter, twin, kubesim, prometheus, alertmanager, moto, redis, pg-standby, pg-primary")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("lab: run as root (PostgreSQL runs as the postgres user via runuser)", file=sys.stderr)

@@ -90,7 +90,7 @@ left="$(lab_processes)"
 check "down leaves no process behind" test -z "$left"
 [ -n "$left" ] && echo "$left"
 if "${LAB[@]}" status >/dev/null 2>&1; then fail "status exits non-zero when the lab is down"; else ok "status exits non-zero when the lab is down"; fi
-for name in pg_primary pg_standby redis moto; do
+for name in pg_primary pg_standby redis moto prometheus alertmanager exporter; do
     p=$(port "$name")
     check "port $p ($name) is free after down" "$PY" -c "
 import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', int(sys.argv[1])))" "$p"
@@ -103,11 +103,14 @@ check "data survived down/up" test "$(psql_primary "SELECT count(*) FROM selftes
 
 # crash: kill -9 every service, stale pidfiles stay behind
 pids="$(head -1 "$LAB_DIR/pg/primary/postmaster.pid") $(head -1 "$LAB_DIR/pg/standby/postmaster.pid") $(cat "$LAB_DIR/redis/redis.pid") $(cat "$LAB_DIR/moto/moto.pid")"
-for f in twin/serve.pid twin/worker.pid kube/kubesim.pid; do [ -f "$LAB_DIR/$f" ] && pids="$pids $(cat "$LAB_DIR/$f")"; done
+for f in twin/serve.pid twin/worker.pid kube/kubesim.pid prometheus/prometheus.pid alertmanager/alertmanager.pid exporter/exporter.pid; do [ -f "$LAB_DIR/$f" ] && pids="$pids $(cat "$LAB_DIR/$f")"; done
 kill -9 $pids
 t0=$(now); "${LAB[@]}" up; t1=$(now)
 echo "# up after kill -9 of everything: $(secs "$t0" "$t1") s"
 check "status after crash recovery exits 0" "${LAB[@]}" status
+check "prometheus answers after crash recovery" svc_healthy prometheus
+check "alertmanager answers after crash recovery" svc_healthy alertmanager
+check "exporter answers after crash recovery" svc_healthy exporter
 check "standby streams again after the crash" test "$(psql_primary "SELECT state FROM pg_stat_replication")" = streaming
 
 # a foreign process takes the persisted ports of PostgreSQL and Redis while the lab is down

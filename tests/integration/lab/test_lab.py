@@ -54,7 +54,8 @@ def test_env_file_is_private_and_complete(lab):
         APEX_CA_KEY APEX_API_URL APEX_API_HOSTNAME APEX_ADMIN_TOKEN APEX_TWIN_STATE
         HELM_DRIVER_SQL_CONNECTION_STRING APEX_TWIN_PORT APEX_TWIN_CERT APEX_TWIN_KEY
         APEX_KUBE_PRIMARY_PORT APEX_KUBE_SECONDARY_PORT APEX_ROUTE53_ZONE_ID
-        ANSIBLE_COLLECTIONS_PATH""".split()
+        ANSIBLE_COLLECTIONS_PATH APEX_PROMETHEUS_URL APEX_ALERTMANAGER_URL APEX_EDA_WEBHOOK_PORT
+        APEX_EXPORTER_URL""".split()
     missing = [k for k in required if not lab.get(k)]
     assert not missing, missing
     assert "PYTHONPATH" not in lab
@@ -107,7 +108,8 @@ def test_every_port_is_bound_to_loopback_only(lab):
     for svc in status["services"]:
         if svc["healthy"] and svc["pid"] and svc["port"]:
             running.update(int(p) for p in str(svc["port"]).split(","))
-    assert {ports["pg_primary"], ports["pg_standby"], ports["redis"], ports["moto"]} <= running
+    assert {ports["pg_primary"], ports["pg_standby"], ports["redis"], ports["moto"], ports["prometheus"],
+            ports["alertmanager"], ports["exporter"]} <= running
     listeners = _listening_sockets()
     for port in running:
         addrs = [(a, w) for a, p, w in listeners if p == port]
@@ -313,3 +315,45 @@ def test_kubeconfig_reaches_both_clusters(lab):
         proc = subprocess.run(["kubectl", "--context", context, "get", "--raw", "/readyz"], capture_output=True,
                               text=True, env=env, timeout=30, check=False)
         assert proc.returncode == 0 and proc.stdout.strip() == "ok", (context, proc.stdout, proc.stderr)
+
+
+def _prometheus(lab, path, **params):
+    import urllib.parse
+    import urllib.request
+    url = "%s%s?%s" % (lab["APEX_PROMETHEUS_URL"], path, urllib.parse.urlencode(params))
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())["data"]
+
+
+def test_prometheus_scrapes_the_twin_every_second(lab):
+    """A real Prometheus: the twin's /metrics is a healthy HTTPS target (lab CA), and two
+    queries a second apart see two different scrapes (1 s interval)."""
+    targets = _wait(lambda: [t for t in _prometheus(lab, "/api/v1/targets")["activeTargets"]
+                             if t["labels"]["job"] == "apex" and t["health"] == "up"])
+    assert targets, _prometheus(lab, "/api/v1/targets")
+    assert targets[0]["scrapeUrl"] == "https://127.0.0.1:%s/metrics" % lab["APEX_TWIN_PORT"]
+    assert targets[0]["scrapeInterval"] == "1s"
+    series = _prometheus(lab, "/api/v1/query", query='count_over_time(apex_build_info{track="stable"}[5s])')["result"]
+    assert series and float(series[0]["value"][1]) >= 3, series
+    config = _prometheus(lab, "/api/v1/status/config")["yaml"]
+    assert "evaluation_interval: 1s" in config
+    assert "%s/prometheus/rules/*.yml" % lab["APEX_LAB_DIR"] in config
+    ams = _prometheus(lab, "/api/v1/alertmanagers")["activeAlertmanagers"]
+    assert ams and ams[0]["url"].startswith(lab["APEX_ALERTMANAGER_URL"]), ams
+
+
+def test_alertmanager_routes_to_the_eda_webhook(lab):
+    import urllib.request
+    with urllib.request.urlopen(lab["APEX_ALERTMANAGER_URL"] + "/api/v2/status", timeout=5) as resp:
+        status = json.loads(resp.read())
+    assert "http://127.0.0.1:%s/alerts" % lab["APEX_EDA_WEBHOOK_PORT"] in status["config"]["original"]
+    assert status["cluster"]["status"] == "disabled"
+
+
+def test_lab_rules_shorten_every_for(lab):
+    sys.path.insert(0, str(ROOT / "tests" / "lab"))
+    from services.prometheus import lab_rules
+    text = "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up == 0\n    for: 5m\n    labels: {severity: page}\n"
+    out = lab_rules(text, "2s")
+    assert "    for: 2s\n" in out and "5m" not in out
+    assert out.replace("2s", "5m") == text

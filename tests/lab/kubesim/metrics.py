@@ -2,12 +2,16 @@
 
 CPU usage = utilisation x CPU request, where the utilisation is the one the HPA controller
 uses (annotation ``kubesim.apex.dev/cpu-utilization`` on the HPA or the workload, else a
-steady value below target); memory is a stable per-pod figure (higher for ``oom`` images)."""
+steady value below target); memory is a stable per-pod figure (higher for ``oom`` images), or
+the percentage of the memory request that annotation ``kubesim.apex.dev/memory-utilization`` on the
+workload says (a memory leak: ``190`` on apex-api = 95 % of its limit, what ApexResourceExhaustion
+fires on)."""
 import zlib
 
 from .store import now_iso
 
 UTIL_ANNOTATION = "kubesim.apex.dev/cpu-utilization"
+MEMORY_ANNOTATION = "kubesim.apex.dev/memory-utilization"
 
 
 def parse_cpu(q):
@@ -97,8 +101,19 @@ def effective_utilization(cluster, workload):
     return 35 if util is None else util
 
 
+def memory_utilization_for(workload):
+    """Memory use in percent of the request the workload's annotation asks for; None when unset."""
+    ann = (workload or {}).get("metadata", {}).get("annotations") or {}
+    try:
+        return float(ann[MEMORY_ANNOTATION])
+    except (KeyError, ValueError):
+        return None
+
+
 def _pod_usage(cluster, pod):
-    util = effective_utilization(cluster, owner_workload(cluster, pod))
+    workload = owner_workload(cluster, pod)
+    util = effective_utilization(cluster, workload)
+    mem_util = memory_utilization_for(workload)
     out = []
     for c in pod["spec"].get("containers") or []:
         req = ((c.get("resources") or {}).get("requests") or {})
@@ -110,6 +125,8 @@ def _pod_usage(cluster, pod):
         mem_factor = 0.55 + (seed % 30) / 100.0
         if "oom" in c.get("image", ""):
             mem_factor = 0.98
+        if mem_util is not None:
+            mem_factor = mem_util / 100.0
         mem = int(mem_req * mem_factor)
         out.append({"name": c.get("name"),
                     "usage": {"cpu": "%dn" % int(cpu * 1e9), "memory": "%dKi" % (mem // 1024)}})

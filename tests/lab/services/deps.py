@@ -1,11 +1,13 @@
-"""What the lab needs on the machine (PostgreSQL 15, Redis, Python packages); ``install-deps.sh``
+"""What the lab needs on the machine (PostgreSQL 15, Redis, Prometheus, Alertmanager, Python packages); ``install-deps.sh``
 installs what is missing."""
 import importlib
 import importlib.util
 import subprocess
 from pathlib import Path
 
+from .alertmanager import ALERTMANAGER
 from .postgres import PG_BIN
+from .prometheus import PROMETHEUS
 from .procs import LabError, say
 from .redis import REDIS_SERVER
 from .state import LAB_PY_DIR, ROOT
@@ -16,8 +18,9 @@ def missing_deps():
     for tool in ("initdb", "pg_ctl", "pg_basebackup", "psql", "pg_isready"):
         if not (PG_BIN / tool).exists():
             missing.append(str(PG_BIN / tool))
-    if not Path(REDIS_SERVER).exists():
-        missing.append(REDIS_SERVER)
+    for binary in (REDIS_SERVER, PROMETHEUS, ALERTMANAGER):
+        if not Path(binary).exists():
+            missing.append(binary)
     for mod in ("cryptography", "boto3", "moto", "flask"):
         if importlib.util.find_spec(mod) is None:
             missing.append("python:%s" % mod)

@@ -65,6 +65,10 @@ def lab_env(state):
         "HELM_DRIVER_SQL_CONNECTION_STRING": dsn(p["pg_primary"], "apex", s["apex_password"], "helm",
                                                  " sslmode=disable"),
         "ANSIBLE_COLLECTIONS_PATH": str(state.dir / "collections"),
+        "APEX_PROMETHEUS_URL": "http://127.0.0.1:%d" % p["prometheus"],
+        "APEX_ALERTMANAGER_URL": "http://127.0.0.1:%d" % p["alertmanager"],
+        "APEX_EDA_WEBHOOK_PORT": str(p["eda_webhook"]),
+        "APEX_EXPORTER_URL": "http://127.0.0.1:%d" % p["exporter"],
     }
     if (LAB_PY_DIR / "kubesim" / "__main__.py").exists():
         env["KUBECONFIG"] = kubeconfig

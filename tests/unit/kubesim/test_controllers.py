@@ -276,3 +276,22 @@ def test_migration_args_from_command_and_args():
         ["up", "--source", "/m"]
     assert migration_args(["pg_dump", "-Fc", "apex"]) is None
     assert migration_args([]) is None
+
+
+def test_memory_utilization_annotation_sets_pod_memory_of_the_request(env):
+    from kubesim import metrics
+    cluster = env[0]
+    wait(lambda: complete(cluster))
+
+    def api_memory():
+        return sorted(metrics.parse_mem(c["usage"]["memory"]) for pm in metrics.compute(cluster, "pods", "apex")
+                      if pm["metadata"]["name"].startswith("apex-api-") for c in pm["containers"])
+    before = api_memory()
+    assert before and max(before) < (1 << 30)  # below the 1Gi request without the annotation
+    cluster.mutate(("apps", "deployments"), "apex", "apex-api",
+                   lambda o: o["metadata"].setdefault("annotations", {}).update(
+                       {"kubesim.apex.dev/memory-utilization": "190"}))
+    after = api_memory()
+    assert len(after) == 3 and all(abs(m - 1.9 * (1 << 30)) < (1 << 20) for m in after)  # 95 % of the 2Gi limit
+    # the CPU-driven HPA is not moved by it
+    assert dep(cluster)["spec"]["replicas"] == 3
