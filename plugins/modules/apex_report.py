@@ -49,6 +49,11 @@ options:
   stats_key:
     description: The statistics key. Default is O(procedure).
     type: str
+  documents:
+    description:
+      - Other renderings of the report, by extension (C(md), C(html) or C(txt)) - each written beside the JSON file
+        with the same name stem, atomically, mode C(0640), and named in the JSON report's C(documents).
+    type: dict
 """
 
 EXAMPLES = r"""
@@ -65,4 +70,9 @@ path:
   returned: success
   type: str
   sample: /tmp/apex-reports/scale-20261202T061500123456Z.json
+documents:
+  description: The documents written, by extension.
+  returned: success
+  type: dict
+  sample: {md: /tmp/apex-reports/handoff-20261202T061500123456Z.md}
 """
