@@ -13,7 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.apex.ops.plugins.module_utils import alert_sources, health_gather
+from ansible_collections.apex.ops.plugins.module_utils import alert_sources, aws_clients, health_gather
 
 LEASE_API = ("/apis/coordination.k8s.io/v1", "leases")
 SCALE_EVENT_REASONS = ("ScalingReplicaSet", "SuccessfulRescale")
@@ -56,23 +56,8 @@ def backups(params, since_seconds):
                 latest=entries[0] if entries else None)
 
 
-def aws_client(params, service):
-    """A boto3 client for ``service`` with the S3 options' credentials; the endpoint is boto3's own
-    (``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>``), never the S3 one."""
-    import boto3
-    from botocore.config import Config
-
-    s3 = params["s3"]
-    session = boto3.session.Session(aws_access_key_id=s3.get("access_key") or None,
-                                    aws_secret_access_key=s3.get("secret_key") or None,
-                                    aws_session_token=s3.get("session_token") or None,
-                                    region_name=s3.get("region") or "us-east-1")
-    return session.client(service, config=Config(connect_timeout=5, read_timeout=15,
-                                                 retries={"max_attempts": 2, "mode": "standard"}))
-
-
 def route53_access(params):
-    client = aws_client(params, "route53")
+    client = aws_clients.client(params["s3"], "route53")
     zone_id = params["route53_zone_id"]
     if zone_id:
         zone = client.get_hosted_zone(Id=zone_id)["HostedZone"]
