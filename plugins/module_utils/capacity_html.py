@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: Apex platform team
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The capacity report as one self-contained HTML page: inline SVG charts (usage against the
-warning level and the action point; each workload's use of its requests), the capacity table,
+"""The capacity report as one self-contained HTML page: inline SVG charts first (usage against the
+warning level and the action point; each workload's use of its requests), then the capacity table,
 recommendations, cost notes, node outlook and the daily figures. No script, stylesheet, font or
 image is loaded from anywhere: the page opens the same from a file, a mail or an AWX artifact.
 """
@@ -112,6 +112,7 @@ def render(report):
             _e(report.get("namespace")), _e(report.get("finished")), _e(report["status"]), _e(report["status"])),
         '<p class="legend">%s; solid line: action point, dashed: warning level.</p>' % legend,
         "<h2>Usage against thresholds</h2>", usage_chart(report["table"]),
+        "<h2>Use as percent of the requests</h2>", workload_chart(report["workloads"], report["limits"]),
         "<h2>Capacity table (runbook)</h2>",
         _table(["Resource", "Current", "Use", "Threshold", "Action point", "Status", "Source"],
                [(r["resource"], r["current"], "" if r["percent"] is None else "%s%%" % r["percent"], r["threshold"],
@@ -119,7 +120,7 @@ def render(report):
         "<h2>Recommendations</h2>",
         "<ul>%s</ul>" % ("".join("<li>%s</li>" % _e(r["text"]) for r in report["recommendations"])
                          or "<li>none: every figure is under its warning level</li>"),
-        "<h2>Cost notes</h2>", workload_chart(report["workloads"], report["limits"]),
+        "<h2>Cost notes</h2>",
         "<ul>%s</ul>" % ("".join("<li>%s</li>" % _e(n["text"]) for n in report["cost_notes"])
                          or "<li>none: every workload uses a fair share of its requests</li>"),
         "<h2>Node-count outlook</h2>", "<p>%s</p>" % _e(report["node_outlook"].get("detail")),

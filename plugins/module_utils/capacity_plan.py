@@ -391,6 +391,19 @@ def build(gathered, lim, settings):
                 rds=None if rds is None or _failed(rds) else rds, limits=lim)
 
 
+def summary_lines(report):
+    """The report for the console: status, one line per table row, then recommendations and cost notes."""
+    lines = ["capacity: %s" % report["status"].upper()]
+    for row in report["table"]:
+        lines.append("%-8s %-21s %-26s %6s  threshold %s -> %s" % (
+            row["status"], row["resource"], row["current"] or "-", "" if row["percent"] is None else "%s%%" % row["percent"],
+            row["threshold"], row["action_point"]))
+    lines += ["recommendation: %s" % r["text"] for r in report["recommendations"]]
+    lines += ["cost: %s" % n["text"] for n in report["cost_notes"]]
+    lines.append("nodes: %s" % report["node_outlook"].get("detail"))
+    return lines
+
+
 # --------------------------------------------------------------------------- the guarded expansion
 
 

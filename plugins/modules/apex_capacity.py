@@ -137,6 +137,11 @@ html:
   description: The report as a self-contained HTML page (inline SVG, no external asset).
   returned: state=facts
   type: str
+summary:
+  description: The report as lines for the console.
+  returned: state=facts
+  type: list
+  elements: str
 expansion:
   description: O(state=expand) - the plan (C(identifier), C(from_gib), C(to_gib)) and, unless in check mode, C(after) as RDS describes it.
   returned: state=expand
@@ -209,7 +214,8 @@ def main():
     gathered, elapsed = capacity_gather.gather(params)
     report = capacity_plan.build(gathered, lim, params)
     report.update(namespace=p["k8s"]["namespace"], finished=p["finished_label"], elapsed=elapsed)
-    module.exit_json(changed=False, report=report, html=capacity_html.render(report))
+    module.exit_json(changed=False, report=report, html=capacity_html.render(report),
+                     summary=capacity_plan.summary_lines(report))
 
 
 if __name__ == "__main__":

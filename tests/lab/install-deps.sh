@@ -16,6 +16,8 @@ pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "insta
 command -v redis-server >/dev/null 2>&1 || APT_PACKAGES+=(redis-server)
 # ansible-test sanity skips its shellcheck test silently when shellcheck is missing.
 command -v shellcheck >/dev/null 2>&1 || APT_PACKAGES+=(shellcheck)
+# the capacity report's HTML page is opened in headless Chromium by its test (screenshot of the charts)
+command -v chromium >/dev/null 2>&1 || APT_PACKAGES+=(chromium)
 
 if [ "${#APT_PACKAGES[@]}" -gt 0 ]; then
     echo "install-deps: apt-get install ${APT_PACKAGES[*]}"
