@@ -17,7 +17,12 @@ from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import mebiby
 
 GIB = 1024 ** 3
 RDS_MAX_GIB = 65536  # RDS for PostgreSQL: 64 TiB
-RDS_MIN_GROWTH = 1.1  # AWS refuses an AllocatedStorage increase under 10 %
+
+
+def min_growth_gib(current_gib):
+    """The smallest AllocatedStorage AWS accepts as an increase: +10 %, rounded up (integers: 100 * 1.1 is not 110.0)."""
+    return -(-int(current_gib) * 11 // 10)
+
 
 # the levels (percent) the thresholds table and the guidelines give; every one is overridable
 DEFAULT_LIMITS = dict(
@@ -186,7 +191,7 @@ def storage_figures(gathered, settings):
 def suggested_storage_gib(used_bytes, allocated_gib, target_percent):
     """A size that brings use down to ``target_percent`` - at least the 10 % growth AWS requires."""
     need = int(math.ceil(used_bytes / float(GIB) / (target_percent / 100.0)))
-    return min(max(need, int(math.ceil(allocated_gib * RDS_MIN_GROWTH))), RDS_MAX_GIB)
+    return min(max(need, min_growth_gib(allocated_gib)), RDS_MAX_GIB)
 
 
 def _avg(values):
@@ -420,9 +425,9 @@ def plan_expansion(rds, requested_gib, max_gib):
     if requested <= current:
         raise CapacityError("RDS %s has %d GiB; %d GiB is not an expansion (RDS storage never shrinks)"
                             % (name, current, requested))
-    if requested < current * RDS_MIN_GROWTH:
+    if requested < min_growth_gib(current):
         raise CapacityError("RDS %s: %d -> %d GiB is under the 10%% growth AWS requires (at least %d GiB)"
-                            % (name, current, requested, int(math.ceil(current * RDS_MIN_GROWTH))))
+                            % (name, current, requested, min_growth_gib(current)))
     bound = min(int(max_gib), RDS_MAX_GIB)
     if requested > bound:
         raise CapacityError("RDS %s: %d GiB is above the bound of %d GiB (capacity_report_expand_max_gib; RDS allows "
