@@ -98,8 +98,8 @@ def pod_rows(info, lim, api, worker):
             rows.append(_unknown(key, resource, "80% of max", "Increase HPA max",
                                  "no HPA targets Deployment/%s" % name if info else "Kubernetes not read"))
             continue
-        rows.append(_row(key, resource, "%s of %s-%s (HPA)" % (hpa["current_replicas"], hpa["min_replicas"],
-                                                             hpa["max_replicas"]),
+        current = "%s of %s-%s (HPA)" % (hpa["current_replicas"], hpa["min_replicas"], hpa["max_replicas"])
+        rows.append(_row(key, resource, current,
                          hpa["current_replicas"], hpa["max_replicas"], "pods", lim["pods_warning"],
                          lim["pods_threshold"], "%d%% of max" % lim["pods_threshold"], "Increase HPA max",
                          "HPA %s" % hpa["name"]))
@@ -134,8 +134,8 @@ def capacity_table(gathered, lim, settings):
                              (gathered.get("database") or {}).get("msg", "not read")))
     storage = storage_figures(gathered, settings)
     if storage["used_bytes"] is not None and storage["allocated_bytes"]:
-        rows.append(_row("db_storage", "Database Storage", "%.1f of %.0f GiB" % (storage["used_bytes"] / GIB,
-                                                                             storage["allocated_bytes"] / GIB),
+        current = "%.1f of %.0f GiB" % (storage["used_bytes"] / GIB, storage["allocated_bytes"] / GIB)
+        rows.append(_row("db_storage", "Database Storage", current,
                          storage["used_bytes"], storage["allocated_bytes"], "bytes", lim["db_storage_warning"],
                          lim["db_storage_threshold"], "%d%% full" % lim["db_storage_threshold"], "Expand volume",
                          storage["source"]))
@@ -291,8 +291,9 @@ def node_outlook(info, lim, settings):
     if used_cpu is not None:
         out["nodes_needed_for_use_now"] = need(used_cpu, used_mem)
     out["detail"] = ("%d node(s); the namespace's requests need %d now and %d with every HPA at its max (at %d%% CPU / "
-                     "%d%% memory of allocatable)" % (count, out["nodes_needed_now"], out["nodes_needed_at_hpa_max"],
-                                                     lim["node_cpu_threshold"], lim["node_memory_threshold"]))
+                     "%d%% memory of allocatable)"
+                     % (count, out["nodes_needed_now"], out["nodes_needed_at_hpa_max"], lim["node_cpu_threshold"],
+                        lim["node_memory_threshold"]))
     return out
 
 
@@ -351,8 +352,8 @@ def recommendations(table, gathered, usage, outlook, lim, settings):
         row = rows[key]
         if row["status"] == "action":
             out.append(dict(metric=row["resource"], level="action", value=row["percent"], action=row["action_point"],
-                            text="%s at %s%% (action point %s): %s" % (row["resource"], row["percent"], row["threshold"],
-                                                                        row["action_point"])))
+                            text="%s at %s%% (action point %s): %s"
+                            % (row["resource"], row["percent"], row["threshold"], row["action_point"])))
     if outlook.get("nodes") and outlook.get("nodes_needed_at_hpa_max", 0) > outlook["nodes"]:
         out.append(dict(metric="Node count", level="warning", value=outlook["nodes"], action="Add nodes",
                         text="with every HPA at its max the requests need %d nodes, %d are ready: add nodes before a "
@@ -433,6 +434,6 @@ def plan_expansion(rds, requested_gib, max_gib):
         raise CapacityError("RDS %s: %d GiB is above the bound of %d GiB (capacity_report_expand_max_gib; RDS allows "
                             "%d)" % (name, requested, bound, RDS_MAX_GIB))
     if rds.get("max_allocated_gib") and requested > rds["max_allocated_gib"]:
-        raise CapacityError("RDS %s: %d GiB is above its MaxAllocatedStorage of %d GiB" % (name, requested,
-                                                                                        rds["max_allocated_gib"]))
+        raise CapacityError("RDS %s: %d GiB is above its MaxAllocatedStorage of %d GiB"
+                            % (name, requested, rds["max_allocated_gib"]))
     return dict(identifier=name, from_gib=current, to_gib=requested)

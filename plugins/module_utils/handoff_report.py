@@ -38,8 +38,8 @@ def _access_detail(source, result):
     if source.startswith("kubernetes"):
         return "%s: %d node(s), %d Ready" % (result["server"], result["nodes"], result["ready"])
     if source == "database":
-        return "%s@%s (PostgreSQL %s%s)" % (result["user"], result["database"], result["version"],
-                                             ", standby" if result["in_recovery"] else "")
+        standby = ", standby" if result["in_recovery"] else ""
+        return "%s@%s (PostgreSQL %s%s)" % (result["user"], result["database"], result["version"], standby)
     if source == "redis":
         return "queue %s, dead letters %s" % (result["queue"]["depth"], result["dead_letter"]["depth"])
     if source == "s3":
@@ -285,12 +285,12 @@ def markdown(report):
     """The report as the Markdown an on-call pastes into the handoff channel."""
     window = report["window"]
     out = ["# Apex shift handoff", "",
-           "Window: %s to %s (%s h). Status: **%s**." % (window["since"], window["until"], window["hours"],
-                                                        report["status"]), ""]
+           "Window: %s to %s (%s h). Status: **%s**."
+           % (window["since"], window["until"], window["hours"], report["status"]), ""]
     out += ["## Look at first", ""]
     out += ["- %s" % item for item in report["attention"]] or ["- nothing: no failed access, lock, alert or backlog"]
-    out += ["", "## Access", ""] + _table(["System", "Status", "Detail"],
-                                           [(r["name"], r["status"], r["detail"]) for r in report["access"]])
+    access_rows = [(r["name"], r["status"], r["detail"]) for r in report["access"]]
+    out += ["", "## Access", ""] + _table(["System", "Status", "Detail"], access_rows)
     out += ["", "## Changes in the window", ""]
     if report["changes"]:
         out += _table(["Time (UTC)", "Kind", "What", "Outcome", "Source"],
@@ -305,8 +305,8 @@ def markdown(report):
     out += ["", "## Queue", "", report["queue"]["detail"]]
     out += ["", "## Certificate", "", report["certificate"]["detail"]]
     lock = report["lock"]
-    out += ["", "## Maintenance lock", "", "%s: %s" % (lock["name"], "open, " + lock["detail"] if lock["open"]
-                                                      else lock["detail"])]
+    lock_text = "open, " + lock["detail"] if lock["open"] else lock["detail"]
+    out += ["", "## Maintenance lock", "", "%s: %s" % (lock["name"], lock_text)]
     if report["journal"]["interrupted"]:
         out += ["", "Interrupted procedure: %s" % report["journal"]["message"]]
     return "\n".join(out) + "\n"

@@ -95,18 +95,143 @@ options:
     description: PostgreSQL connection (the options of the C(apex.ops.postgres) fragment, with its environment fallbacks).
     type: dict
     default: {}
+    suboptions:
+      login_host:
+        description: Host. Default E(PGHOST), else C(localhost).
+        type: str
+        default: localhost
+      login_port:
+        description: Port. Default E(PGPORT), else 5432.
+        type: int
+        default: 5432
+      login_user:
+        description: Role. Default E(PGUSER), else C(postgres).
+        type: str
+        default: postgres
+      login_password:
+        description: Password. Default E(PGPASSWORD).
+        type: str
+      login_db:
+        description: Database. Default E(PGDATABASE), else C(apex).
+        type: str
+        default: apex
+      ssl_mode:
+        description: libpq sslmode. Default E(PGSSLMODE), else C(prefer).
+        type: str
+        default: prefer
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      ca_cert:
+        description: CA bundle verifying the server certificate. Default E(PGSSLROOTCERT).
+        type: path
+      connect_timeout:
+        description: Seconds to connect.
+        type: int
+        default: 10
+      statement_timeout:
+        description: Longest any statement may run.
+        type: raw
+        default: 5m
+      lock_timeout:
+        description: Longest any statement waits for a lock.
+        type: raw
+        default: 10s
   redis:
     description: Redis connection (the options of the C(apex.ops.redis) fragment, with its environment fallbacks).
     type: dict
     default: {}
+    suboptions:
+      redis_host:
+        description: Host. Default E(APEX_REDIS_HOST), else C(localhost).
+        type: str
+        default: localhost
+      redis_port:
+        description: Port. Default E(APEX_REDIS_PORT), else 6379.
+        type: int
+        default: 6379
+      redis_password:
+        description: Password. Default E(APEX_REDIS_PASSWORD).
+        type: str
+      redis_db:
+        description: Database number.
+        type: int
+        default: 0
+      redis_tls:
+        description: Connect with TLS.
+        type: bool
+        default: false
+      redis_ca_file:
+        description: CA bundle for TLS.
+        type: path
+      redis_timeout:
+        description: Socket timeout in seconds.
+        type: float
+        default: 10.0
   s3:
     description: AWS credentials and region (the options of the C(apex.ops.s3) fragment); RDS and CloudWatch use boto3's own endpoints.
     type: dict
     default: {}
+    suboptions:
+      s3_bucket:
+        description:
+          - Bucket holding the backups. Falls back to E(APEX_S3_BUCKET).
+        type: str
+      s3_prefix:
+        description:
+          - Key prefix under which backups are stored.
+        type: str
+        default: apex
+      endpoint_url:
+        description:
+          - S3 endpoint URL (S3-compatible stores, the lab's moto). Falls back to E(AWS_ENDPOINT_URL_S3), then E(AWS_ENDPOINT_URL).
+        type: str
+      region:
+        description:
+          - AWS region. Falls back to E(AWS_REGION), then E(AWS_DEFAULT_REGION).
+        type: str
+        default: us-east-1
+      access_key:
+        description:
+          - AWS access key id. Falls back to E(AWS_ACCESS_KEY_ID). Never logged or returned.
+        type: str
+        aliases: [aws_access_key]
+      secret_key:
+        description:
+          - AWS secret access key. Falls back to E(AWS_SECRET_ACCESS_KEY). Never logged or returned.
+        type: str
+        aliases: [aws_secret_key]
+      session_token:
+        description:
+          - AWS session token. Falls back to E(AWS_SESSION_TOKEN). Never logged or returned.
+        type: str
   k8s:
     description: Kubernetes connection (the options of the C(apex.ops.k8s) fragment).
     type: dict
     default: {}
+    suboptions:
+      kubeconfig:
+        description: Kubeconfig file. Default E(K8S_AUTH_KUBECONFIG), E(KUBECONFIG), else C(~/.kube/config).
+        type: path
+      context:
+        description: Kubeconfig context. Default E(K8S_AUTH_CONTEXT), else the current context.
+        type: str
+      host:
+        description: API server URL, overriding the kubeconfig. Default E(K8S_AUTH_HOST).
+        type: str
+      api_key:
+        description: Bearer token. Default E(K8S_AUTH_API_KEY).
+        type: str
+      validate_certs:
+        description: Verify the API server certificate. Default E(K8S_AUTH_VERIFY_SSL).
+        type: bool
+        aliases: [verify_ssl]
+      ca_cert:
+        description: CA bundle of the API server. Default E(K8S_AUTH_SSL_CA_CERT).
+        type: path
+        aliases: [ssl_ca_cert]
+      namespace:
+        description: Namespace of the Apex workloads.
+        type: str
+        default: apex
 """
 
 EXAMPLES = r"""
