@@ -94,7 +94,7 @@ def capacity(lab, run_playbook, tmp_path_factory):
             "capacity_report_queue_key": queue, "capacity_report_expand_storage_gib": 40,
             "capacity_report_confirm_expand": instance})
         assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
-        json_file = next(reports.glob("capacity_report-*.json"))
+        json_file = sorted(reports.glob("capacity_report-*.json"))[-1]
         yield dict(report=json.loads(json_file.read_text()), html=json_file.with_suffix(".html"), instance=instance,
                    rds=rds, stdout=proc.stdout, tmp=tmp_path_factory.mktemp("capacity-shot"))
     finally:

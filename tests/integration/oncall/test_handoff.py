@@ -107,7 +107,7 @@ def handoff(lab, run_playbook, redis_client, tmp_path_factory):
             "handoff_alertmanager_url": stand_in, "apex_prometheus_token": TOKEN})
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
         after = json.loads(kubectl(lab, "get", "lease", LEASE, "-o", "json"))["metadata"]["resourceVersion"]
-        json_file = next(reports.glob("handoff-*.json"))
+        json_file = sorted(reports.glob("handoff-*.json"))[-1]
         yield dict(report=json.loads(json_file.read_text()), markdown=json_file.with_suffix(".md").read_text(),
                    holder=holder, lease_versions=(version, after), stdout=proc.stdout, lab=lab)
     finally:
