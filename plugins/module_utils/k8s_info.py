@@ -190,7 +190,18 @@ def pod_limits(pod):
     return cpu or None, mem or None
 
 
-def usage_summary(item, allocatable_millicores=None, allocatable_mib=None, limit_millicores=None, limit_mib=None):
+def pod_requests(pod):
+    """Sum of the containers' CPU (millicores) and memory (MiB) requests; None where no container requests any."""
+    cpu = mem = 0
+    for container in ((pod.get("spec") or {}).get("containers") or []):
+        requests = (container.get("resources") or {}).get("requests") or {}
+        cpu += millicores(requests.get("cpu")) or 0
+        mem += mebibytes(requests.get("memory")) or 0
+    return cpu or None, mem or None
+
+
+def usage_summary(item, allocatable_millicores=None, allocatable_mib=None, limit_millicores=None, limit_mib=None,
+                  request_millicores=None, request_mib=None):
     meta = item.get("metadata") or {}
     if "containers" in item:
         cpu = sum(millicores((c.get("usage") or {}).get("cpu")) or 0 for c in item.get("containers") or [])
@@ -207,6 +218,11 @@ def usage_summary(item, allocatable_millicores=None, allocatable_mib=None, limit
         out["cpu_percent_of_limit"] = round(100.0 * cpu / limit_millicores, 1)
     if limit_mib:
         out["memory_percent_of_limit"] = round(100.0 * mem / limit_mib, 1)
+    if request_millicores:
+        out.update(cpu_request_millicores=request_millicores,
+                   cpu_percent_of_request=round(100.0 * cpu / request_millicores, 1))
+    if request_mib:
+        out.update(memory_request_mib=round(request_mib, 1), memory_percent_of_request=round(100.0 * mem / request_mib, 1))
     return out
 
 
@@ -303,6 +319,7 @@ def gather(client, namespace, names=None, label_selector=None, sections=SECTIONS
         node_metrics, node_exc = raw.get("node_metrics", (None, None))
         available = pod_exc is None and node_exc is None
         limits = dict(((p.get("metadata") or {}).get("name"), pod_limits(p)) for p in pods)
+        requests = dict(((p.get("metadata") or {}).get("name"), pod_requests(p)) for p in pods)
         alloc = dict((n["name"], n) for n in node_list)
         metrics = dict(available=available)
         if pod_exc is not None or node_exc is not None:
@@ -311,7 +328,9 @@ def gather(client, namespace, names=None, label_selector=None, sections=SECTIONS
                 else "metrics.k8s.io is not served by this cluster"
         metrics["pods"] = sorted(
             (usage_summary(m, limit_millicores=limits[m["metadata"]["name"]][0],
-                           limit_mib=limits[m["metadata"]["name"]][1])
+                           limit_mib=limits[m["metadata"]["name"]][1],
+                           request_millicores=requests[m["metadata"]["name"]][0],
+                           request_mib=requests[m["metadata"]["name"]][1])
              for m in (pod_metrics or {}).get("items") or []
              if (m.get("metadata") or {}).get("name") in limits),
             key=lambda u: -u["cpu_millicores"])

@@ -21,6 +21,8 @@ command -v redis-server >/dev/null 2>&1 || APT_PACKAGES+=(redis-server)
 command -v shellcheck >/dev/null 2>&1 || APT_PACKAGES+=(shellcheck)
 # ansible-rulebook (the EDA alert tests) runs its rule engine on Java 17.
 command -v java >/dev/null 2>&1 || APT_PACKAGES+=(openjdk-17-jre-headless)
+# the capacity report's HTML page is opened in headless Chromium by its test (screenshot of the charts)
+command -v chromium >/dev/null 2>&1 || APT_PACKAGES+=(chromium)
 
 if [ "${#APT_PACKAGES[@]}" -gt 0 ]; then
     echo "install-deps: apt-get install ${APT_PACKAGES[*]}"
