@@ -109,7 +109,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 deployments:
-  description: Deployments (name, desired, current, ready, updated, available, image, images, resources, revision, rollout, ready_ok, selector).
+  description: >-
+    Deployments (name, desired, current, ready, updated, available, image, images, resources, revision, rollout, ready_ok,
+    selector, settings - the C(APEX__*) env vars of the pod template, values from secrets shown as C((valueFrom))).
   returned: when workloads gathered
   type: list
   elements: dict
