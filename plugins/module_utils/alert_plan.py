@@ -139,9 +139,8 @@ def choose_provider(plan, label, requested, current, providers, avoid):
         plan.refused.append("%s %s: its status page was not checked (add it to the providers)" % (label, requested))
         return None
     if status.get("healthy") is not True:
-        plan.refused.append("%s %s is not confirmed healthy (%s)"
-                            % (label, requested, status.get("error") or "%s: %s" % (status.get("indicator"),
-                                                                                      status.get("description"))))
+        why = status.get("error") or "%s: %s" % (status.get("indicator"), status.get("description"))
+        plan.refused.append("%s %s is not confirmed healthy (%s)" % (label, requested, why))
         return None
     return requested
 
@@ -246,8 +245,9 @@ def plan_high_latency(plan, diag, requested, limits):
         plan.cause("Slow database queries",
                    ["mean %s ms, %s calls: %s" % (s.get("mean_exec_time_ms"), s.get("calls"), s.get("query"))
                     for s in slow]
-                   + ["pid %s (%s) running %ss: %s" % (r.get("pid"), r.get("application_name"), r.get("query_seconds"),
-                                                      r.get("query")) for r in long_running],
+                   + ["pid %s (%s) running %ss: %s"
+                      % (r.get("pid"), r.get("application_name"), r.get("query_seconds"), r.get("query"))
+                      for r in long_running],
                    "Analyze and optimize queries, add indexes; a larger pool only if the pool is the bottleneck")
     if redis.get("avg_ms") is not None and redis["avg_ms"] > limits["redis_latency_ms"]:
         plan.cause("Redis latency", ["PING average %s ms over %s samples (max %s ms)"
@@ -302,9 +302,10 @@ def plan_db_connections(plan, diag, requested, limits):
                    ["%s of %s connections (%s%%)" % (total, conns.get("max_connections"), conns["percent"])],
                    "Terminate idle sessions, lower the pools; raise max_connections (restart) only if the pools need it")
     if idle_tx:
-        plan.cause("Sessions idle in transaction", ["pid %s (%s) idle in transaction %ss: %s"
-                                                   % (r.get("pid"), r.get("application_name"), r.get("state_seconds"),
-                                                      r.get("query")) for r in idle_tx],
+        plan.cause("Sessions idle in transaction",
+                   ["pid %s (%s) idle in transaction %ss: %s"
+                    % (r.get("pid"), r.get("application_name"), r.get("state_seconds"), r.get("query"))
+                    for r in idle_tx],
                    "An application leaves transactions open (they hold locks and snapshots): fix the code path; "
                    "terminate them")
     if idle:

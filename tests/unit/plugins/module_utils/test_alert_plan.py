@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from ansible_collections.apex.ops.plugins.module_utils import (alert_plan, circuit_breaker, db_facts, k8s_logs,
-                                                                 provider_status, queue)
+from ansible_collections.apex.ops.plugins.module_utils import (
+    alert_plan, circuit_breaker, db_facts, k8s_logs, provider_status, queue)
 
 HEALTHY = dict(healthy=True, indicator="none", description="All Systems Operational")
 OUTAGE = dict(healthy=False, indicator="major", description="Partial System Outage")
@@ -33,8 +33,8 @@ def test_task_failure_provider_outage_and_the_safe_fallback():
     causes = [c["cause"] for c in out["causes"]]
     assert causes[0] == "LLM provider outage" and "Rate limiting from LLM" in causes
     assert out["findings"]["failed_by_provider"] == {"openai": 1}
-    assert out["rollout_targets"] == [dict(name="apex-worker", env={"APEX__WORKER__CONCURRENCY": "2",
-                                                                     "APEX__ROUTING__FORCE_PROVIDER": "anthropic"})]
+    env = {"APEX__WORKER__CONCURRENCY": "2", "APEX__ROUTING__FORCE_PROVIDER": "anthropic"}
+    assert out["rollout_targets"] == [dict(name="apex-worker", env=env)]
     assert out["refused"] == []
 
 
