@@ -16,7 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.apex.ops.plugins.module_utils.redaction import redact_rows
+from ansible_collections.apex.ops.plugins.module_utils.redaction import redact, redact_rows
 
 # Columns describing one backend, shared by the facts and by cancel/terminate.
 BACKEND_COLUMNS = """
@@ -188,6 +188,14 @@ def migration_problems(migrations, expected_version=None):
     return problems
 
 
+# What the on-call engineer does when the slowest statements cannot be listed (ApexHighLatency).
+STATEMENTS_HOW_TO = (
+    "pg_stat_statements is not enabled in this database: add it to shared_preload_libraries "
+    "(ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements', keeping any library already "
+    "listed; on RDS, the DB parameter group), restart PostgreSQL, then run CREATE EXTENSION "
+    "pg_stat_statements in the application database as a superuser (RDS: the rds_superuser role)")
+
+
 def gather(conn, idle_seconds, running_seconds, top_tables=10, top_statements=10,
            query_max_length=200, statements_sort="mean_exec_time"):
     """Return the facts dict (see apex_db_maint RETURN)."""
@@ -218,6 +226,8 @@ def gather(conn, idle_seconds, running_seconds, top_tables=10, top_statements=10
     facts["migrations"] = read_migrations(conn, has_migrations)
 
     facts["statements"] = dict(available=False, sort=statements_sort, top=[])
+    if not has_statements:
+        facts["statements"]["how_to_enable"] = STATEMENTS_HOW_TO
     if has_statements and int(top_statements) > 0:
         if statements_sort not in STATEMENTS_SORT:
             raise ValueError("statements_sort must be one of %s" % ", ".join(STATEMENTS_SORT))
@@ -228,6 +238,7 @@ def gather(conn, idle_seconds, running_seconds, top_tables=10, top_statements=10
                 facts["statements"].update(available=True, top=redact_rows(cur.fetchone()[0]))
         except Exception as exc:  # e.g. extension created but library not preloaded
             facts["statements"]["error"] = str(exc).strip()
+            facts["statements"]["how_to_enable"] = STATEMENTS_HOW_TO
     repl = facts["replication"]
     repl["streaming_replicas"] = len([r for r in repl["replicas"] if r["state"] == "streaming"])
     lags = [r["replay_lag_bytes"] for r in repl["replicas"] if r.get("replay_lag_bytes") is not None]
@@ -249,7 +260,16 @@ SELECT json_build_object(
 """
 
 
-def task_stats(conn, window_seconds=3600.0, rate_window_seconds=300.0):
+FAILED_TASKS_SQL = """
+SELECT coalesce(json_agg(t), '[]'::json) FROM (
+  SELECT id, task_id, status, error_message, provider, attempts, worker, created_at
+    FROM tasks
+   WHERE status = 'failed' AND created_at > now() - make_interval(secs => %(window)s)
+   ORDER BY created_at DESC LIMIT %(limit)s) t
+"""
+
+
+def task_stats(conn, window_seconds=3600.0, rate_window_seconds=300.0, failed_limit=0):
     """Apex task counts by status created in the window, and completions per minute over the rate window.
 
     The runbook's ApexTaskQueueBacklog diagnosis (it ran this with psql): one statement on the
@@ -262,7 +282,15 @@ def task_stats(conn, window_seconds=3600.0, rate_window_seconds=300.0):
         cur.execute(TASK_STATS_SQL, dict(window=window, rate=rate))
         stats = cur.fetchone()[0]
     completed = stats["completed_in_rate_window"]
+    failed = []
+    if int(failed_limit) > 0:  # the runbook's ApexHighTaskFailureRate query, plus provider and attempts
+        with conn.cursor() as cur:
+            cur.execute(FAILED_TASKS_SQL, dict(window=window, limit=int(failed_limit)))
+            failed = cur.fetchone()[0]
+        for row in failed:
+            row["error_message"] = redact(row.get("error_message"))
     return dict(
+        failed=failed,
         window_seconds=window,
         rate_window_seconds=rate,
         by_status=stats["by_status"],

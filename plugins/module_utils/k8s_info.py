@@ -19,6 +19,7 @@ from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, 
 from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import (
     HPA_API, WORKLOAD_KINDS, age_seconds, condition, condition_statuses, hpa_cpu_current, hpa_cpu_target,
     hpa_target, mebibytes, millicores, ns_path, parse_target_name, selector_matches, selector_string, workload_path)
+from ansible_collections.apex.ops.plugins.module_utils.redaction import redact
 from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 from ansible_collections.apex.ops.plugins.module_utils.k8s_rollout import is_settled, rollout_state
 
@@ -30,6 +31,19 @@ SECTIONS = ("workloads", "pods", "hpas", "nodes", "events", "metrics")
 
 def containers_images(pod_spec):
     return dict((c.get("name"), c.get("image")) for c in (pod_spec or {}).get("containers") or [])
+
+
+def apex_settings(pod_spec):
+    """The Apex settings (``APEX__SECTION__KEY`` env vars) of the pod template, name -> value as the
+    container sees it; one set from a secret or ConfigMap is ``(valueFrom)``, never resolved.
+    Values are redacted (a URL's user information, a DSN password)."""
+    out = {}
+    for container in (pod_spec or {}).get("containers") or []:
+        for var in container.get("env") or []:
+            name = var.get("name") or ""
+            if name.startswith("APEX__") and name not in out:
+                out[name] = "(valueFrom)" if "valueFrom" in var else redact(str(var.get("value", "")))
+    return out
 
 
 def workload_summary(obj, kind):
@@ -54,6 +68,7 @@ def workload_summary(obj, kind):
         available=status.get("availableReplicas") or 0,
         images=images,
         image=list(images.values())[0] if len(images) == 1 else None,
+        settings=apex_settings(template),
         revision=revision,
         generation=meta.get("generation"),
         observed_generation=status.get("observedGeneration"),

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import tempfile
+import time
 
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 PURGE_CONFIRMATION = "purge-dead-letter"
@@ -87,6 +88,17 @@ def task_payload(raw, payload_field="task_id"):
     if isinstance(value, str) and TASK_ID_RE.match(value):
         return value.encode("utf-8")
     return None
+
+
+def ping_latency(client, samples=10, clock=time.perf_counter):
+    """``PING`` round trips in ms: ``{samples, min_ms, avg_ms, max_ms}`` (``redis-cli --latency``)."""
+    times = []
+    for dummy in range(max(1, int(samples))):
+        start = clock()
+        client.ping()
+        times.append((clock() - start) * 1000.0)
+    return dict(samples=len(times), min_ms=round(min(times), 3), avg_ms=round(sum(times) / len(times), 3),
+                max_ms=round(max(times), 3))
 
 
 def facts(client, queue_key, dead_letter_key, processing_pattern, sample_size=10, memory_limit=None):

@@ -173,6 +173,13 @@ options:
       - For O(state=task_stats), the completion rate is measured over this duration.
     type: raw
     default: 5m
+  failed_limit:
+    description:
+      - For O(state=task_stats), also list the newest this many C(failed) tasks created within O(task_window) (the
+        runbook's ApexHighTaskFailureRate query - id, task_id, error_message, provider, attempts, worker, created_at;
+        error texts redacted). 0 lists none.
+    type: int
+    default: 0
   expected_version:
     description:
       - For O(state=migrations), the version the latest row of C(_sqlx_migrations) must have (the newest
@@ -298,7 +305,9 @@ replication:
   returned: state is facts
   type: dict
 statements:
-  description: Top C(pg_stat_statements) entries when the extension exists in the database.
+  description:
+    - Top C(pg_stat_statements) entries when the extension exists in the database (C(available), C(sort), C(top)).
+    - When it does not (or cannot be read, C(error)), C(how_to_enable) says how to enable it.
   returned: state is facts
   type: dict
 tables_done:
@@ -336,11 +345,14 @@ pending_restart:
 task_stats:
   description:
     - Tasks created within O(task_window) by status (C(by_status), C(total)), tasks completed within
-      O(rate_window) (C(completed_in_rate_window)) and C(completed_per_minute).
+      O(rate_window) (C(completed_in_rate_window)) and C(completed_per_minute); C(failed) lists the newest
+      O(failed_limit) failed tasks.
   returned: state is task_stats
   type: dict
   sample: {window_seconds: 3600.0, rate_window_seconds: 300.0, by_status: {completed: 120, queued: 4},
-           total: 124, completed_in_rate_window: 10, completed_per_minute: 2.0}
+           total: 124, completed_in_rate_window: 10, completed_per_minute: 2.0,
+           failed: [{id: 42, task_id: t-42, status: failed, error_message: provider openai returned an error,
+                     provider: openai, attempts: 3, worker: w-1, created_at: "2026-12-02T16:00:00+00:00"}]}
 last_state:
   description:
     - On failure, what was observed. When O(statement_timeout) or O(lock_timeout) fired, C(timeout),
@@ -388,6 +400,7 @@ ARGUMENT_SPEC = dict(
     query_max_length=dict(type="int", default=200),
     task_window=dict(type="raw", default="1h"),
     rate_window=dict(type="raw", default="5m"),
+    failed_limit=dict(type="int", default=0),
     expected_version=dict(type="str"),
 )
 
@@ -458,7 +471,8 @@ def main():
                 result["diff"] = dict(before=dict(backends=sorted(t["pid"] for t in touched)),
                                       after=dict(backends=sorted(still)))
         elif state == "task_stats":
-            result["task_stats"] = db_facts.task_stats(conn, parsed["task_window"], parsed["rate_window"])
+            result["task_stats"] = db_facts.task_stats(conn, parsed["task_window"], parsed["rate_window"],
+                                                       p["failed_limit"])
         elif state == "migrations":
             result["migrations"] = db_facts.read_migrations(conn)
             try:

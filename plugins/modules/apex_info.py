@@ -18,6 +18,9 @@ description:
     state), pods (phase, ready, restarts, node, age, last termination reason, why not ready),
     HorizontalPodAutoscalers (min, max, current, desired, CPU target and current, at max), nodes
     (conditions, cordoned), recent Warning events, and C(metrics.k8s.io) usage where served.
+  - With C(logs) in O(gather), the log lines of the selected pods of the last O(logs_since) that match O(logs_pattern)
+    (the runbook's C(kubectl logs deployment/apex-api --since=10m | grep -i error | tail -50)), one request per pod,
+    concurrently, redacted.
   - Issues a handful of list calls concurrently (one per resource kind), never one call per object.
   - Works against any context of the kubeconfig (O(context)), for example the secondary region.
 author:
@@ -50,8 +53,20 @@ options:
     description: Which sections to gather.
     type: list
     elements: str
-    choices: [workloads, pods, hpas, nodes, events, metrics]
+    choices: [workloads, pods, hpas, nodes, events, metrics, logs]
     default: [workloads, pods, hpas, nodes, events, metrics]
+  logs_since:
+    description: With C(logs) gathered, log lines of the last this long (C(10m), C(1h), seconds); 0 for the whole log.
+    type: raw
+    default: 10m
+  logs_pattern:
+    description: With C(logs) gathered, a Python regular expression a line must match (search, not full match).
+    type: str
+    default: "(?i)error"
+  logs_limit:
+    description: With C(logs) gathered, at most this many matching lines per pod (the newest).
+    type: int
+    default: 50
   events_since_minutes:
     description: Warning events seen in the last this many minutes (0 for all).
     type: int
@@ -79,6 +94,14 @@ EXAMPLES = r"""
     names: [apex-api]
     gather: [workloads, pods, hpas]
 
+- name: Recent error lines of the API and the worker pods (kubectl logs --since=10m | grep -i error)
+  apex.ops.apex_info:
+    names: [apex-api, apex-worker]
+    gather: [pods, logs]
+    logs_since: 10m
+    logs_pattern: "(?i)error"
+  register: recent_errors
+
 - name: Pods not running
   ansible.builtin.debug:
     var: cluster.summary.pods_not_running
@@ -86,7 +109,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 deployments:
-  description: Deployments (name, desired, current, ready, updated, available, image, images, resources, revision, rollout, ready_ok, selector).
+  description: >-
+    Deployments (name, desired, current, ready, updated, available, image, images, resources, revision, rollout, ready_ok,
+    selector, settings - the C(APEX__*) env vars of the pod template, values from secrets shown as C((valueFrom))).
   returned: when workloads gathered
   type: list
   elements: dict
@@ -137,6 +162,17 @@ summary:
     hpas_at_max, nodes_not_ready, nodes_cordoned, workloads_not_ready, warning_events.
   returned: always
   type: dict
+logs:
+  description: >-
+    Per pod (pod, lines, matched, error when the log could not be read) the newest O(logs_limit) lines matching
+    O(logs_pattern) in the last O(logs_since); C(matched) counts all matching lines.
+  returned: when logs gathered
+  type: list
+  elements: dict
+  sample:
+    - pod: apex-worker-5d8f7-abcde
+      matched: 2
+      lines: ['{"msg": "task failed", "error": "provider openai returned an error"}']
 missing:
   description: Names in O(names) that do not exist.
   returned: always
@@ -164,11 +200,16 @@ from ansible_collections.apex.ops.plugins.module_utils.common_args import K8S_AR
 from ansible_collections.apex.ops.plugins.module_utils import k8s
 
 SECTIONS = ["workloads", "pods", "hpas", "nodes", "events", "metrics"]
+# Logs cost one request per pod: only when asked for.
+ALL_SECTIONS = SECTIONS + ["logs"]
 
 ARGUMENT_SPEC = dict(
     names=dict(type="list", elements="str", default=[]),
     label_selectors=dict(type="list", elements="str", default=[]),
-    gather=dict(type="list", elements="str", choices=SECTIONS, default=SECTIONS),
+    gather=dict(type="list", elements="str", choices=ALL_SECTIONS, default=SECTIONS),
+    logs_since=dict(type="raw", default="10m"),
+    logs_pattern=dict(type="str", default="(?i)error"),
+    logs_limit=dict(type="int", default=50),
     events_since_minutes=dict(type="int", default=60),
     events_limit=dict(type="int", default=50),
     fail_on_missing=dict(type="bool", default=False),
@@ -182,18 +223,32 @@ def main():
         requirements=(k8s.REQUIREMENT,),
         supports_check_mode=True,
     )
-    from ansible_collections.apex.ops.plugins.module_utils import k8s_info
+    from ansible_collections.apex.ops.plugins.module_utils import k8s_info, k8s_logs
+    from ansible_collections.apex.ops.plugins.module_utils.durations import parse_duration
     from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import WorkloadError
 
     params = module.params
+    sections = params["gather"]
+    want_logs = "logs" in sections
     try:
+        since = parse_duration(params["logs_since"], "logs_since") if want_logs else 0
+        if want_logs:
+            k8s_logs.compile_pattern(params["logs_pattern"])
+            sections = [s for s in sections if s != "logs"]
+            if "pods" not in sections:
+                sections.append("pods")
         client = k8s.connect(params)
         info = k8s_info.gather(
             client, params["namespace"], names=params["names"],
             label_selector=",".join(params["label_selectors"]) or None,
-            sections=params["gather"], events_since_minutes=params["events_since_minutes"],
+            sections=sections, events_since_minutes=params["events_since_minutes"],
             events_limit=params["events_limit"])
-    except WorkloadError as exc:
+        if want_logs:
+            info["logs"] = k8s_logs.grep_pods(client, params["namespace"], info["pods"], params["logs_pattern"],
+                                              since, limit=params["logs_limit"])
+            if "pods" not in params["gather"]:
+                del info["pods"]
+    except (WorkloadError, ValueError) as exc:
         module.fail(str(exc))
     except k8s.KubeConfigError as exc:
         module.fail("Kubernetes connection is not configured: %s" % exc)

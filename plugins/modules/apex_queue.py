@@ -50,6 +50,12 @@ options:
     description: How many dead letters to return in the facts (from the newest). V(0) returns none.
     type: int
     default: 10
+  latency_samples:
+    description:
+      - For O(state=facts), time this many C(PING) round trips to Redis (the runbook's C(redis-cli --latency)) and
+        return RV(latency). V(0) measures nothing.
+    type: int
+    default: 0
   memory_limit:
     description:
       - Memory available to Redis (e.g. V(4GB), the pod limit), used for the memory percent when
@@ -156,6 +162,11 @@ clients:
   description: Connected and blocked clients.
   returned: state is facts
   type: dict
+latency:
+  description: With O(latency_samples), the C(PING) round trip in milliseconds (samples, min_ms, avg_ms, max_ms).
+  returned: state is facts and latency_samples > 0
+  type: dict
+  sample: {samples: 10, min_ms: 0.08, avg_ms: 0.11, max_ms: 0.2}
 requeued:
   description: Count moved, and per item the dead letter and the payload pushed back.
   returned: state is requeue
@@ -193,6 +204,7 @@ ARGUMENT_SPEC = dict(
     dead_letter_key=dict(type="str", default="apex:tasks:dead-letter", no_log=False),
     processing_pattern=dict(type="str", default="apex:tasks:processing:*"),
     sample_size=dict(type="int", default=10),
+    latency_samples=dict(type="int", default=0),
     memory_limit=dict(type="str"),
     count=dict(type="int", default=0),
     payload_field=dict(type="str", default="task_id"),
@@ -233,6 +245,8 @@ def main():
         if p["state"] == "facts":
             result.update(q.facts(client, p["queue_key"], p["dead_letter_key"], p["processing_pattern"],
                                   p["sample_size"], memory_limit))
+            if p["latency_samples"] > 0:
+                result["latency"] = q.ping_latency(client, p["latency_samples"])
         elif p["state"] == "requeue":
             moved = q.requeue(client, p["queue_key"], p["dead_letter_key"], p["count"], module.check_mode,
                               p["payload_field"], p["position"])

@@ -226,3 +226,17 @@ def test_slow_queries_fill_the_pool_and_ready_says_no_capacity(fresh_twin, scrat
     thread.join(10)
     assert results == [202]
     assert fresh_twin.request("GET", "/ready")[0] == 200
+
+
+def test_provider_status_pages_are_statuspage_documents_set_with_the_admin_token(fresh_twin, twin_base_env):
+    auth = {"Authorization": "Bearer " + twin_base_env["env"]["APEX_ADMIN_TOKEN"]}
+    status, dummy, body = fresh_twin.request("GET", "/status/openai")
+    assert status == 200 and body["status"] == {"indicator": "none", "description": "All Systems Operational"}
+    assert fresh_twin.request("POST", "/status/openai", {"indicator": "major"})[0] == 401
+    assert fresh_twin.request("POST", "/status/openai", {"indicator": "down"}, auth)[0] == 400
+    fresh_twin.set_state(api_ready_replicas=0, failure_rate=1.0)  # another service: never routed to an API track
+    status, dummy, body = fresh_twin.request("POST", "/status/openai", {"indicator": "major"}, auth)
+    assert status == 200 and body["status"]["indicator"] == "major"
+    assert fresh_twin.request("GET", "/status/openai")[2]["status"]["indicator"] == "major"
+    assert fresh_twin.request("GET", "/status/anthropic")[2]["status"]["indicator"] == "none"
+    assert fresh_twin.request("GET", "/status/../etc")[0] == 404

@@ -56,6 +56,8 @@ def lab_env(state):
         "APEX_API_URL": "https://localhost:%d" % p["twin"],
         "APEX_API_HOSTNAME": "localhost",
         "APEX_ADMIN_TOKEN": s["admin_token"],
+        # the lab's fake LLM provider status pages, served by the twin: <url>/<provider>
+        "APEX_PROVIDER_STATUS_URL": "https://localhost:%d/status" % p["twin"],
         "APEX_TWIN_PORT": str(p["twin"]),
         "APEX_TWIN_CERT": str(state.twin_dir / "tls.crt"),
         "APEX_TWIN_KEY": str(state.twin_dir / "tls.key"),

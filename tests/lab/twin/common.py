@@ -10,6 +10,8 @@ DEAD_LETTER_KEY = "apex:tasks:dead-letter"
 PROCESSING_PREFIX = "apex:tasks:processing:"
 WORKER_HEARTBEAT_PREFIX = "apex:workers:"
 CIRCUIT_BREAKER_KEY = "apex:circuit-breaker"
+# The lab's fake LLM provider status pages (twin-only): provider -> Statuspage indicator.
+PROVIDER_STATUS_KEY = "apex:lab:provider-status"
 STATS_COMPLETED_KEY = "apex:stats:tasks_completed"
 STATS_FAILED_KEY = "apex:stats:tasks_failed"
 

@@ -2,7 +2,8 @@
 
 Endpoints: ``GET /health``, ``/ready``, ``/live``, ``/metrics``;
 ``POST /admin/circuit-breaker/reset`` (and the twin-only ``/admin/circuit-breaker/trip``),
-``POST /api/v1/tasks``, ``GET /api/v1/tasks/<task_id>``. Behaviour is driven by the desired
+``POST /api/v1/tasks``, ``GET /api/v1/tasks/<task_id>``; the lab's fake LLM provider status
+pages ``GET /status/<provider>`` (and, with the admin token, ``POST`` to set one). Behaviour is driven by the desired
 state file (see :mod:`twin.state`). docs/twin.md has the full contract.
 """
 import argparse
@@ -22,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from . import TWIN_VERSION
-from .common import (CIRCUIT_BREAKER_KEY, DEAD_LETTER_KEY, QUEUE_KEY, STATS_COMPLETED_KEY, env_float,
+from .common import (CIRCUIT_BREAKER_KEY, DEAD_LETTER_KEY, PROVIDER_STATUS_KEY, QUEUE_KEY, STATS_COMPLETED_KEY, env_float,
                      STATS_FAILED_KEY, env, make_logger, pg_connect, redis_client)
 from .state import StateWatcher
 
@@ -30,6 +31,10 @@ MAX_BODY = 1024 * 1024
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0)
 NON_ROUTED = ("/live", "/metrics")
+PROVIDER_RE = re.compile(r"^[a-z0-9_-]{1,40}$")
+# Statuspage (status.openai.com/api/v2/status.json) indicators and their usual descriptions.
+INDICATORS = {"none": "All Systems Operational", "minor": "Minor Service Outage",
+              "major": "Partial System Outage", "critical": "Major System Outage"}
 HEALTH_PATHS = ("/health", "/ready", "/live", "/metrics")
 
 
@@ -449,6 +454,8 @@ class Handler(BaseHTTPRequestHandler):
         state = app.watcher.get()
         if path == "/live":
             return self.send(200, {"status": "alive", "uptime_seconds": round(time.time() - app.started, 1)})
+        if path.startswith("/status/"):  # another service (the provider's status page): never routed
+            return self.provider_status(path[len("/status/"):], body)
         profile = app.track_profile(state)
         if profile is None:
             return self.send(503, {"error": "no ready replicas",
@@ -566,6 +573,38 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as exc:
             return self.send(503, {"error": "redis unavailable", "detail": str(exc)}, headers=headers)
         self.send(200, {"circuit_breaker": app.circuit_breaker(), "previous": previous}, headers=headers)
+
+    def provider_status(self, provider, body):
+        """A Statuspage ``/api/v2/status.json`` per provider, kept in Redis; POST (admin token) sets
+        ``{"indicator": none|minor|major|critical, "description"?}`` - the lab's provider-outage knob."""
+        app = self.server.app
+        provider = provider.strip("/")
+        if not PROVIDER_RE.match(provider):
+            return self.send(404, {"error": "not found"})
+        try:
+            if self.command == "POST":
+                if not self.authorized():
+                    return self.send(401, {"error": "unauthorized"},
+                                     headers={"WWW-Authenticate": 'Bearer realm="apex-admin"'})
+                try:
+                    doc = json.loads(body or b"{}")
+                    indicator = doc.get("indicator", "none")
+                except (ValueError, AttributeError):
+                    indicator = None
+                if indicator not in INDICATORS:
+                    return self.send(400, {"error": "indicator must be one of %s" % ", ".join(INDICATORS)})
+                description = str(doc.get("description") or INDICATORS[indicator])
+                app.redis.hset(PROVIDER_STATUS_KEY, provider, json.dumps([indicator, description]))
+                app.log("provider status set", provider=provider, indicator=indicator)
+            elif self.command not in ("GET", "HEAD"):
+                return self.send(405, {"error": "method not allowed"})
+            raw = app.redis.hget(PROVIDER_STATUS_KEY, provider)
+        except Exception as exc:
+            return self.send(503, {"error": "redis unavailable", "detail": str(exc)})
+        indicator, description = json.loads(raw) if raw else ("none", INDICATORS["none"])
+        self.send(200, {"page": {"id": provider, "name": provider.capitalize(),
+                                 "url": "https://status.%s.example" % provider},
+                        "status": {"indicator": indicator, "description": description}})
 
     def submit(self, body, state, profile, headers):
         app = self.server.app
