@@ -167,7 +167,7 @@ class Proxy(object):
     def _accept(self):
         while not self.down.is_set():
             try:
-                client, _ = self.listener.accept()
+                client = self.listener.accept()[0]
             except OSError:
                 return
             if self.down.is_set():
