@@ -15,8 +15,8 @@ import time
 from ansible_collections.apex.ops.plugins.module_utils import canary_plan
 from ansible_collections.apex.ops.plugins.module_utils.k8s import get_or_none
 from ansible_collections.apex.ops.plugins.module_utils.k8s_objects import WorkloadError, workload_path
-from ansible_collections.apex.ops.plugins.module_utils.k8s_rollout import (failure_message, rollout_status,
-                                                                          rollout_target, wait_rollout)
+from ansible_collections.apex.ops.plugins.module_utils.k8s_rollout import (
+    failure_message, rollout_status, rollout_target, wait_rollout)
 from ansible_collections.apex.ops.plugins.module_utils.waiting import Deadline, poll_until
 
 

@@ -91,6 +91,7 @@ def with_fallbacks(spec, params, environ=None):
         resolved[name] = value
     return resolved
 
+
 PROMETHEUS_ARGSPEC = dict(
     prometheus_url=dict(type="str", fallback=(env_fallback, ["APEX_PROMETHEUS_URL"])),
     prometheus_token=dict(type="str", no_log=True, fallback=(env_fallback, ["APEX_PROMETHEUS_TOKEN"])),

@@ -27,7 +27,7 @@ def _points(intervals, template, track, scale):
 
 
 def _panel(out, x0, title, lines, failed_at, t_max):
-    values = [v for _, pts in lines for _, v in pts]
+    values = [point[1] for track_points in lines for point in track_points[1]]
     v_max = max(values + [0.0]) or 1.0
     v_max *= 1.1
 
@@ -37,12 +37,12 @@ def _panel(out, x0, title, lines, failed_at, t_max):
     out.append('<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#adb5bd"/>'
                % (x0, TOP, PANEL_W, PANEL_H))
     for t in failed_at:
-        x, _ = px(t, 0)
+        x = px(t, 0)[0]
         out.append('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#fa5252" stroke-dasharray="3,3"/>'
                    % (x, TOP, x, TOP + PANEL_H))
     for frac in (0.0, 0.5, 1.0):
         v = v_max / 1.1 * frac
-        _, y = px(0, v)
+        y = px(0, v)[1]
         out.append('<text x="%d" y="%.1f" font-size="10" text-anchor="end">%.3g</text>' % (x0 - 4, y + 3, v))
     out.append('<text x="%d" y="%d" font-size="10">0 s</text>' % (x0, TOP + PANEL_H + 14))
     out.append('<text x="%d" y="%d" font-size="10" text-anchor="end">%.0f s</text>'

@@ -13,8 +13,8 @@ import time
 
 from ansible_collections.apex.ops.plugins.module_utils import promql_checks as pc
 from ansible_collections.apex.ops.plugins.module_utils.durations import parse_duration
-from ansible_collections.apex.ops.plugins.module_utils.prometheus_api import (PrometheusClient, PrometheusError,
-                                                                             connection_params)
+from ansible_collections.apex.ops.plugins.module_utils.prometheus_api import (
+    PrometheusClient, PrometheusError, connection_params)
 
 
 class MetricsFailure(Exception):

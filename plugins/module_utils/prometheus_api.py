@@ -117,10 +117,9 @@ class PrometheusClient(object):
         if not result:
             return None
         if len(result) > 1:
+            shown = ", ".join(json.dumps(r.get("metric")) for r in result[:3])
             raise PrometheusError("query", "a check needs one series, the query returned %d (%s); aggregate it, "
-                                  "e.g. sum(...): %s" % (len(result), ", ".join(json.dumps(r.get("metric"))
-                                                                               for r in result[:3]), promql),
-                                  query=promql)
+                                  "e.g. sum(...): %s" % (len(result), shown, promql), query=promql)
         return sample_value(result[0]["value"])
 
 

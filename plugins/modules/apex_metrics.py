@@ -119,7 +119,7 @@ options:
         description: The track judged (default O(track)).
         type: str
       selector:
-        description: Extra label matchers, e.g. C({namespace: apex}), merged over O(selector).
+        description: Extra label matchers (for example C(namespace=apex) as a dict), merged over O(selector).
         type: dict
   track:
     description: The track judged (label C(track)).
@@ -130,7 +130,7 @@ options:
     type: str
     default: stable
   selector:
-    description: Label matchers added to every template query, e.g. C({namespace: apex, job: apex-api}).
+    description: Label matchers added to every template query (a dict, for example C(namespace) V(apex)).
     type: dict
     default: {}
   window:

@@ -52,7 +52,7 @@ options:
   attachments:
     description:
       - Text files written beside the report, as C(<report path without .json>.<suffix>) (same stem, mode C(0640),
-        atomically), e.g. V({svg: "<svg ...>"}) for a chart. Keys are file suffixes (letters and digits). The report
+        atomically), for example an C(svg) key whose value is the SVG text of a chart. Keys are file suffixes (letters and digits). The report
         names them under C(attachments) (suffix to path).
     type: dict
 """

@@ -167,7 +167,7 @@ class Proxy(object):
     def _accept(self):
         while not self.down.is_set():
             try:
-                client, _ = self.listener.accept()
+                client = self.listener.accept()[0]
             except OSError:
                 return
             if self.down.is_set():
@@ -232,3 +232,12 @@ def test_prometheus_down_mid_run_is_a_clear_error_and_the_canary_is_removed(cana
     assert "Prometheus at http://127.0.0.1:%d is unreachable" % proxy.port in report["error"]
     assert cluster.image("apex-api") == "apex/api:1.0.0"
     assert served(lab) == {"stable": "1.0.0"}
+
+
+def test_helm_managed_stable_without_a_chart_is_refused_before_any_change(canary_run, cluster, lab):
+    """The lab's apex-api carries Helm's release annotation: auto picks Helm, which needs the chart."""
+    proc, report = canary_run(NEW, canary_promote_with="auto")
+    assert proc.returncode != 0
+    assert report["status"] == "failed" and report["steps"] == []
+    assert "belongs to Helm release apex: give canary_chart" in report["error"], report["error"]
+    assert cluster.image("apex-api") == "apex/api:1.0.0" and served(lab) == {"stable": "1.0.0"}

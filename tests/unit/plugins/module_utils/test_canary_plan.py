@@ -94,7 +94,7 @@ def test_named_container_and_refusals():
 
 
 def test_same_canary():
-    manifest, _ = cp.build_canary(STABLE, "apex-api-canary", "1.1.0", 1)
+    manifest = cp.build_canary(STABLE, "apex-api-canary", "1.1.0", 1)[0]
     live = copy.deepcopy(manifest)
     live["metadata"]["resourceVersion"] = "9"
     live["status"] = {"readyReplicas": 1}

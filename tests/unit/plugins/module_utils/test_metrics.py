@@ -224,7 +224,7 @@ def test_interval_count():
 
 
 def test_table_rows_and_text():
-    _, out = run([0.0, 0.5], duration=20)
+    out = run([0.0, 0.5], duration=20)[1]
     rows = ma.table(out["intervals"])
     assert [(r["interval"], r["check"], r["verdict"]) for r in rows] == [(1, "error_rate", "pass"),
                                                                          (2, "error_rate", "fail")]
