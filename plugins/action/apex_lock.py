@@ -63,7 +63,7 @@ class ActionModule(ActionBase):
             else:
                 result.update(lock_session.release(store, task_vars, confirm=args.get("confirm"), check_mode=check))
         except cluster_lock.LockHeld as exc:
-            result.update(failed=True, refused=True, msg=str(exc), lock=exc.view)
+            result.update(failed=True, refused=True, msg="Refusing: %s" % exc, lock=exc.view)
         except (cluster_lock.LockError, KubeApiError) as exc:
             result.update(failed=True, msg="apex.ops lock in namespace %s: %s" % (store.namespace, exc))
         finally:

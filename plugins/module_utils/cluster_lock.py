@@ -117,7 +117,7 @@ def decide(view, mode="take", confirm=None):
         return TAKEOVER
     if confirm and confirm == view.get("holder"):
         return TAKEOVER
-    raise LockHeld("Refusing: %s. Nothing was changed. Wait for it to finish; if that run is dead, the lock "
+    raise LockHeld("%s. Nothing was changed. Wait for it to finish; if that run is dead, the lock "
                    "expires by itself, or break it with confirm=%s (apex_lock state=released, or "
                    "-e apex_lock_break=%s)." % (describe(view), view.get("holder"), view.get("holder")), view)
 
@@ -129,7 +129,7 @@ def decide_release(view, confirm=None):
         return False
     if view["status"] in (OURS, EXPIRED, HOLDER_GONE) or (confirm and confirm == view.get("holder")):
         return True
-    raise LockHeld("Refusing to break the lock: %s. To break it anyway, confirm=%s." % (describe(view), view.get("holder")),
+    raise LockHeld("not breaking the lock: %s. To break it anyway, confirm=%s." % (describe(view), view.get("holder")),
                    view)
 
 

@@ -10,8 +10,10 @@ worker processes, whose parent is the ``ansible-playbook`` process of the run).
 The renewer: a Lease is only as good as its renewals. On acquire, a small detached process is
 forked that pushes ``renewTime`` every third of the duration for as long as the ``ansible-playbook``
 process lives and the lock is still this run's. It wakes the moment that process ends (a pidfd) and
-then stops renewing (it never releases: a crashed run's lock expires by itself, and the next run on
-this host takes it over at once because it sees the holder's process is gone).
+releases the lock if it is still this run's: the run is over, however it ended (a failure that wrote
+no report, Ctrl-C, an AWX cancel). When the renewer dies too (the controller or the execution
+environment's pod killed), nothing renews the Lease and it expires after its duration; a run on the
+same host takes it over at once because it sees the holder's process is gone.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -109,18 +111,28 @@ def _alive(pid):
 
 
 def renew_while(store, me, duration, pid, now=utcnow, wait=wait_for_exit):
-    """Renew every third of ``duration`` while process ``pid`` lives and the lock is ``me``'s.
-    Returns why it stopped. A failed renewal is retried at the next tick (the lease covers it)."""
+    """Renew every third of ``duration`` while process ``pid`` lives and the lock is ``me``'s; when
+    the process has ended, release the lock if it is still ``me``'s (the run is over however it
+    ended: a failure without a report, Ctrl-C). Returns why it stopped. A failed renewal is
+    retried at the next tick (the lease's duration covers it)."""
     interval = max(float(duration) / 3.0, 0.2)
     while True:
         if wait(pid, interval):
-            return "holder process %s ended" % pid
+            try:
+                released = store.release(me, now())[0] if cl_status(store, me, now()) == cluster_lock.OURS else False
+            except (KubeApiError, OSError, cluster_lock.LockError):
+                released = False
+            return "holder process %s ended%s" % (pid, "; released the lock" if released else "")
         try:
             view = store.renew(me, now())
         except (KubeApiError, OSError):
             continue
         if view["status"] != cluster_lock.OURS:
             return "the lock is no longer %s's (%s)" % (me, view["status"])
+
+
+def cl_status(store, me, moment):
+    return cluster_lock.judge(store.read(), me, moment)["status"]
 
 
 def start_renewer(params, me, duration, pid):

@@ -203,9 +203,11 @@ def test_renew_while_stops_when_the_process_ends_or_the_lock_is_gone():
     lock = store()
     lock.acquire(ME, at(0), 30, INFO)
     ticks = iter([False, False, True])
-    clock = iter([at(10), at(20)])
+    clock = iter([at(10), at(20), at(20), at(20)])
     why = lock_session.renew_while(lock, ME, 30, 100, now=lambda: next(clock), wait=lambda pid, timeout: next(ticks))
-    assert "ended" in why and lock.read()["spec"]["renewTime"] == cl.micro_time(at(20))
+    assert "ended" in why and "released" in why
+    assert lock.read()["spec"]["renewTime"] == cl.micro_time(at(20)) and not lock.read()["spec"]["holderIdentity"]
+    lock.acquire(ME, at(21), 30, INFO)
     lock.release(ME, at(21))
     why = lock_session.renew_while(lock, ME, 30, 100, now=lambda: at(30), wait=lambda pid, timeout: False)
     assert "no longer" in why
