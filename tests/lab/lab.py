@@ -36,6 +36,7 @@ from services.procs import Background, LabError, pick_port, say, stop_procs
 from services.redis import Redis
 from services.state import LabState
 from services.twin import Twin
+from services.webhook_sink import WebhookSink
 
 # what tests and benchmarks import from here (tests/lab is on their sys.path)
 __all__ = ("Lab", "LabError", "main", "pick_port", "private_lab")
@@ -45,7 +46,7 @@ class Lab:
     """The orchestrator: brings the services up in order (some in parallel), stops them in
     reverse, reports their status. Each service lives in ``services/<name>.py``."""
 
-    STOP_ORDER = ("twin", "kubesim", "moto", "redis", "pg-standby", "pg-primary")
+    STOP_ORDER = ("twin", "kubesim", "moto", "webhook-sink", "redis", "pg-standby", "pg-primary")
 
     def __init__(self, lab_dir=None):
         self.state = LabState(lab_dir)
@@ -54,6 +55,7 @@ class Lab:
         self.moto = Moto(self.state)
         self.kubesim = Kubesim(self.state)
         self.twin = Twin(self.state)
+        self.webhook_sink = WebhookSink(self.state)
 
     def up(self):
         t0 = time.monotonic()
@@ -73,7 +75,8 @@ class Lab:
             # one failing service does not keep the others down; `up` still exits 1
             for name, ensure in (("pg-primary", self.postgres.ensure_primary),
                                  ("pg-standby", self.postgres.ensure_standby),
-                                 ("redis", self.redis.ensure), ("moto", moto_job.result)):
+                                 ("redis", self.redis.ensure), ("moto", moto_job.result),
+                                 ("webhook-sink", self.webhook_sink.ensure)):
                 try:
                     changed.append(ensure())
                 except (LabError, OSError, subprocess.SubprocessError) as exc:
@@ -113,7 +116,8 @@ class Lab:
 
     def _stop_services(self, names):
         """Stop services in parallel; return a list of what is still running afterwards."""
-        services = {"twin": self.twin, "kubesim": self.kubesim, "moto": self.moto, "redis": self.redis}
+        services = {"twin": self.twin, "kubesim": self.kubesim, "moto": self.moto, "redis": self.redis,
+                    "webhook-sink": self.webhook_sink}
         procs = [p for n in names if n in services for p in services[n].procs()]
         leftovers = stop_procs(procs, bool(self.state.ports))
         for name in ("pg-standby", "pg-primary"):
@@ -138,7 +142,7 @@ class Lab:
         with self.state.lock():
             wanted = [n for n in self.STOP_ORDER if services is None or n in services]
             # the Python services together, then Redis, then PostgreSQL (standby first)
-            for phase in (("twin", "kubesim", "moto"), ("redis",), ("pg-standby", "pg-primary")):
+            for phase in (("twin", "kubesim", "moto", "webhook-sink"), ("redis",), ("pg-standby", "pg-primary")):
                 names = [n for n in wanted if n in phase]
                 if names:
                     leftovers += self._stop_services(names)
@@ -171,7 +175,7 @@ class Lab:
             print("lab: no lab at %s (run `make lab-up`)" % self.state.dir, file=sys.stderr)
             return 1
         rows = []
-        for service in (self.postgres, self.redis, self.moto, self.kubesim, self.twin):
+        for service in (self.postgres, self.redis, self.moto, self.webhook_sink, self.kubesim, self.twin):
             rows += service.status_rows()
         bad = [r for r in rows if not r["healthy"] and not r["optional"]]
         if as_json:
@@ -224,7 +228,7 @@ def main(argv=None):
     sub.add_parser("destroy", help="down, then delete the lab directory")
     rs = sub.add_parser("restart", help="stop the named services (default: all), then up")
     rs.add_argument("services", nargs="*", metavar="SERVICE",
-                    help="twin, kubesim, moto, redis, pg-standby, pg-primary")
+                    help="twin, kubesim, moto, webhook-sink, redis, pg-standby, pg-primary")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("lab: run as root (PostgreSQL runs as the postgres user via runuser)", file=sys.stderr)

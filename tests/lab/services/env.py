@@ -65,6 +65,7 @@ def lab_env(state):
         "HELM_DRIVER_SQL_CONNECTION_STRING": dsn(p["pg_primary"], "apex", s["apex_password"], "helm",
                                                  " sslmode=disable"),
         "ANSIBLE_COLLECTIONS_PATH": str(state.dir / "collections"),
+        "APEX_WEBHOOK_SINK_URL": "http://127.0.0.1:%d" % p["webhook_sink"],
     }
     if (LAB_PY_DIR / "kubesim" / "__main__.py").exists():
         env["KUBECONFIG"] = kubeconfig
