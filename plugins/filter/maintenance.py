@@ -11,6 +11,7 @@ __metaclass__ = type
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.apex.ops.plugins.module_utils import maintenance_plan
+from ansible_collections.apex.ops.plugins.module_utils.durations import parse_duration
 from ansible_collections.apex.ops.plugins.module_utils.timestamps import parse_time
 
 
@@ -28,6 +29,14 @@ def maintenance_watch(before, now, max_error_rate=0.05, max_latency_ms=2000, min
     return maintenance_plan.watch_verdict(before, now, float(max_error_rate), float(max_latency_ms), int(min_requests))
 
 
+def duration_seconds(value):
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise AnsibleFilterError("duration_seconds: %s" % exc)
+
+
 class FilterModule(object):
     def filters(self):
-        return {"maintenance_window": maintenance_window, "maintenance_watch": maintenance_watch}
+        return {"maintenance_window": maintenance_window, "maintenance_watch": maintenance_watch,
+                "duration_seconds": duration_seconds}
