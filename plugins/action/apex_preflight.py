@@ -137,10 +137,19 @@ class ActionModule(ActionBase):
                                   % exc]
             return result
         try:
-            if mode != "skip" and not self._check_journal(result, store, mode, role_name, args):
-                return result
+            # the lock first: a run in progress is named as the lock's holder (what is running now); then the
+            # journal (what an interrupted run left half-done), which gives back the lock it refuses after
             if lock_mode != "none":
                 self._take_lock(result, client, store.namespace, lock_mode, role_name, args, task_vars)
+                if result.get("failed"):
+                    return result
+            if mode != "skip" and not self._check_journal(result, store, mode, role_name, args):
+                if result.pop("ansible_facts", None):
+                    try:
+                        lock_session.release(cluster_lock.LeaseLock(client, store.namespace), task_vars)
+                    except (cluster_lock.LockError, KubeApiError, OSError):
+                        pass  # the renewer releases it when this run ends
+                    result["lock"] = None
         finally:
             client.close()
         return result
