@@ -190,6 +190,10 @@ class ActionModule(ActionBase):
                 confirm=confirm, check_mode=bool(self._task.check_mode),
                 params=with_fallbacks(K8S_ARGSPEC, args))
         except cluster_lock.LockHeld as exc:
+            if self._task.check_mode:  # a plan changes nothing: say what a real run would meet
+                result["lock"] = exc.view
+                result.setdefault("warnings", []).append("check mode: a real run would be refused: %s" % exc)
+                return
             result.update(failed=True, refused=True, lock=exc.view,
                           msg="Refusing to start %s: %s" % (role_name, exc))
             return
