@@ -153,7 +153,7 @@ def watch_verdict(before, now, max_error_rate=0.05, max_latency_ms=2000, min_req
     if rate > max_error_rate:
         problems.append("error rate %.1f%% > %.1f%%" % (100 * rate, 100 * max_error_rate))
     if latency is not None and latency > max_latency_ms:
-        problems.append("mean latency %.0f ms > %d ms" % (latency, max_latency_ms))
+        problems.append("mean latency %d ms > %d ms" % (round(latency), max_latency_ms))
     out.update(breach=bool(problems), reason="; ".join(problems) or "error rate %.1f%%, mean latency %s ms within limits"
                % (100 * rate, out["mean_latency_ms"]))
     return out

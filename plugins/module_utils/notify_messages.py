@@ -133,8 +133,8 @@ def _block(label, value, kind):
         box = "- [ ] " if label in ("Actions Being Taken", "Next Steps", "Follow-up Actions") else "- "
         return "*%s:*\n%s" % (label, "\n".join(box + _line(v) for v in value))
     if isinstance(value, dict) and value:
-        return "*%s:*\n%s" % (label, "\n".join("- %s: %s" % (k.replace("_", " ").capitalize(), _line(v))
-                                                for k, v in value.items()))
+        lines = ["- %s: %s" % (k.replace("_", " ").capitalize(), _line(v)) for k, v in value.items()]
+        return "*%s:*\n%s" % (label, "\n".join(lines))
     return "*%s:* %s" % (label, _line(value))
 
 

@@ -34,29 +34,20 @@ def retryable(status):
 def post_json(url, body, timeout, validate_certs=True, ca_file=None, headers=None):
     """POST ``body`` as JSON; returns ``(status, retry_after_seconds or None)``. Transport errors
     raise (``OSError`` and friends); HTTP errors return their status."""
-    import ssl
-    from ansible.module_utils.six.moves.urllib import error as urlerror
-    from ansible.module_utils.six.moves.urllib import request as urlrequest
+    from ansible.module_utils.six.moves.urllib.error import HTTPError
+    from ansible.module_utils.urls import open_url
 
-    data = json.dumps(body).encode("utf-8")
-    request = urlrequest.Request(url, data=data, method="POST")
-    request.add_header("Content-Type", "application/json")
-    request.add_header("User-Agent", "apex.ops apex_notify")
-    for key, value in (headers or {}).items():
-        request.add_header(key, value)
-    context = None
-    if url.startswith("https://"):
-        context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
-        if not validate_certs:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+    all_headers = {"Content-Type": "application/json", "User-Agent": "apex.ops apex_notify"}
+    all_headers.update(headers or {})
     try:
-        response = urlrequest.urlopen(request, timeout=timeout, context=context)
+        response = open_url(url, data=json.dumps(body).encode("utf-8"), headers=all_headers, method="POST",
+                            timeout=timeout, validate_certs=validate_certs, ca_path=ca_file or None,
+                            follow_redirects="none")
         try:
             return response.getcode(), None
         finally:
             response.close()
-    except urlerror.HTTPError as exc:
+    except HTTPError as exc:
         after = exc.headers.get("Retry-After") if exc.headers else None
         try:
             after = float(after) if after is not None else None

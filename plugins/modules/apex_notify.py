@@ -34,7 +34,7 @@ attributes:
     support: none
     description: No diff.
 options:
-  message:
+  template:
     description: Which template.
     type: str
     required: true
@@ -119,7 +119,7 @@ options:
 EXAMPLES = r"""
 - name: Declare an incident
   apex.ops.apex_notify:
-    message: incident_initial
+    template: incident_initial
     severity: P2
     title: Task execution failing
     impact: Tasks submitted since 14:05 UTC are not processed
@@ -133,7 +133,7 @@ EXAMPLES = r"""
 
 - name: Maintenance complete, from the maintenance report
   apex.ops.apex_notify:
-    message: maintenance_complete
+    template: maintenance_complete
     title: Database maintenance
     status: completed
     facts:
@@ -175,7 +175,7 @@ from ansible_collections.apex.ops.plugins.module_utils.apex_module import ApexMo
 from ansible_collections.apex.ops.plugins.module_utils.durations import parse_duration
 
 ARGUMENT_SPEC = dict(
-    message=dict(type="str", required=True, choices=["incident_initial", "incident_update", "incident_resolved",
+    template=dict(type="str", required=True, choices=["incident_initial", "incident_update", "incident_resolved",
                                                      "maintenance_start", "maintenance_complete"]),
     title=dict(type="str"),
     severity=dict(type="str"),
@@ -214,7 +214,7 @@ def main():
         if params[name] is not None:
             facts[name] = params[name]
     try:
-        message = notify_messages.render(params["message"], facts, secrets)
+        message = notify_messages.render(params["template"], facts, secrets)
         delay = parse_duration(params["retry_delay"], "retry_delay")
         timeout = parse_duration(params["timeout"], "timeout")
     except ValueError as exc:
@@ -235,9 +235,9 @@ def main():
     result["delivered"] = not failed
     for outcome in failed:
         module.warn("the %s message did not reach %s after %d attempt(s): %s"
-                    % (params["message"], outcome["target"], outcome["attempts"], outcome["error"]))
+                    % (params["template"], outcome["target"], outcome["attempts"], outcome["error"]))
     if failed and params["fail_on_error"]:
-        module.fail("the %s message did not reach %s" % (params["message"], ", ".join(d["target"] for d in failed)),
+        module.fail("the %s message did not reach %s" % (params["template"], ", ".join(d["target"] for d in failed)),
                     **dict((k, v) for k, v in result.items() if k != "changed"))
     module.exit_json(**result)
 

@@ -106,8 +106,8 @@ def base_vars(lab, tmp_path, prefix, **extra):
     return variables
 
 
-def test_outside_the_window_or_unapproved_it_refuses_and_changes_nothing(run_playbook, lab_process_env, lab, tmp_path,
-                                                                          sink_prefix):
+def test_outside_the_window_or_unapproved_it_refuses_and_changes_nothing(
+        run_playbook, lab_process_env, lab, tmp_path, sink_prefix):
     env = lab_process_env
     workers, api_env = replicas(env, "apex-worker"), maintenance_env(env)
     never = {"database": {"days": ["Sunday"], "start": "04:00", "end": "04:01"}}
@@ -116,8 +116,8 @@ def test_outside_the_window_or_unapproved_it_refuses_and_changes_nothing(run_pla
     out = flat(res.stdout)
     if datetime.now(timezone.utc).strftime("%a %H:%M") != "Sun 04:00":
         assert "Refusing the database maintenance, nothing was changed: outside the database window (Sunday 04:00-04:01 UTC)" in out
-    unapproved = run_playbook("playbooks/maintenance.yml", base_vars(lab, tmp_path, sink_prefix, maintenance_windows=ANY_TIME,
-                                                                      maintenance_approved_by=""))
+    unapproved = run_playbook("playbooks/maintenance.yml",
+                              base_vars(lab, tmp_path, sink_prefix, maintenance_windows=ANY_TIME, maintenance_approved_by=""))
     assert unapproved.returncode != 0
     assert "maintenance_change_request and maintenance_approved_by are required (approval needed: DBA + Team Lead)" in flat(unapproved.stdout)
     report = newest_report(tmp_path)

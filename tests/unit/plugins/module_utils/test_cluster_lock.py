@@ -132,7 +132,8 @@ def test_acquire_free_then_renew_then_release():
     assert raw["metadata"]["annotations"]["apex.ops/purpose"] == "scale"
     assert raw["metadata"]["annotations"]["apex.ops/pid"] == "100"
     assert "apex.ops/awx-job-id" not in raw["metadata"]["annotations"]
-    action, _, after = lock.acquire(ME, at(20), 60, dict(INFO, purpose="nested"))
+    action, before, after = lock.acquire(ME, at(20), 60, dict(INFO, purpose="nested"))
+    assert before["status"] == cl.OURS
     assert action == cl.RENEW and after["purpose"] == "scale" and after["renewed"] == at(20).isoformat()
     view = lock.renew(ME, at(40))
     assert view["status"] == cl.OURS and view["seconds_left"] == 60
@@ -172,7 +173,8 @@ def test_expired_lock_is_taken_over_and_says_whom():
 def test_holder_gone_is_taken_over_before_expiry():
     lock = store()
     lock.acquire(OTHER, at(0), 600, INFO)
-    action, before, _ = lock.acquire(ME, at(5), 60, INFO, holder_alive=lambda lease: False)
+    action, before, after = lock.acquire(ME, at(5), 60, INFO, holder_alive=lambda lease: False)
+    assert after["status"] == cl.OURS
     assert action == cl.TAKEOVER and before["status"] == cl.HOLDER_GONE
 
 
@@ -195,7 +197,8 @@ def test_race_for_a_free_lock_the_loser_refuses_naming_the_winner():
 
 def test_check_mode_writes_nothing():
     lock = store()
-    action, before, _ = lock.acquire(ME, at(0), 60, INFO, check_mode=True)
+    action, before, after = lock.acquire(ME, at(0), 60, INFO, check_mode=True)
+    assert after == before
     assert action == cl.ACQUIRE and lock.read() is None
 
 
