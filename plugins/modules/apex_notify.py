@@ -176,7 +176,7 @@ from ansible_collections.apex.ops.plugins.module_utils.durations import parse_du
 
 ARGUMENT_SPEC = dict(
     template=dict(type="str", required=True, choices=["incident_initial", "incident_update", "incident_resolved",
-                                                     "maintenance_start", "maintenance_complete"]),
+                                                      "maintenance_start", "maintenance_complete"]),
     title=dict(type="str"),
     severity=dict(type="str"),
     status=dict(type="str"),
