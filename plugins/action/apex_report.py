@@ -92,4 +92,30 @@ class ActionModule(ActionBase):
         if stats:
             result["ansible_stats"] = {"data": {args.get("stats_key") or procedure: stats},
                                        "per_host": False, "aggregate": True}
+        self._release_lock(result, task_vars or {})
         return result
+
+    def _release_lock(self, result, task_vars):
+        """The end of the role that took the cluster lock in its pre-flight: release it (success, or the
+        rescue that reports a failure). A nested role's report leaves its caller's lock alone."""
+        owner = task_vars.get("apex_ops_lock_owner")
+        role = self._task._role  # noqa: SLF001 - the role this task belongs to
+        if not isinstance(owner, dict) or role is None or owner.get("role") != os.path.basename(role._role_path):  # noqa: SLF001
+            return
+        from ansible_collections.apex.ops.plugins.module_utils import cluster_lock, lock_session
+        from ansible_collections.apex.ops.plugins.module_utils.common_args import K8S_ARGSPEC, with_fallbacks
+        from ansible_collections.apex.ops.plugins.module_utils.k8s import KubeApiError, KubeConfigError, connect
+
+        result["ansible_facts"] = {"apex_ops_lock_owner": None}
+        try:
+            client = connect(with_fallbacks(K8S_ARGSPEC, dict(owner.get("connection") or {})), request_timeout=10.0)
+        except KubeConfigError as exc:
+            result["warnings"] = ["could not release the apex.ops lock (its renewer releases it when the run ends): %s" % exc]
+            return
+        try:
+            outcome = lock_session.release(cluster_lock.LeaseLock(client, owner.get("namespace") or "apex"), task_vars)
+            result["lock"] = dict(released=outcome["changed"], message=outcome["message"])
+        except (cluster_lock.LockError, KubeApiError, OSError) as exc:
+            result["warnings"] = ["could not release the apex.ops lock (its renewer releases it when the run ends): %s" % exc]
+        finally:
+            client.close()

@@ -87,7 +87,8 @@ def holder_identity(task_vars=None, now=None, pid=None):
     import socket
 
     task_vars = task_vars or {}
-    awx = task_vars.get("awx_job_id") or task_vars.get("tower_job_id") or os.environ.get("JOB_ID")
+    awx = (task_vars.get("awx_job_id") or task_vars.get("tower_job_id") or os.environ.get("AWX_JOB_ID")
+           or os.environ.get("JOB_ID"))
     try:
         user = getpass.getuser()
     except Exception:  # noqa: BLE001 - no passwd entry in some containers

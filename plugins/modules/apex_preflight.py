@@ -24,8 +24,13 @@ description:
     (Ctrl-C, an AWX cancel, a killed controller), it says which one, in which phase, what is left to undo and the command
     that undoes it (C(ansible-playbook apex.ops.recover -e recover_confirm=RUN_ID)). With O(journal=refuse) (roles that
     change the system) it refuses to start; with O(journal=warn) (read-only roles) it warns.
-  - When the cluster cannot be reached the journal check is skipped with a warning; the role's own tasks then fail or not
-    as they would.
+  - Takes the cluster lock (see M(apex.ops.apex_lock)) with O(lock=take) - the default of the roles that change the
+    system (O(journal=refuse)) - and refuses while another run holds it, naming the holder, its purpose and since when.
+    O(lock=override) takes it over without waiting (the emergency rollback) and returns whom it overrode in RV(lock).
+    The role's report (M(apex.ops.apex_report)) releases it; nested roles (same run) only renew it. The duration comes
+    from the shared variable C(apex_lock_duration) (default 5m), a confirmation to break a live lock from C(apex_lock_break).
+  - When the cluster cannot be reached the journal check and the lock are skipped with a warning; the role's own tasks
+    then fail or not as they would.
 author:
   - Apex platform team (@apex-platform)
 extends_documentation_fragment:
@@ -54,6 +59,17 @@ options:
   allow_interrupted:
     description:
       - Run id of a journal record to run past anyway (the shared variable C(apex_allow_interrupted)); any other record still refuses.
+    type: str
+  lock:
+    description:
+      - C(take) - take the cluster lock, refusing a live lock held by another run.
+      - C(override) - take it even when another run holds it (an emergency must not wait), and say whom it overrode.
+      - C(none) - do not touch the lock (read-only roles).
+      - Default is C(take) with O(journal=refuse), else C(none).
+    type: str
+    choices: [take, override, none]
+  lock_purpose:
+    description: The purpose recorded with the lock. Default is the role name.
     type: str
 notes:
   - Must be a task of a role (it reads the role's argument specs); it fails otherwise.
@@ -93,8 +109,16 @@ holder_alive:
   description: True when the record's holder ran on this host and still runs, false when it does not, null when unknowable.
   returned: when a record was found
   type: bool
+lock:
+  description:
+    - The cluster lock as taken (C(status), C(holder), C(purpose), C(since), C(expires), C(action) acquire/renew/takeover,
+      C(overrode) the holder identity taken over, C(overrode_view) who that was, C(message)); null when not taken.
+    - On a refusal, the lock as found (who holds it).
+  returned: always
+  type: dict
 refused:
-  description: True when the role was refused (unknown variables, an empty scope, or a journal record with O(journal=refuse)).
+  description: True when the role was refused (unknown variables, an empty scope, a journal record with O(journal=refuse), or
+    the cluster lock held by another run).
   returned: failure
   type: bool
 """

@@ -19,6 +19,8 @@ description:
   - Runs on the controller (an action plugin), so it costs no module round trip; the report lands on the machine that runs
     C(ansible-playbook) (in AWX, the execution environment), where the operator and AWX read it.
   - A report is a record of the run, not a change to the system - never C(changed), and written in check mode too.
+  - In the role whose pre-flight took the cluster lock (M(apex.ops.apex_preflight), fact C(apex_ops_lock_owner)), it also
+    releases the lock - at the end of the run and in the rescue that reports a failure. A nested role's report does not.
 author:
   - Apex platform team (@apex-platform)
 attributes:
@@ -76,4 +78,8 @@ attachments:
   returned: success
   type: dict
   sample: {svg: /tmp/apex-reports/canary-20261202T061500123456Z.svg}
+lock:
+  description: When this role had taken the cluster lock, C(released) (bool) and C(message).
+  returned: when the role had taken the cluster lock
+  type: dict
 """

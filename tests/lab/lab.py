@@ -39,6 +39,7 @@ from services.procs import Background, LabError, pick_port, say, stop_procs
 from services.redis import Redis
 from services.state import LabState
 from services.twin import Twin
+from services.webhook_sink import WebhookSink
 
 # what tests and benchmarks import from here (tests/lab is on their sys.path)
 __all__ = ("Lab", "LabError", "main", "pick_port", "private_lab")
@@ -48,7 +49,8 @@ class Lab:
     """The orchestrator: brings the services up in order (some in parallel), stops them in
     reverse, reports their status. Each service lives in ``services/<name>.py``."""
 
-    STOP_ORDER = ("exporter", "twin", "kubesim", "prometheus", "alertmanager", "moto", "redis", "pg-standby", "pg-primary")
+    STOP_ORDER = ("exporter", "twin", "kubesim", "prometheus", "alertmanager", "moto", "webhook-sink", "redis",
+                  "pg-standby", "pg-primary")
     # spawned early and made ready in the background (a binary each, ready in about a second)
     MONITORING = ("prometheus", "alertmanager")
 
@@ -62,6 +64,7 @@ class Lab:
         self.prometheus = Prometheus(self.state)
         self.alertmanager = Alertmanager(self.state)
         self.exporter = Exporter(self.state)
+        self.webhook_sink = WebhookSink(self.state)
 
     def up(self):
         t0 = time.monotonic()
@@ -82,7 +85,8 @@ class Lab:
             # one failing service does not keep the others down; `up` still exits 1
             for name, ensure in (("pg-primary", self.postgres.ensure_primary),
                                  ("pg-standby", self.postgres.ensure_standby),
-                                 ("redis", self.redis.ensure), ("moto", moto_job.result)) + monitoring:
+                                 ("redis", self.redis.ensure), ("moto", moto_job.result),
+                                 ("webhook-sink", self.webhook_sink.ensure)) + monitoring:
                 try:
                     changed.append(ensure())
                 except (LabError, OSError, subprocess.SubprocessError) as exc:
@@ -138,7 +142,8 @@ class Lab:
     def _stop_services(self, names):
         """Stop services in parallel; return a list of what is still running afterwards."""
         services = {"twin": self.twin, "kubesim": self.kubesim, "moto": self.moto, "redis": self.redis,
-                    "prometheus": self.prometheus, "alertmanager": self.alertmanager, "exporter": self.exporter}
+                    "prometheus": self.prometheus, "alertmanager": self.alertmanager, "exporter": self.exporter,
+                    "webhook-sink": self.webhook_sink}
         procs = [p for n in names if n in services for p in services[n].procs()]
         leftovers = stop_procs(procs, bool(self.state.ports))
         for name in ("pg-standby", "pg-primary"):
@@ -163,8 +168,8 @@ class Lab:
         with self.state.lock():
             wanted = [n for n in self.STOP_ORDER if services is None or n in services]
             # the Python services together, then Redis, then PostgreSQL (standby first)
-            for phase in (("exporter", "twin", "kubesim", "prometheus", "alertmanager", "moto"), ("redis",),
-                          ("pg-standby", "pg-primary")):
+            for phase in (("exporter", "twin", "kubesim", "prometheus", "alertmanager", "moto", "webhook-sink"),
+                          ("redis",), ("pg-standby", "pg-primary")):
                 names = [n for n in wanted if n in phase]
                 if names:
                     leftovers += self._stop_services(names)
@@ -198,7 +203,7 @@ class Lab:
             return 1
         rows = []
         for service in (self.postgres, self.redis, self.moto, self.kubesim, self.twin, self.prometheus,
-                        self.alertmanager, self.exporter):
+                        self.alertmanager, self.exporter, self.webhook_sink):
             rows += service.status_rows()
         bad = [r for r in rows if not r["healthy"] and not r["optional"]]
         if as_json:

@@ -71,6 +71,7 @@ def lab_env(state):
         "APEX_ALERTMANAGER_URL": "http://127.0.0.1:%d" % p["alertmanager"],
         "APEX_EDA_WEBHOOK_PORT": str(p["eda_webhook"]),
         "APEX_EXPORTER_URL": "http://127.0.0.1:%d" % p["exporter"],
+        "APEX_WEBHOOK_SINK_URL": "http://127.0.0.1:%d" % p["webhook_sink"],
     }
     if (LAB_PY_DIR / "kubesim" / "__main__.py").exists():
         env["KUBECONFIG"] = kubeconfig

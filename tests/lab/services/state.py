@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[3]
 LAB_PY_DIR = Path(__file__).resolve().parents[1]  # tests/lab
 DEFAULT_LAB_DIR = ROOT / ".lab"
 PORT_NAMES = ("pg_primary", "pg_standby", "redis", "moto", "twin", "kube_primary", "kube_secondary",
-              "prometheus", "alertmanager", "eda_webhook", "exporter")
+              "prometheus", "alertmanager", "eda_webhook", "exporter", "webhook_sink")
 
 
 def load_json(path):
