@@ -4,7 +4,7 @@ the EDA webhook at ``http://127.0.0.1:$APEX_EDA_WEBHOOK_PORT/alerts``, a port th
 the event source a test starts (nothing listens there otherwise, and Alertmanager just retries). ``<lab>/alertmanager/alertmanager.yml`` is rewritten at every up."""
 import os
 
-from .procs import answers, find_pid, healthy, http_get, say, spawn, status_row, stop_procs, wait_until
+from .procs import answers, exited, find_pid, healthy, http_get, say, spawn, status_row, stop_procs, wait_until
 from .state import ROOT, write_private
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
@@ -103,7 +103,7 @@ class Alertmanager:
                 say("alertmanager reloaded its configuration")
                 return True
         wait_until(self.ready, 30, "alertmanager on %d" % self.state.ports["alertmanager"], log=self.log,
-                   gone=lambda: not self.pid())
+                   gone=exited(proc, self.pid))
         if proc is not None:
             say("alertmanager up on %s (webhook port %d)" % (self.url(), self.state.ports["eda_webhook"]))
         return proc is not None

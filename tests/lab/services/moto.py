@@ -4,7 +4,7 @@ import os
 import sys
 import time
 
-from .procs import (LabError, answers, find_pid, healthy, http_get, say, spawn, status_row, stop_procs,
+from .procs import (LabError, answers, exited, find_pid, healthy, http_get, say, spawn, status_row, stop_procs,
                     wait_until)
 from .state import load_json, write_private
 
@@ -54,7 +54,7 @@ class Moto:
             self.stop()
             proc = self.start()
         wait_until(self.buckets, 30, "moto on %d" % self.state.ports["moto"], log=log,
-                   gone=lambda: not self.pid())
+                   gone=exited(proc, self.pid))
         saved = load_json(self.moto_dir / "state.json") or {}
         body = self.buckets()
         if (proc is None and saved.get("pid") == self.pid() and saved.get("zone_id")

@@ -215,6 +215,16 @@ def http_get(url_host, port, path, tls_ca=None, timeout=2.0, server_hostname=Non
         conn.close()
 
 
+def exited(proc, pid):
+    """A ``gone`` check for :func:`wait_until`: the spawned ``proc`` (a Popen) has exited, or, for a
+    service we did not spawn in this run (``proc`` None), ``pid()`` finds no process. A process we
+    spawned is asked directly: the pidfile/command-line lookup once called a starting Alertmanager
+    gone under load while it ran."""
+    if proc is not None:
+        return lambda: proc.poll() is not None
+    return lambda: not pid()
+
+
 def wait_until(check, timeout, what, interval=0.05, log=None, gone=None):
     """Poll ``check`` until truthy; ``gone`` (a callable) returning true means the process we
     wait for has exited: fail at once instead of waiting for the deadline."""

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .procs import answers, find_pid, healthy, http_get, say, spawn, status_row, stop_procs, wait_until
+from .procs import answers, exited, find_pid, healthy, http_get, say, spawn, status_row, stop_procs, wait_until
 from .state import ROOT, write_private
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -161,7 +161,7 @@ class Prometheus:
                 say("prometheus reloaded its configuration and rules")
                 return True
         wait_until(self.ready, 30, "prometheus on %d" % self.state.ports["prometheus"], log=self.log,
-                   gone=lambda: not self.pid())
+                   gone=exited(proc, self.pid))
         if proc is not None:
             say("prometheus up on %s (scrape 1s, rules in %s)" % (self.url(), self.rules_dir))
         return proc is not None
