@@ -375,6 +375,14 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
         if new != text:
             auto.write_text(new)
 
+    def unfence_primary(self):
+        """Undo what a region failover's fence did to the primary (apex_replica state=fenced):
+        the read-only default and the application role's refused logins."""
+        self.psql(self.state.ports["pg_primary"],
+                  "ALTER SYSTEM RESET default_transaction_read_only;\n"
+                  "ALTER ROLE apex LOGIN;\n"
+                  "SELECT pg_reload_conf();\n")
+
     def replication_state(self):
         out = self.psql(self.state.ports["pg_primary"],
                         "SELECT coalesce(application_name,''), state, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(),"
