@@ -379,6 +379,7 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
         """Undo what a region failover's fence did to the primary (apex_replica state=fenced):
         the read-only default and the application role's refused logins."""
         self.psql(self.state.ports["pg_primary"],
+                  "SET default_transaction_read_only = off;\n"  # this session: the reload comes last
                   "ALTER SYSTEM RESET default_transaction_read_only;\n"
                   "ALTER ROLE apex LOGIN;\n"
                   "SELECT pg_reload_conf();\n")

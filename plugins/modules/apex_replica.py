@@ -1,0 +1,226 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Apex platform team
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: apex_replica
+short_description: Streaming replication of the Apex database - facts, promotion, fencing, catch-up
+version_added: "0.2.0"
+description:
+  - Reads the replication facts of either end of a streaming pair (the server the connection options name)
+    - on a primary its standbys (state, sent and replayed LSN, lag in bytes and seconds), on a standby its
+    WAL receiver (status, sender, timeline) and what it received and replayed.
+  - Promotes a standby with C(pg_promote()) over SQL (no exec into a pod, no shell) and waits until the
+    promoted server commits a write.
+  - Fences an old primary that is still reachable so two primaries never take writes - the application
+    role may no longer log in, its sessions are terminated, and new transactions default to read-only.
+  - Waits on a primary until a named standby has replayed everything (zero lag), for a planned switchover.
+  - A separate module from M(apex.ops.apex_db_maint) on purpose (docs/failover.md) - these are the
+    region failover's steps, each with its own safety rule.
+author:
+  - Apex platform team (@apex-platform)
+extends_documentation_fragment:
+  - apex.ops.postgres
+options:
+  state:
+    description:
+      - V(facts) reads the replication facts and changes nothing.
+      - V(promote) promotes the standby (already a primary - nothing to do, not changed). It refuses
+        while replay is paused, when O(require_streaming) is set and the WAL receiver is not streaming
+        (unless O(allow_data_loss)), and when more received WAL than O(max_replay_lag_bytes) is not yet replayed.
+      - V(fence) fences the server (the old primary).
+      - V(caught_up) waits, on a primary, until the standby O(application_name) has replayed all WAL.
+    type: str
+    choices: [facts, promote, fence, caught_up]
+    default: facts
+  require_streaming:
+    description:
+      - With O(state=promote), refuse unless the standby is streaming from its primary.
+    type: bool
+    default: true
+  allow_data_loss:
+    description:
+      - With O(state=promote), promote a standby that is not streaming (the primary is gone). What it has
+        not received is lost - RV(data_loss_window) says up to where the data is kept.
+    type: bool
+    default: false
+  max_replay_lag_bytes:
+    description:
+      - With O(state=promote), the most received-but-not-replayed WAL accepted.
+    type: int
+    default: 16777216
+  app_role:
+    description:
+      - With O(state=fence), the application role refused from now on.
+      - With O(state=promote), the application role allowed to log in on the promoted server - the fence's
+        C(NOLOGIN) on the old primary is replicated to the standby before it is promoted. Empty leaves roles alone.
+    type: str
+    default: apex
+  application_name:
+    description:
+      - With O(state=caught_up), the standby's C(application_name) in C(pg_stat_replication).
+    type: str
+    default: apex-standby
+  timeout:
+    description:
+      - How long V(promote) waits for the promotion and a committed write, and V(caught_up) for zero lag.
+    type: raw
+    default: 60s
+notes:
+  - Supports check mode - V(promote) and V(fence) report what they would do; V(caught_up) reads once.
+  - Diff mode shows the fence's and the promotion's before and after.
+"""
+
+EXAMPLES = r"""
+- name: Replication facts of the standby
+  apex.ops.apex_replica:
+    login_host: db.secondary.example.com
+  register: standby
+
+- name: Fence the old primary
+  apex.ops.apex_replica:
+    state: fence
+    login_host: db.primary.example.com
+
+- name: Promote the standby (the primary is gone; data loss accepted)
+  apex.ops.apex_replica:
+    state: promote
+    login_host: db.secondary.example.com
+    allow_data_loss: true
+"""
+
+RETURN = r"""
+replication:
+  description:
+    - The facts of the server (before the change for V(promote) and V(fence)) - C(role) primary or standby,
+      C(timeline), C(in_recovery); a primary's C(current_lsn), C(read_only) and C(standbys) (application_name,
+      state, sent_lsn, replay_lsn, lag_bytes, lag_seconds); a standby's C(receive_lsn), C(replay_lsn),
+      C(receive_replay_lag_bytes), C(last_replayed_at), C(seconds_since_last_replay), C(streaming) and
+      C(wal_receiver) (status, sender_host, sender_port, received_tli, flushed_lsn).
+  returned: always
+  type: dict
+  sample: {role: standby, timeline: 1, streaming: true, replay_lsn: "0/3000148", receive_replay_lag_bytes: 0}
+after:
+  description: The facts after V(promote) (a primary on a new timeline).
+  returned: state is promote and changed and not check mode
+  type: dict
+data_loss_window:
+  description:
+    - With V(promote) of a standby, what is kept - C(last_replayed_lsn), C(last_received_lsn),
+      C(last_replayed_transaction_at), C(seconds_since_last_replay); anything the old primary committed after
+      that is lost unless the standby was streaming with zero lag.
+  returned: state is promote
+  type: dict
+app_role_login_restored:
+  description: With V(promote), whether O(app_role) could not log in (a replicated fence) and was allowed again.
+  returned: state is promote and the server was a standby
+  type: bool
+timings:
+  description: C(promote_seconds) (pg_promote returned) and C(writable_seconds) (a write committed).
+  returned: state is promote and changed and not check mode
+  type: dict
+fence:
+  description: C(before) and C(after) (app_role, app_role_can_login, read_only, app_sessions) and C(terminated) pids.
+  returned: state is fence
+  type: dict
+standby:
+  description: With V(caught_up), the standby's C(pg_stat_replication) row last seen.
+  returned: state is caught_up
+  type: dict
+refused:
+  description: Why the module refused (nothing was changed).
+  returned: failure
+  type: str
+"""
+
+from ansible_collections.apex.ops.plugins.module_utils import postgres
+from ansible_collections.apex.ops.plugins.module_utils.apex_module import ApexModule
+from ansible_collections.apex.ops.plugins.module_utils.common_args import POSTGRES_ARGSPEC
+from ansible_collections.apex.ops.plugins.module_utils.durations import parse_duration
+
+ARGUMENT_SPEC = dict(
+    state=dict(type="str", default="facts", choices=["facts", "promote", "fence", "caught_up"]),
+    require_streaming=dict(type="bool", default=True),
+    allow_data_loss=dict(type="bool", default=False),
+    max_replay_lag_bytes=dict(type="int", default=16 * 1024 * 1024),
+    app_role=dict(type="str", default="apex"),
+    application_name=dict(type="str", default="apex-standby"),
+    timeout=dict(type="raw", default="60s"),
+)
+
+
+def run(module, conn):
+    from ansible_collections.apex.ops.plugins.module_utils import pg_replica
+
+    p = module.params
+    state = p["state"]
+    timeout = parse_duration(p["timeout"], "timeout")
+    facts = pg_replica.gather(conn)
+    result = dict(changed=False, state=state, replication=facts)
+    if state == "promote":
+        if facts["in_recovery"]:
+            result["data_loss_window"] = pg_replica.data_loss_window(facts)
+        refusal = pg_replica.promotion_refusal(facts, p["require_streaming"], p["max_replay_lag_bytes"],
+                                               p["allow_data_loss"])
+        if refusal:
+            raise pg_replica.ReplicaRefused(refusal, facts)
+        if facts["in_recovery"]:
+            result["changed"] = True
+            if not module.check_mode:
+                promoted, writable = pg_replica.promote(conn, timeout)
+                result["timings"] = dict(promote_seconds=round(promoted, 3), writable_seconds=round(writable, 3))
+                result["after"] = pg_replica.gather(conn)
+            if p["app_role"]:
+                result["app_role_login_restored"] = pg_replica.allow_app_role(conn, p["app_role"], module.check_mode)
+            if module._diff:
+                result["diff"] = dict(before=dict(role="standby", timeline=facts["timeline"]),
+                                      after=dict(role="primary"))
+    elif state == "fence":
+        before, after, terminated = pg_replica.fence(conn, p["app_role"], module.check_mode)
+        result["changed"] = before != after or bool(terminated)
+        result["fence"] = dict(before=before, after=after, terminated=[t["pid"] for t in terminated])
+        if module._diff:
+            result["diff"] = dict(before=before, after=after)
+    elif state == "caught_up":
+        if facts["in_recovery"]:
+            raise pg_replica.ReplicaRefused("state=caught_up runs on the primary; this server is a standby", facts)
+        waited = pg_replica.wait_caught_up(conn, p["application_name"], 0 if module.check_mode else timeout)
+        result["standby"] = waited.last
+        if not waited and not module.check_mode:
+            module.fail("standby %r has not replayed all WAL within %ss" % (p["application_name"], timeout),
+                        last_state=dict(standby=waited.last, primary=facts))
+    return result
+
+
+def main():
+    module = ApexModule(ARGUMENT_SPEC, fragments=(POSTGRES_ARGSPEC,), requirements=(postgres.REQUIREMENT,),
+                        supports_check_mode=True)
+    from ansible_collections.apex.ops.plugins.module_utils.pg_replica import ReplicaRefused
+
+    p = module.params
+    try:
+        parse_duration(p["timeout"], "timeout")
+        postgres.session_timeouts(p)
+    except ValueError as exc:
+        module.fail(str(exc))
+    try:
+        conn = postgres.connect(p)
+    except Exception as exc:  # pylint: disable=broad-except
+        module.fail("cannot connect to PostgreSQL at %s:%s as %s" % (p["login_host"], p["login_port"], p["login_user"]),
+                    exception=exc)
+    try:
+        result = run(module, conn)
+    except ReplicaRefused as exc:
+        module.fail(str(exc), refused=str(exc), last_state=exc.facts)
+    finally:
+        conn.close()
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
