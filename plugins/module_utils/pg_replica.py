@@ -16,9 +16,11 @@ __metaclass__ = type
 from ansible_collections.apex.ops.plugins.module_utils import pg_signal
 from ansible_collections.apex.ops.plugins.module_utils.waiting import Deadline, poll_until
 
+# a primary's timeline is the one it writes WAL on (the WAL file name's first 8 hex digits):
+# pg_control_checkpoint() still says the old one until the first checkpoint after a promotion
 PRIMARY_SQL = (
     "SELECT pg_current_wal_lsn()::text AS current_lsn,"
-    " (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_timeline,"
+    " ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS wal_timeline,"
     " current_setting('default_transaction_read_only') = 'on' AS read_only")
 SENDERS_SQL = (
     "SELECT application_name, host(client_addr) AS client_addr, state, sync_state,"
@@ -81,7 +83,7 @@ def gather(conn):
         facts.update(standby, wal_receiver=receiver, streaming=bool(receiver and receiver["status"] == "streaming"))
     else:
         facts.update(_rows(conn, PRIMARY_SQL)[0])
-        facts.pop("checkpoint_timeline", None)
+        timeline = facts.pop("wal_timeline")
         facts["standbys"] = _rows(conn, SENDERS_SQL)
     facts["timeline"] = timeline
     return facts
