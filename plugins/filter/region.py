@@ -16,10 +16,15 @@ def region_failover_plan(secondary_info, standby_facts, primary_facts, primary_i
     return failover_plan.plan_failover(secondary_info, standby_facts, primary_facts, primary_info, dict(options))
 
 
+def region_failback_plan(secondary_db, primary_db, dns, primary_info, options):
+    return failover_plan.plan_failback(secondary_db, primary_db, dns, primary_info, dict(options))
+
+
 def region_timings(stamps, order):
     return failover_plan.timings(dict(stamps), list(order))
 
 
 class FilterModule(object):
     def filters(self):
-        return {"region_failover_plan": region_failover_plan, "region_timings": region_timings}
+        return {"region_failover_plan": region_failover_plan, "region_failback_plan": region_failback_plan,
+                "region_timings": region_timings}

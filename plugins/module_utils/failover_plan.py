@@ -151,3 +151,54 @@ def timings(stamps, order):
         steps[name] = round((end - start).total_seconds(), 3)
     total = round((points[-1][1] - points[0][1]).total_seconds(), 3) if len(points) > 1 else 0.0
     return dict(steps=steps, total_seconds=total)
+
+
+def plan_failback(secondary_db, primary_db, dns, primary_info, options):
+    """Gates and plan of the failback to the primary region (after a failover).
+
+    ``secondary_db``: apex_replica facts of the secondary region's database (must be the primary
+    now); ``primary_db``: of the old primary (may be unreachable: it is rebuilt anyway);
+    ``dns``: apex_dns facts of the public name (must point at the secondary);
+    ``primary_info``: apex_info of the primary cluster (must be usable, it takes the traffic back).
+    ``options``: ``secondary_name`` (fqdn), ``deployments``, ``confirm``, ``check_mode``,
+    ``secondary_info`` (apex_info of the secondary cluster: its counts go back to the primary).
+    """
+    gates, refusals = [], []
+
+    def gate(name, ok, detail):
+        gates.append(dict(name=name, ok=bool(ok), detail=detail))
+        if not ok:
+            refusals.append(detail)
+
+    current = None if _failed(secondary_db, "replication") else secondary_db["replication"]
+    if current is None:
+        gate("secondary database", False, "the secondary region's database cannot be reached: %s" % _error(secondary_db))
+    elif current.get("in_recovery"):
+        gate("secondary database", False, "the secondary region's database is a standby: there is nothing to fail "
+                                          "back from (the layout is the original one)")
+    else:
+        gate("secondary database", True, "primary on timeline %s" % current.get("timeline"))
+    deployments = tuple(options.get("deployments") or DEPLOYMENTS)
+    gate("primary cluster", *cluster_gate(primary_info, "primary", deployments))
+    target = ((dns or {}).get("resolves_to") or {}).get("chain", [None])[-1]
+    gate("public name", target == options.get("secondary_name"),
+         "the public name resolves to %s (expected %s)" % (target, options.get("secondary_name")))
+    old = None if _failed(primary_db, "replication") else primary_db["replication"]
+    gate("old primary", True, "unreachable: it is rebuilt from the secondary (pg_rewind, else a base backup)"
+         if old is None else "reachable (%s, timeline %s): it is rebuilt as a standby of the secondary"
+         % (old.get("role"), old.get("timeline")))
+    confirmed = options.get("confirm") == CONFIRM_FAILBACK
+    if not confirmed and not options.get("check_mode"):
+        refusals.append("confirmation missing: set region_failback_confirm=%s to fail back (the old primary's "
+                        "data directory is rebuilt: what it holds after the promotion is discarded)"
+                        % CONFIRM_FAILBACK)
+    running = {} if _failed(options.get("secondary_info"), "deployments") else \
+        _by_name(options["secondary_info"]["deployments"])
+    here = {} if _failed(primary_info, "deployments") else _by_name(primary_info["deployments"])
+    scale = [dict(name=n, replicas=int((running.get(n) or {}).get("desired") or (here.get(n) or {}).get("desired") or 1))
+             for n in deployments]
+    return dict(gates=gates, refusals=refusals, needs_confirmation=not confirmed, scale_targets=scale,
+                scale_down=[dict(name=n, replicas=0) for n in deployments], steps=[
+        "rebuild the old primary as a standby of the secondary", "fence the secondary and wait for zero lag",
+        "promote the old primary", "point the public name at the primary", "scale the primary, then the secondary to 0",
+        "rebuild the secondary as a standby of the primary", "verify through the public name"])

@@ -162,8 +162,23 @@ def allow_app_role(conn, app_role, check_mode=False):
     if state["app_role_can_login"]:
         return False
     if not check_mode:
+        with conn.transaction():
+            with conn.cursor() as cur:
+                cur.execute("SET TRANSACTION READ WRITE")  # a leftover read-only default must not stop it
+                cur.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(app_role)))
+    return True
+
+
+def clear_read_only_default(conn, check_mode=False):
+    """A promoted server must take writes: reset a ``default_transaction_read_only = on`` it
+    carries (a fence's setting copied by a clone or a rewind from the fenced primary). True if it did."""
+    ro = _rows(conn, "SELECT setting = 'on' AS ro FROM pg_settings WHERE name = 'default_transaction_read_only'")
+    if not ro[0]["ro"]:
+        return False
+    if not check_mode:
         with conn.cursor() as cur:
-            cur.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(app_role)))
+            cur.execute("ALTER SYSTEM RESET default_transaction_read_only")
+            cur.execute("SELECT pg_reload_conf()")
     return True
 
 
@@ -202,7 +217,7 @@ def fence(conn, app_role, check_mode=False):
     return before, result.last, terminated
 
 
-def wait_caught_up(conn, application_name, timeout, clock=None, sleep=None):
+def wait_caught_up(conn, application_name, timeout, clock=None, sleep=None):  # noqa: D401
     """On the primary: wait until the standby ``application_name`` has replayed everything the
     primary has written (lag 0 bytes). Returns the WaitResult (``last``: the standby's row or None)."""
     import time

@@ -35,8 +35,14 @@ options:
         (unless O(allow_data_loss)), and when more received WAL than O(max_replay_lag_bytes) is not yet replayed.
       - V(fence) fences the server (the old primary).
       - V(caught_up) waits, on a primary, until the standby O(application_name) has replayed all WAL.
+      - V(rebuild) turns the data directory O(data_dir) on this host into a streaming standby of the server the
+        connection options name (the new primary) - failback. It stops the server on O(data_dir), tries
+        C(pg_rewind) (only the diverged blocks; needs C(wal_log_hints) or data checksums), else takes a fresh
+        C(pg_basebackup) and keeps the diverged directory aside (RV(rebuild.diverged_copy)), keeps the target's own
+        O(keep_files), writes C(standby.signal) and C(primary_conninfo) (the replication role, O(application_name)),
+        starts it and waits until the new primary reports it streaming. Needs O(confirm) = O(data_dir).
     type: str
-    choices: [facts, promote, fence, caught_up]
+    choices: [facts, promote, fence, caught_up, rebuild]
     default: facts
   require_streaming:
     description:
@@ -61,14 +67,68 @@ options:
         C(NOLOGIN) on the old primary is replicated to the standby before it is promoted. Empty leaves roles alone.
     type: str
     default: apex
+  wait_caught_up:
+    description:
+      - With O(state=fence), then wait (as V(caught_up) does) until the standby O(application_name) has replayed
+        all WAL - the planned failover's fence and zero-lag wait in one call.
+    type: bool
+    default: false
   application_name:
     description:
-      - With O(state=caught_up), the standby's C(application_name) in C(pg_stat_replication).
+      - With O(state=caught_up) (or O(wait_caught_up)), the standby's C(application_name) in C(pg_stat_replication).
     type: str
     default: apex-standby
+  data_dir:
+    description:
+      - With O(state=rebuild), the data directory to rebuild (on the host the module runs on).
+    type: path
+  confirm:
+    description:
+      - With O(state=rebuild), must be the O(data_dir) - what the old server wrote after the promotion is
+        discarded (a base backup keeps the old directory aside).
+    type: str
+    default: ""
+  method:
+    description:
+      - With O(state=rebuild), V(auto) tries C(pg_rewind) and falls back to C(pg_basebackup); V(rewind) fails
+        instead of falling back; V(basebackup) always copies afresh.
+    type: str
+    choices: [auto, rewind, basebackup]
+    default: auto
+  bin_dir:
+    description:
+      - With O(state=rebuild), the directory of C(pg_ctl), C(pg_rewind), C(pg_basebackup). Falls back to
+        E(APEX_PG_BIN), then E(PATH).
+    type: path
+  os_user:
+    description:
+      - With O(state=rebuild), the operating-system user the server programs run as (the data directory's owner)
+        when the module runs as root. Empty runs them as the module's user (use become).
+    type: str
+  keep_files:
+    description:
+      - With O(state=rebuild), files of the target's data directory kept across the rebuild (C(pg_rewind) and
+        C(pg_basebackup) copy the source's, whose port and archive settings belong to the other server).
+    type: list
+    elements: str
+    default: [postgresql.conf, pg_hba.conf, pg_ident.conf]
+  log_file:
+    description:
+      - With O(state=rebuild), the server log for C(pg_ctl start -l). Default C(<data_dir>.log).
+    type: path
+  replication_user:
+    description:
+      - With O(state=rebuild), the replication role of the rebuilt standby's C(primary_conninfo) and of the base backup.
+    type: str
+    default: replicator
+  replication_password:
+    description:
+      - The replication role's password. Falls back to E(APEX_PG_REPLICATION_PASSWORD).
+    type: str
   timeout:
     description:
-      - How long V(promote) waits for the promotion and a committed write, and V(caught_up) for zero lag.
+      - How long V(promote) waits for the promotion and a committed write, V(caught_up) for zero lag, and
+        V(rebuild) for the rebuilt standby to stream.
     type: raw
     default: 60s
 notes:
@@ -116,6 +176,12 @@ data_loss_window:
       that is lost unless the standby was streaming with zero lag.
   returned: state is promote
   type: dict
+read_only_default_cleared:
+  description:
+    - With V(promote), whether the promoted server carried C(default_transaction_read_only = on) (a fence's
+      setting copied from the fenced primary by a clone or a rewind) and it was reset.
+  returned: state is promote and the server was a standby
+  type: bool
 app_role_login_restored:
   description: With V(promote), whether O(app_role) could not log in (a replicated fence) and was allowed again.
   returned: state is promote and the server was a standby
@@ -128,9 +194,16 @@ fence:
   description: C(before) and C(after) (app_role, app_role_can_login, read_only, app_sessions) and C(terminated) pids.
   returned: state is fence
   type: dict
+rebuild:
+  description:
+    - With V(rebuild) - C(method) (pg_rewind or pg_basebackup), C(rewind_error) (why the rewind was not possible),
+      C(diverged_copy) (the old directory kept aside after a base backup), C(stopped), C(kept_files),
+      C(commands) (the programs run, as argument lists; no password is ever in them).
+  returned: state is rebuild
+  type: dict
 standby:
-  description: With V(caught_up), the standby's C(pg_stat_replication) row last seen.
-  returned: state is caught_up
+  description: With V(caught_up) (or O(wait_caught_up)), the standby's C(pg_stat_replication) row last seen.
+  returned: state is caught_up or wait_caught_up
   type: dict
 refused:
   description: Why the module refused (nothing was changed).
@@ -138,19 +211,31 @@ refused:
   type: str
 """
 
+from ansible.module_utils.basic import env_fallback
+
 from ansible_collections.apex.ops.plugins.module_utils import postgres
 from ansible_collections.apex.ops.plugins.module_utils.apex_module import ApexModule
 from ansible_collections.apex.ops.plugins.module_utils.common_args import POSTGRES_ARGSPEC
 from ansible_collections.apex.ops.plugins.module_utils.durations import parse_duration
 
 ARGUMENT_SPEC = dict(
-    state=dict(type="str", default="facts", choices=["facts", "promote", "fence", "caught_up"]),
+    state=dict(type="str", default="facts", choices=["facts", "promote", "fence", "caught_up", "rebuild"]),
     require_streaming=dict(type="bool", default=True),
     allow_data_loss=dict(type="bool", default=False),
     max_replay_lag_bytes=dict(type="int", default=16 * 1024 * 1024),
     app_role=dict(type="str", default="apex"),
+    wait_caught_up=dict(type="bool", default=False),
     application_name=dict(type="str", default="apex-standby"),
     timeout=dict(type="raw", default="60s"),
+    data_dir=dict(type="path"),
+    confirm=dict(type="str", default=""),
+    method=dict(type="str", default="auto", choices=["auto", "rewind", "basebackup"]),
+    bin_dir=dict(type="path", fallback=(env_fallback, ["APEX_PG_BIN"])),
+    os_user=dict(type="str"),
+    keep_files=dict(type="list", elements="str", default=["postgresql.conf", "pg_hba.conf", "pg_ident.conf"]),
+    log_file=dict(type="path"),
+    replication_user=dict(type="str", default="replicator"),
+    replication_password=dict(type="str", no_log=True, fallback=(env_fallback, ["APEX_PG_REPLICATION_PASSWORD"])),
 )
 
 
@@ -175,6 +260,7 @@ def run(module, conn):
                 promoted, writable = pg_replica.promote(conn, timeout)
                 result["timings"] = dict(promote_seconds=round(promoted, 3), writable_seconds=round(writable, 3))
                 result["after"] = pg_replica.gather(conn)
+            result["read_only_default_cleared"] = pg_replica.clear_read_only_default(conn, module.check_mode)
             if p["app_role"]:
                 result["app_role_login_restored"] = pg_replica.allow_app_role(conn, p["app_role"], module.check_mode)
             if module._diff:
@@ -186,20 +272,63 @@ def run(module, conn):
         result["fence"] = dict(before=before, after=after, terminated=[t["pid"] for t in terminated])
         if module._diff:
             result["diff"] = dict(before=before, after=after)
+        if p["wait_caught_up"]:
+            wait_standby(module, conn, facts, result)
     elif state == "caught_up":
-        if facts["in_recovery"]:
-            raise pg_replica.ReplicaRefused("state=caught_up runs on the primary; this server is a standby", facts)
-        waited = pg_replica.wait_caught_up(conn, p["application_name"], 0 if module.check_mode else timeout)
-        result["standby"] = waited.last
-        if not waited and not module.check_mode:
-            module.fail("standby %r has not replayed all WAL within %ss" % (p["application_name"], timeout),
-                        last_state=dict(standby=waited.last, primary=facts))
+        wait_standby(module, conn, facts, result)
+    elif state == "rebuild":
+        rebuild(module, conn, facts, result)
     return result
+
+
+def rebuild(module, conn, facts, result):
+    from ansible_collections.apex.ops.plugins.module_utils import pg_rebuild, pg_replica
+
+    p = module.params
+    if facts["in_recovery"]:
+        raise pg_replica.ReplicaRefused("state=rebuild follows a primary; the server the connection names is a standby",
+                                        facts)
+    if p["confirm"] != p["data_dir"]:
+        raise pg_replica.ReplicaRefused("state=rebuild discards what %s holds after the promotion: set confirm to "
+                                        "the data directory to go ahead" % p["data_dir"], facts)
+    result["changed"] = True
+    if module.check_mode:
+        result["rebuild"] = dict(method=None, planned="stop, %s, standby of %s:%s" % (
+            "pg_rewind (pg_basebackup if impossible)" if p["method"] == "auto" else p["method"],
+            p["login_host"], p["login_port"]))
+        return
+    source = dict(host=p["login_host"], port=p["login_port"], user=p["login_user"], dbname=p["login_db"],
+                  sslmode=p["ssl_mode"], sslrootcert=p["ca_cert"])
+    replication = dict(host=p["login_host"], port=p["login_port"], user=p["replication_user"],
+                       sslmode=p["ssl_mode"], sslrootcert=p["ca_cert"], application_name=p["application_name"])
+    builder = pg_rebuild.Rebuilder(p["data_dir"], p["bin_dir"], p["os_user"], p["log_file"])
+    try:
+        done = builder.rebuild(source, p["login_password"], replication, p["replication_password"],
+                               method=p["method"], keep=p["keep_files"])
+    except pg_rebuild.RebuildError as exc:
+        module.fail(str(exc), last_state=dict(exc.last_state or {}, commands=builder.commands))
+    done["commands"] = builder.commands
+    result["rebuild"] = done
+    wait_standby(module, conn, facts, result)
+
+
+def wait_standby(module, conn, facts, result):
+    from ansible_collections.apex.ops.plugins.module_utils import pg_replica
+
+    timeout = parse_duration(module.params["timeout"], "timeout")
+    name = module.params["application_name"]
+    if facts["in_recovery"]:
+        raise pg_replica.ReplicaRefused("waiting for a standby runs on the primary; this server is a standby", facts)
+    waited = pg_replica.wait_caught_up(conn, name, 0 if module.check_mode else timeout)
+    result["standby"] = waited.last
+    if not waited and not module.check_mode:
+        module.fail("standby %r has not replayed all WAL within %ss" % (name, timeout),
+                    last_state=dict(standby=waited.last, primary=facts))
 
 
 def main():
     module = ApexModule(ARGUMENT_SPEC, fragments=(POSTGRES_ARGSPEC,), requirements=(postgres.REQUIREMENT,),
-                        supports_check_mode=True)
+                        supports_check_mode=True, required_if=[("state", "rebuild", ("data_dir",))])
     from ansible_collections.apex.ops.plugins.module_utils.pg_replica import ReplicaRefused
 
     p = module.params

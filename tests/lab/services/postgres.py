@@ -105,6 +105,7 @@ class Postgres:
             "ssl_key_file = %s" % q(self.pg_tls / "server.key"),
             "ssl_ca_file = %s" % q(self.ca_dir / "ca.crt"),
             "wal_level = replica",
+            "wal_log_hints = on",  # pg_rewind can rebuild an old primary as a standby (failback)
             "archive_mode = on",
             # never overwrites a segment; copies under a temporary name and renames, so a segment
             # in the archive is always complete (a crash mid-copy leaves only a .tmp behind)
