@@ -1,8 +1,10 @@
-"""Region failover in a private lab (both PostgreSQL servers, the simulator's two clusters, both
-twins, moto's Route53): planned (the primary fenced, zero lag, no data loss), then unplanned (the
-primary stopped: refused without the confirmation, then failed over with the data-loss window).
-Each asserts the databases, the clusters, DNS and the twins; ``lab.py rebuild-standby`` puts
-the layout back between them. The shared lab is never touched."""
+"""Region failover and failback in a private lab (both PostgreSQL servers, the simulator's two
+clusters, both twins, moto's Route53): a planned failover (the primary fenced, zero lag, no data
+loss) and the failback to the original layout (the old primary rebuilt with pg_rewind, a planned
+switchover back, the secondary rebuilt as the standby); an unplanned failover (the primary
+stopped: refused without the confirmation, then failed over with the data-loss window). Each
+asserts the databases, the clusters, DNS and the twins. A test that finds the layout changed puts
+it back first (``lab.py up`` + ``rebuild-standby``). The shared lab is never touched."""
 import json
 import os
 import ssl
@@ -31,6 +33,23 @@ def region_lab():
         yield env
 
 
+@pytest.fixture
+def original_layout(region_lab):
+    """The lab as a failover starts from: the primary up and writable, the standby in recovery."""
+    env = region_lab
+    try:
+        with psycopg.connect(dsn(env, "APEX_PG_STANDBY_PORT"), autocommit=True) as conn:
+            standby_ok = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        with psycopg.connect(dsn(env, "PGPORT"), autocommit=True) as conn:
+            primary_ok = not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+    except psycopg.OperationalError:
+        standby_ok = primary_ok = False
+    if not (standby_ok and primary_ok):
+        lab_cmd(env, "up")
+        lab_cmd(env, "rebuild-standby")
+    return env
+
+
 def lab_cmd(env, *args):
     proc = subprocess.run([sys.executable, str(LAB_PY)] + list(args), env=dict(os.environ, APEX_LAB_DIR=env["APEX_LAB_DIR"]),
                           capture_output=True, text=True, timeout=300, check=False)
@@ -38,11 +57,11 @@ def lab_cmd(env, *args):
     return proc
 
 
-def failover(run_playbook, env, report_dir, extra=None):
+def failover(run_playbook, env, report_dir, extra=None, procedure="region_failover"):
     report_dir.mkdir(exist_ok=True)
-    proc = run_playbook("playbooks/region_failover.yml", dict(extra or {}, region_failover_report_dir=str(report_dir)),
+    proc = run_playbook("playbooks/%s.yml" % procedure, dict(extra or {}, **{procedure + "_report_dir": str(report_dir)}),
                         env=env)
-    reports = sorted(report_dir.glob("region_failover-*.json"))
+    reports = sorted(report_dir.glob("%s-*.json" % procedure))
     assert reports, proc.stdout[-3000:] + proc.stderr[-2000:]
     return proc, json.loads(reports[-1].read_text())
 
@@ -83,8 +102,8 @@ def secondary_ready(run_module, env):
             {h["name"]: h["conditions"].get("ScalingActive") for h in info["hpas"]})
 
 
-def test_planned_failover(region_lab, run_playbook, run_module, tmp_path):
-    env = region_lab
+def test_planned_failover_then_failback(original_layout, run_playbook, run_module, tmp_path):
+    env = original_layout
     marker = "failover-%s" % uuid.uuid4().hex[:8]
     with psycopg.connect(dsn(env, "PGPORT", "apex"), autocommit=True) as conn:
         conn.execute("INSERT INTO agents (name, provider, model) VALUES (%s, 'openai', 'gpt')", (marker,))
@@ -123,14 +142,32 @@ def test_planned_failover(region_lab, run_playbook, run_module, tmp_path):
         assert conn.execute("SELECT count(*) FROM tasks WHERE task_id = %s", (task["task_id"],)).fetchone()[0] == 1
 
 
-    lab_cmd(env, "rebuild-standby")
+    # failback: the old primary rebuilt (pg_rewind: the lab runs wal_log_hints), a planned switchover
+    # back (nothing written on the secondary is lost), DNS and scales back, the secondary the standby again
+    proc, back = failover(run_playbook, env, tmp_path / "failback", {"region_failback_confirm": "failback-to-primary"},
+                          procedure="region_failback")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert back["status"] == "ok" and back["rebuild_primary"]["method"] == "pg_rewind"
+    assert back["rebuild_standby"]["method"] == "pg_rewind" and back["timeline_after"] == 3
+    with psycopg.connect(dsn(env, "PGPORT", "apex"), autocommit=True) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')"
+                            ).fetchone() == (False, "off")
+        assert conn.execute("SELECT count(*) FROM agents WHERE name LIKE %s", (marker + "%",)).fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM tasks WHERE task_id = %s", (task["task_id"],)).fetchone()[0] == 1
+    with psycopg.connect(dsn(env, "PGPORT"), autocommit=True) as conn:  # the replication view needs a superuser
+        rows = conn.execute("SELECT application_name, state FROM pg_stat_replication").fetchall()
+    assert rows == [("apex-standby", "streaming")]
+    with psycopg.connect(dsn(env, "APEX_PG_STANDBY_PORT"), autocommit=True) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
     assert public_name_target(env) == "primary.apex.lab.test."
     assert secondary_ready(run_module, env)[0] == {"apex-api": 0, "apex-worker": 0}
+    base, status, health = call_public_name(env, "/health")
+    assert base == env["APEX_API_URL"] and status == 200 and health["status"] == "healthy"
 
 
 def test_unplanned_failover_refuses_without_confirmation_then_reports_the_data_loss_window(
-        region_lab, run_playbook, run_module, tmp_path):
-    env = region_lab
+        original_layout, run_playbook, run_module, tmp_path):
+    env = original_layout
     marker = "unplanned-%s" % uuid.uuid4().hex[:8]
     with psycopg.connect(dsn(env, "PGPORT", "apex"), autocommit=True) as conn:
         conn.execute("INSERT INTO agents (name, provider, model) VALUES (%s, 'openai', 'gpt')", (marker,))
@@ -142,28 +179,25 @@ def test_unplanned_failover_refuses_without_confirmation_then_reports_the_data_l
             time.sleep(0.05)
     subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(env["APEX_PG_BIN"], "pg_ctl"), "-D",
                     env["APEX_PG_PRIMARY_DATA"], "-m", "immediate", "-w", "stop"], check=True, capture_output=True)
-    try:
-        proc, refused = failover(run_playbook, env, tmp_path / "refused")
-        assert proc.returncode != 0 and refused["status"] == "refused"
-        assert "confirmation missing" in refused["error"] and "data after the standby" in refused["error"]
-        assert refused["plan"]["mode"] == "unplanned"
-        with psycopg.connect(dsn(env, "APEX_PG_STANDBY_PORT"), autocommit=True) as conn:
-            assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True  # nothing changed
+    # the next test (or a rerun) finds the layout changed and puts it back (original_layout)
+    proc, refused = failover(run_playbook, env, tmp_path / "refused")
+    assert proc.returncode != 0 and refused["status"] == "refused"
+    assert "confirmation missing" in refused["error"] and "data after the standby" in refused["error"]
+    assert refused["plan"]["mode"] == "unplanned"
+    with psycopg.connect(dsn(env, "APEX_PG_STANDBY_PORT"), autocommit=True) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True  # nothing changed
 
-        proc, report = failover(run_playbook, env, tmp_path / "unplanned", CONFIRM)
-        assert proc.returncode == 0, proc.stdout[-4000:]
-        assert report["status"] == "ok" and report["mode"] == "unplanned" and report["fence"] is None
-        window = report["data_loss_window"]
-        assert window["last_replayed_lsn"] and window["last_replayed_transaction_at"]
-        with psycopg.connect(dsn(env, "APEX_PG_STANDBY_PORT", "apex"), autocommit=True) as conn:
-            assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
-            assert conn.execute("SELECT count(*) FROM agents WHERE name = %s", (marker,)).fetchone()[0] == 1
-            replayed = window["last_replayed_lsn"]
-            assert conn.execute("SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn) >= 0", (replayed, lsn)).fetchone()[0]
-        assert secondary_ready(run_module, env)[0] == {"apex-api": 3, "apex-worker": 5}
-        assert public_name_target(env) == "secondary.apex.lab.test."
-        base, status, health = call_public_name(env, "/health")
-        assert base == env["APEX_TWIN_SECONDARY_URL"] and status == 200 and health["status"] == "healthy"
-    finally:
-        lab_cmd(env, "up")
-        lab_cmd(env, "rebuild-standby")
+    proc, report = failover(run_playbook, env, tmp_path / "unplanned", CONFIRM)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert report["status"] == "ok" and report["mode"] == "unplanned" and report["fence"] is None
+    window = report["data_loss_window"]
+    assert window["last_replayed_lsn"] and window["last_replayed_transaction_at"]
+    with psycopg.connect(dsn(env, "APEX_PG_STANDBY_PORT", "apex"), autocommit=True) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
+        assert conn.execute("SELECT count(*) FROM agents WHERE name = %s", (marker,)).fetchone()[0] == 1
+        replayed = window["last_replayed_lsn"]
+        assert conn.execute("SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn) >= 0", (replayed, lsn)).fetchone()[0]
+    assert secondary_ready(run_module, env)[0] == {"apex-api": 3, "apex-worker": 5}
+    assert public_name_target(env) == "secondary.apex.lab.test."
+    base, status, health = call_public_name(env, "/health")
+    assert base == env["APEX_TWIN_SECONDARY_URL"] and status == 200 and health["status"] == "healthy"

@@ -1,5 +1,7 @@
 """Pure parts of the region failover: the gates and plan, the timings, the promotion refusal,
 the data-loss window, the Route53 change plan and the INSYNC wait (no services)."""
+import os
+
 import pytest
 
 from ansible_collections.apex.ops.plugins.module_utils import failover_plan, pg_replica, route53_records as r53
@@ -141,3 +143,89 @@ def test_wait_insync_polls_until_insync_and_times_out_naming_the_status():
     with pytest.raises(r53.DnsError) as err:
         r53.wait_insync(FakeRoute53(["PENDING"]), "C2", 5, clock, clock.sleep)
     assert "still PENDING" in str(err.value) and err.value.last_state["change_id"] == "C2"
+
+
+# ------------------------------------------------------------------ failback
+
+SECONDARY_AS_PRIMARY = {"replication": {"in_recovery": False, "timeline": 2, "role": "primary"}}
+DNS_ON_SECONDARY = {"resolves_to": {"chain": ["apex.example.com.", "secondary.example.com."]}}
+FAILBACK_OPTS = {"secondary_name": "secondary.example.com.", "confirm": failover_plan.CONFIRM_FAILBACK,
+                 "secondary_info": {"deployments": [{"name": "apex-api", "desired": 4},
+                                                    {"name": "apex-worker", "desired": 0}]}}
+PRIMARY_CLUSTER = dict(SECONDARY, deployments=[{"name": "apex-api", "desired": 3}, {"name": "apex-worker", "desired": 5}])
+
+
+def failback(secondary_db=SECONDARY_AS_PRIMARY, primary_db=DOWN, dns=DNS_ON_SECONDARY, primary_info=PRIMARY_CLUSTER,
+             **opts):
+    return failover_plan.plan_failback(secondary_db, primary_db, dns, primary_info, dict(FAILBACK_OPTS, **opts))
+
+
+def test_failback_plan_passes_and_takes_the_secondary_counts_back():
+    p = failback()
+    assert p["refusals"] == []
+    assert p["scale_targets"] == [{"name": "apex-api", "replicas": 4}, {"name": "apex-worker", "replicas": 5}]
+    assert p["scale_down"] == [{"name": "apex-api", "replicas": 0}, {"name": "apex-worker", "replicas": 0}]
+    assert "unreachable" in [g for g in p["gates"] if g["name"] == "old primary"][0]["detail"]
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(secondary_db={"replication": {"in_recovery": True}}), "nothing to fail back"),
+    (dict(secondary_db=DOWN), "cannot be reached"),
+    (dict(dns={"resolves_to": {"chain": ["apex.example.com.", "primary.example.com."]}}), "resolves to primary"),
+    (dict(primary_info=DOWN), "primary cluster cannot be read"),
+    (dict(confirm=""), "failback-to-primary"),
+])
+def test_failback_gates_refuse(kwargs, words):
+    refusals = failback(**kwargs)["refusals"]
+    assert any(words in r for r in refusals), refusals
+
+
+class FakeRun(object):
+    """Records argv and answers by program name."""
+
+    def __init__(self, codes):
+        self.codes = codes
+        self.calls = []
+
+    def __call__(self, argv, **kwargs):
+        import subprocess
+        self.calls.append((argv, kwargs))
+        name = argv[0].rsplit("/", 1)[-1]
+        if name == "pg_basebackup":
+            os.makedirs(argv[argv.index("-D") + 1])
+            with open(os.path.join(argv[argv.index("-D") + 1], "postgresql.auto.conf"), "w") as fh:
+                fh.write("primary_conninfo = 'host=elsewhere'\ndefault_transaction_read_only = 'on'\nwork_mem = '8MB'\n")
+        code = self.codes.get(" ".join([name] + argv[1:2]), self.codes.get(name, 0))
+        return subprocess.CompletedProcess(argv, code, "", "boom" if code else "")
+
+
+def test_rebuild_falls_back_to_a_base_backup_keeping_config_and_the_diverged_copy(tmp_path):
+    from ansible_collections.apex.ops.plugins.module_utils import pg_rebuild
+    data = tmp_path / "primary"
+    data.mkdir()
+    (data / "postgresql.conf").write_text("port = 5432\n")
+    (data / "PG_VERSION").write_text("15\n")
+    run = FakeRun({"pg_ctl status": 0, "pg_rewind": 1})
+    builder = pg_rebuild.Rebuilder(str(data), "/pg/bin", None, run=run, clock=lambda: 0)
+    done = builder.rebuild(dict(host="h", port=5433, user="postgres"), "superpw",
+                           dict(host="h", port=5433, user="replicator", application_name="apex-primary"), "replpw")
+    assert done["method"] == "pg_basebackup" and done["rewind_error"] == "boom" and done["stopped"] is True
+    assert (tmp_path / "primary.diverged-19700101T000000" / "PG_VERSION").exists()
+    assert (data / "postgresql.conf").read_text() == "port = 5432\n"  # the target's own, not the copy's
+    auto = (data / "postgresql.auto.conf").read_text()
+    assert "elsewhere" not in auto and "default_transaction_read_only" not in auto and "work_mem" in auto
+    assert "user=''replicator''" in auto and "application_name=''apex-primary''" in auto  # quoted for the file
+    assert (data / "standby.signal").exists()
+    # passwords never in argv, only in the environment of the program that needs them
+    assert all("superpw" not in " ".join(argv) and "replpw" not in " ".join(argv) for argv, _ in run.calls)
+    rewind_env = [kw["env"] for argv, kw in run.calls if argv[0].endswith("pg_rewind")][0]
+    assert rewind_env["PGPASSWORD"] == "superpw" and "PGUSER" not in rewind_env
+    assert [argv[1] for argv, _ in run.calls if argv[0].endswith("pg_ctl")] == ["status", "stop", "start"]
+
+
+def test_rebuild_rewind_only_fails_without_fallback(tmp_path):
+    from ansible_collections.apex.ops.plugins.module_utils import pg_rebuild
+    (tmp_path / "d").mkdir()
+    builder = pg_rebuild.Rebuilder(str(tmp_path / "d"), None, None, run=FakeRun({"pg_ctl status": 3, "pg_rewind": 1}))
+    with pytest.raises(pg_rebuild.RebuildError, match="pg_rewind failed"):
+        builder.rebuild(dict(host="h", port=1, user="u"), "p", dict(host="h", port=1, user="r"), "q", method="rewind")
