@@ -115,9 +115,9 @@ def plan_failover(secondary_info, standby_facts, primary_facts, primary_info, op
             gate("replication", False, "the standby lags %d bytes behind the primary (bound %d)"
                  % (row["lag_bytes"], options.get("max_lag_bytes", 0)))
         else:
-            gate("replication", True, "streaming, %d bytes behind (bound %d); the primary is fenced first, "
-                                      "then the standby catches up to zero lag" % (row.get("lag_bytes", 0),
-                                                                                  options.get("max_lag_bytes", 0)))
+            detail = ("streaming, %d bytes behind (bound %d); the primary is fenced first, then the standby "
+                      "catches up to zero lag" % (row.get("lag_bytes", 0), options.get("max_lag_bytes", 0)))
+            gate("replication", True, detail)
     else:
         gate("primary database", True, "unreachable (%s): unplanned failover, data written after the standby's "
                                        "last replayed transaction is lost" % _error(primary_facts))
@@ -197,8 +197,9 @@ def plan_failback(secondary_db, primary_db, dns, primary_info, options):
     here = {} if _failed(primary_info, "deployments") else _by_name(primary_info["deployments"])
     scale = [dict(name=n, replicas=int((running.get(n) or {}).get("desired") or (here.get(n) or {}).get("desired") or 1))
              for n in deployments]
+    steps = ["rebuild the old primary as a standby of the secondary", "fence the secondary and wait for zero lag",
+             "promote the old primary", "point the public name at the primary",
+             "scale the primary, then the secondary to 0", "verify through the public name",
+             "rebuild the secondary as a standby of the primary"]
     return dict(gates=gates, refusals=refusals, needs_confirmation=not confirmed, scale_targets=scale,
-                scale_down=[dict(name=n, replicas=0) for n in deployments], steps=[
-        "rebuild the old primary as a standby of the secondary", "fence the secondary and wait for zero lag",
-        "promote the old primary", "point the public name at the primary", "scale the primary, then the secondary to 0",
-        "rebuild the secondary as a standby of the primary", "verify through the public name"])
+                scale_down=[dict(name=n, replicas=0) for n in deployments], steps=steps)

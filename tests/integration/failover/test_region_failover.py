@@ -141,7 +141,6 @@ def test_planned_failover_then_failback(original_layout, run_playbook, run_modul
     with psycopg.connect(dsn(env, "APEX_PG_STANDBY_PORT"), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM tasks WHERE task_id = %s", (task["task_id"],)).fetchone()[0] == 1
 
-
     # failback: the old primary rebuilt (pg_rewind: the lab runs wal_log_hints), a planned switchover
     # back (nothing written on the secondary is lost), DNS and scales back, the secondary the standby again
     proc, back = failover(run_playbook, env, tmp_path / "failback", {"region_failback_confirm": "failback-to-primary"},
