@@ -147,8 +147,8 @@ def timings(stamps, order):
     points = [(name, parse_time(stamps.get(name))) for name in order if stamps.get(name)]
     points = [(n, t) for n, t in points if t is not None]
     steps = {}
-    for (_, start), (name, end) in zip(points, points[1:]):
-        steps[name] = round((end - start).total_seconds(), 3)
+    for before, after in zip(points, points[1:]):
+        steps[after[0]] = round((after[1] - before[1]).total_seconds(), 3)
     total = round((points[-1][1] - points[0][1]).total_seconds(), 3) if len(points) > 1 else 0.0
     return dict(steps=steps, total_seconds=total)
 

@@ -59,11 +59,11 @@ class Rebuilder(object):
         return os.path.join(self.bin_dir, name) if self.bin_dir else name
 
     def run(self, argv, env=None, check=True, timeout=3600):
-        self.commands.append([a for a in argv])
-        kwargs = dict(capture_output=True, text=True, timeout=timeout, check=False, env=self.environment(env))
+        self.commands.append(list(argv))
+        kwargs = dict(capture_output=True, text=True, timeout=timeout, env=self.environment(env))
         if self.os_user:
             kwargs["user"] = self.os_user
-        proc = self._run(argv, **kwargs)
+        proc = self._run(argv, check=False, **kwargs)
         if check and proc.returncode != 0:
             raise RebuildError("%s failed (rc=%s): %s" % (os.path.basename(argv[0]), proc.returncode,
                                                           (proc.stderr or proc.stdout or "").strip()[-2000:]))

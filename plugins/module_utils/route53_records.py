@@ -86,7 +86,7 @@ def read_records(client, zone_id, name, rtype=None):
 def resolve(client, zone_id, name, max_hops=5):
     """Follow CNAMEs inside the zone: ``[name, target, ...]`` and the final A values (if any)."""
     chain, name = [fqdn(name)], fqdn(name)
-    for _ in range(max_hops):
+    for _hop in range(max_hops):
         recs = read_records(client, zone_id, name)
         cname = [r for r in recs if r["type"] == "CNAME" and "set_identifier" not in r]
         if cname:

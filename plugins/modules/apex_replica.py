@@ -38,7 +38,7 @@ options:
       - V(rebuild) turns the data directory O(data_dir) on this host into a streaming standby of the server the
         connection options name (the new primary) - failback. It stops the server on O(data_dir), tries
         C(pg_rewind) (only the diverged blocks; needs C(wal_log_hints) or data checksums), else takes a fresh
-        C(pg_basebackup) and keeps the diverged directory aside (RV(rebuild.diverged_copy)), keeps the target's own
+        C(pg_basebackup) and keeps the diverged directory aside (RV(rebuild)), keeps the target's own
         O(keep_files), writes C(standby.signal) and C(primary_conninfo) (the replication role, O(application_name)),
         starts it and waits until the new primary reports it streaming. Needs O(confirm) = O(data_dir).
     type: str

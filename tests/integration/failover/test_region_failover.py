@@ -136,7 +136,7 @@ def test_planned_failover_then_failback(original_layout, run_playbook, run_modul
     assert public_name_target(env) == "secondary.apex.lab.test."
     base, status, health = call_public_name(env, "/health")
     assert base == env["APEX_TWIN_SECONDARY_URL"] and status == 200 and health["status"] == "healthy"
-    _, status, task = call_public_name(env, "/api/v1/tasks", {"payload": {"from": marker}})
+    _base, status, task = call_public_name(env, "/api/v1/tasks", {"payload": {"from": marker}})
     assert status == 202, task
     with psycopg.connect(dsn(env, "APEX_PG_STANDBY_PORT"), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM tasks WHERE task_id = %s", (task["task_id"],)).fetchone()[0] == 1

@@ -21,8 +21,10 @@ DOWN = {"failed": True, "msg": "connection refused"}
 OPTS = {"max_lag_bytes": 1000, "confirm": failover_plan.CONFIRM_FAILOVER}
 
 
-def plan(secondary=SECONDARY, standby=STANDBY, primary=PRIMARY, primary_info=PRIMARY_INFO, **opts):
-    return failover_plan.plan_failover(secondary, standby, primary, primary_info, dict(OPTS, **opts))
+def plan(**kw):
+    inputs = [kw.pop(k, default) for k, default in (("secondary", SECONDARY), ("standby", STANDBY),
+                                                    ("primary", PRIMARY), ("primary_info", PRIMARY_INFO))]
+    return failover_plan.plan_failover(*inputs, options=dict(OPTS, **kw))
 
 
 def test_planned_failover_passes_and_records_the_primary_counts():
@@ -155,9 +157,10 @@ FAILBACK_OPTS = {"secondary_name": "secondary.example.com.", "confirm": failover
 PRIMARY_CLUSTER = dict(SECONDARY, deployments=[{"name": "apex-api", "desired": 3}, {"name": "apex-worker", "desired": 5}])
 
 
-def failback(secondary_db=SECONDARY_AS_PRIMARY, primary_db=DOWN, dns=DNS_ON_SECONDARY, primary_info=PRIMARY_CLUSTER,
-             **opts):
-    return failover_plan.plan_failback(secondary_db, primary_db, dns, primary_info, dict(FAILBACK_OPTS, **opts))
+def failback(**kw):
+    inputs = [kw.pop(k, default) for k, default in (("secondary_db", SECONDARY_AS_PRIMARY), ("primary_db", DOWN),
+                                                    ("dns", DNS_ON_SECONDARY), ("primary_info", PRIMARY_CLUSTER))]
+    return failover_plan.plan_failback(*inputs, options=dict(FAILBACK_OPTS, **kw))
 
 
 def test_failback_plan_passes_and_takes_the_secondary_counts_back():
@@ -217,10 +220,10 @@ def test_rebuild_falls_back_to_a_base_backup_keeping_config_and_the_diverged_cop
     assert "user=''replicator''" in auto and "application_name=''apex-primary''" in auto  # quoted for the file
     assert (data / "standby.signal").exists()
     # passwords never in argv, only in the environment of the program that needs them
-    assert all("superpw" not in " ".join(argv) and "replpw" not in " ".join(argv) for argv, _ in run.calls)
+    assert all("superpw" not in " ".join(argv) and "replpw" not in " ".join(argv) for argv, _kw in run.calls)
     rewind_env = [kw["env"] for argv, kw in run.calls if argv[0].endswith("pg_rewind")][0]
     assert rewind_env["PGPASSWORD"] == "superpw" and "PGUSER" not in rewind_env
-    assert [argv[1] for argv, _ in run.calls if argv[0].endswith("pg_ctl")] == ["status", "stop", "start"]
+    assert [argv[1] for argv, _kw in run.calls if argv[0].endswith("pg_ctl")] == ["status", "stop", "start"]
 
 
 def test_rebuild_rewind_only_fails_without_fallback(tmp_path):
