@@ -302,6 +302,11 @@ def rebuild(module, conn, facts, result):
     replication = dict(host=p["login_host"], port=p["login_port"], user=p["replication_user"],
                        sslmode=p["ssl_mode"], sslrootcert=p["ca_cert"], application_name=p["application_name"])
     builder = pg_rebuild.Rebuilder(p["data_dir"], p["bin_dir"], p["os_user"], p["log_file"])
+    # pg_rewind compares the timelines in the control files: a just-promoted source still records
+    # the old one until its first checkpoint, and pg_rewind would then find "no rewind required"
+    # and leave the target on a timeline the source forked from (it then fails to start as a standby)
+    with conn.cursor() as cur:
+        cur.execute("CHECKPOINT")
     try:
         done = builder.rebuild(source, p["login_password"], replication, p["replication_password"],
                                method=p["method"], keep=p["keep_files"])
