@@ -27,6 +27,10 @@ echo "== health check: apex_health (concurrent) vs the sequential role of 58f76e
 python3 bench/health_check_bench.py --rounds 5 --json "$out/health_check.json"
 echo "== deploy playbook vs the Helm SDK's bare upgrade call"
 python3 bench/deploy_bench.py --rounds 3 --json "$out/deploy.json"
+echo "== region failover: RTO in a private lab, the pod-readiness share separately (target <= 20 s beyond it)"
+failover_rc=0
+python3 bench/failover_bench.py --runs 3 --json "$out/failover.json" || failover_rc=$?
 echo "results in $out"
 [ "$restore_rc" -eq 0 ] || exit "$restore_rc"
-exit "$rollback_rc"
+[ "$rollback_rc" -eq 0 ] || exit "$rollback_rc"
+exit "$failover_rc"

@@ -136,7 +136,17 @@ class Lab:
         with self.state.lock():
             if not self.postgres.pid(self.state.pg_primary):
                 raise LabError("the primary is not running; run `lab.py up` first")
+            # unfenced first: the clone copies the primary's postgresql.auto.conf (its read-only default)
+            self.postgres.unfence_primary()
             self.postgres.ensure_standby(rebuild=True)
+            # the rest of the region layout a failover test changes (docs/failover.md)
+            if self.moto.pid():
+                self.moto.point_public_name("primary")
+            if self.kubesim.pid():
+                for deployment in ("apex-api", "apex-worker"):
+                    self.kubesim.scale("secondary", deployment, 0)
+            say("region layout restored: standby re-cloned, primary unfenced, apex. -> primary, "
+                "secondary api/worker at 0")
         return 0
 
     def _stop_services(self, names):

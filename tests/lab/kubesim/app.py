@@ -52,6 +52,9 @@ def add_serve_args(p):
                    help="run time of a Job pod whose image is not a known lab command")
     p.add_argument("--twin-state", default=os.environ.get("APEX_TWIN_STATE"),
                    help="desired-state file of the Apex twin (default $APEX_TWIN_STATE)")
+    p.add_argument("--twin-secondary-state", default=os.environ.get("APEX_TWIN_SECONDARY_STATE"),
+                   help="desired-state file of the secondary region's Apex twin "
+                        "(default $APEX_TWIN_SECONDARY_STATE)")
     p.add_argument("--plain-http", action="store_true", help="serve HTTP instead of HTTPS")
     p.add_argument("--access-log", action="store_true")
 
@@ -95,7 +98,7 @@ def write_kubeconfig(path, ca_pem, endpoints, scheme="https"):
 
 class App:
     def __init__(self, lab_dir, ports, config, twin_state=None, tls=True, access_log=False,
-                 host="127.0.0.1"):
+                 host="127.0.0.1", twin_secondary_state=None):
         self.lab_dir = os.path.abspath(lab_dir)
         self.kube_dir = os.path.join(self.lab_dir, "kube")
         os.makedirs(self.kube_dir, exist_ok=True)
@@ -113,6 +116,8 @@ class App:
         self.bridge = None
         self.log_bridge = None
         self.twin_state = twin_state
+        self.twin_secondary_state = twin_secondary_state
+        self.secondary_bridge = None
         self.access_log = access_log
 
     def _ssl_context(self):
@@ -144,6 +149,10 @@ class App:
                 self.bridge = TwinBridge(cluster, self.twin_state, self.lab_dir)
                 after = self.bridge.sync
                 self.log_bridge = TwinLogBridge(cluster, self.lab_dir)
+            if name == "secondary" and self.twin_secondary_state:
+                self.secondary_bridge = TwinBridge(cluster, self.twin_secondary_state, self.lab_dir,
+                                                   tls_subdir="ingress-tls-secondary")
+                after = self.secondary_bridge.sync
             ctl = Controllers(cluster, self.config, after_pass=after, pki=self.pki)
             self.controllers[name] = ctl
             server = KubeServer((self.host, port), cluster, self.tokens[name], ctx,
@@ -177,7 +186,7 @@ class App:
                                              "apex-tls")
                     if cert is not None and not (cert.get("status") or {}).get("notAfter"):
                         ok = False
-            if ok and (self.bridge is None or self.bridge.last is not None):
+            if ok and all(b is None or b.last is not None for b in (self.bridge, self.secondary_bridge)):
                 return True
             time.sleep(0.05)
         return False
@@ -198,7 +207,7 @@ def serve(args):
                     job_duration=args.job_duration)
     app = App(args.lab_dir, (args.primary_port, args.secondary_port), config,
               twin_state=args.twin_state, tls=not args.plain_http, access_log=args.access_log,
-              host=args.host)
+              host=args.host, twin_secondary_state=args.twin_secondary_state)
     stop = threading.Event()
 
     def on_signal(signum, frame):

@@ -1,5 +1,6 @@
-"""The twin bridge: the primary cluster's state -> $APEX_TWIN_STATE (the Apex twin's
-desired state), written atomically whenever it changes.
+"""The twin bridge: a cluster's state -> its Apex twin's desired state (the primary cluster's
+to $APEX_TWIN_STATE, the secondary's to $APEX_TWIN_SECONDARY_STATE), written atomically
+whenever it changes.
 
 * version / env / fault tags come from the newest ReplicaSet of a Deployment that has a
   ready pod (what is actually serving), else from the Deployment's template;
@@ -43,10 +44,11 @@ def _fault(tag):
 
 
 class TwinBridge:
-    def __init__(self, cluster, state_path, lab_dir):
+    def __init__(self, cluster, state_path, lab_dir, tls_subdir="ingress-tls"):
         self.c = cluster
         self.path = state_path
-        self.tls_dir = os.path.join(lab_dir, "kube", "ingress-tls")
+        # one directory per cluster: the secondary region's twin serves its own cluster's secret
+        self.tls_dir = os.path.join(lab_dir, "kube", tls_subdir)
         self.last = None
         self.tls = None            # (cert_file, key_file)
         self.ingress_rev = None    # ingress controller revision the TLS pair belongs to

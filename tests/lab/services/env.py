@@ -62,6 +62,11 @@ def lab_env(state):
         "APEX_TWIN_CERT": str(state.twin_dir / "tls.crt"),
         "APEX_TWIN_KEY": str(state.twin_dir / "tls.key"),
         "APEX_TWIN_STATE": str(state.twin_dir / "desired.json"),
+        # the secondary region's Apex: the standby database (as role apex), Redis db 1 (its own)
+        "APEX_TWIN_SECONDARY_URL": "https://localhost:%d" % p["twin_secondary"],
+        "APEX_TWIN_SECONDARY_PORT": str(p["twin_secondary"]),
+        "APEX_TWIN_SECONDARY_STATE": str(state.twin_secondary_dir / "desired.json"),
+        "APEX_PG_STANDBY_APP_DSN": dsn(p["pg_standby"], "apex", s["apex_password"], "apex"),
         "APEX_KUBE_PRIMARY_PORT": str(p["kube_primary"]),
         "APEX_KUBE_SECONDARY_PORT": str(p["kube_secondary"]),
         "HELM_DRIVER_SQL_CONNECTION_STRING": dsn(p["pg_primary"], "apex", s["apex_password"], "helm",

@@ -1,12 +1,13 @@
 """The Kubernetes simulator (``python3 -m kubesim serve``): both clusters in one process."""
 import http.client
+import json
 import os
 import ssl
 import sys
 
 from . import code_fingerprint
 from .env import child_env, write_env
-from .procs import START_TIMEOUT, answers, find_pid, healthy, say, spawn, status_row, stop_procs, wait_until
+from .procs import START_TIMEOUT, LabError, answers, find_pid, healthy, say, spawn, status_row, stop_procs, wait_until
 from .state import LAB_PY_DIR, ROOT
 
 MARK_KUBESIM = "-m kubesim serve "  # command-line marker (precise: `pytest .../kubesim` must not match)
@@ -53,6 +54,27 @@ class Kubesim:
             finally:
                 conn.close()
         return False
+
+    def scale(self, cluster, deployment, replicas, namespace="apex"):
+        """PATCH a Deployment's scale subresource on one simulated cluster (``primary`` or
+        ``secondary``); e.g. the secondary back to its warm-standby 0 after a failover test."""
+        port = self.state.ports["kube_%s" % cluster]
+        token = json.loads((self.kube_dir / "tokens.json").read_text())[cluster]
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(str(self.state.ca_dir / "ca.crt"))
+        ctx.check_hostname = False
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx)
+        try:
+            conn.request("PATCH", "/apis/apps/v1/namespaces/%s/deployments/%s/scale" % (namespace, deployment),
+                         body=json.dumps({"spec": {"replicas": replicas}}),
+                         headers={"Authorization": "Bearer %s" % token,
+                                  "Content-Type": "application/merge-patch+json"})
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise LabError("scaling %s on %s answered %s: %s" % (deployment, cluster, resp.status, body[:200]))
 
     def start(self):
         """Spawn the simulator early (it imports and seeds while PostgreSQL starts); True if

@@ -67,6 +67,26 @@ class Moto:
             % (self.state.ports["moto"], S3_BUCKET, DNS_ZONE, zone_id))
         return True
 
+    def _route53(self):
+        import boto3
+        return boto3.client("route53", **self._client_args())
+
+    def point_public_name(self, region="primary"):
+        """``apex.`` CNAME back at a region (after a failover test moved it)."""
+        zone_id = (load_json(self.moto_dir / "state.json") or {}).get("zone_id")
+        if not zone_id:
+            raise LabError("moto has no zone yet; run `lab.py up` first")
+        self._route53().change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={
+            "Comment": "lab.py: apex points at the %s region" % region, "Changes": [{
+                "Action": "UPSERT", "ResourceRecordSet": {
+                    "Name": DNS_RECORD, "Type": "CNAME", "TTL": 60,
+                    "ResourceRecords": [{"Value": "%s.%s" % (region, DNS_ZONE)}]}}]})
+
+    def _client_args(self):
+        return dict(endpoint_url="http://127.0.0.1:%d" % self.state.ports["moto"], region_name=AWS_REGION,
+                    aws_access_key_id=self.state.secrets["aws_access_key_id"],
+                    aws_secret_access_key=self.state.secrets["aws_secret_access_key"])
+
     def _resources(self):
         import boto3
         kw = dict(endpoint_url="http://127.0.0.1:%d" % self.state.ports["moto"], region_name=AWS_REGION,

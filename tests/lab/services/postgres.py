@@ -105,6 +105,7 @@ class Postgres:
             "ssl_key_file = %s" % q(self.pg_tls / "server.key"),
             "ssl_ca_file = %s" % q(self.ca_dir / "ca.crt"),
             "wal_level = replica",
+            "wal_log_hints = on",  # pg_rewind can rebuild an old primary as a standby (failback)
             "archive_mode = on",
             # never overwrites a segment; copies under a temporary name and renames, so a segment
             # in the archive is always complete (a crash mid-copy leaves only a .tmp behind)
@@ -374,6 +375,15 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
             new = new.replace("primary_conninfo = '", "primary_conninfo = 'application_name=apex-standby ", 1)
         if new != text:
             auto.write_text(new)
+
+    def unfence_primary(self):
+        """Undo what a region failover's fence did to the primary (apex_replica state=fenced):
+        the read-only default and the application role's refused logins."""
+        self.psql(self.state.ports["pg_primary"],
+                  "SET default_transaction_read_only = off;\n"  # this session: the reload comes last
+                  "ALTER SYSTEM RESET default_transaction_read_only;\n"
+                  "ALTER ROLE apex LOGIN;\n"
+                  "SELECT pg_reload_conf();\n")
 
     def replication_state(self):
         out = self.psql(self.state.ports["pg_primary"],

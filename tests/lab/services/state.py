@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[3]
 LAB_PY_DIR = Path(__file__).resolve().parents[1]  # tests/lab
 DEFAULT_LAB_DIR = ROOT / ".lab"
 PORT_NAMES = ("pg_primary", "pg_standby", "redis", "moto", "twin", "kube_primary", "kube_secondary",
-              "prometheus", "alertmanager", "eda_webhook", "exporter", "webhook_sink")
+              "prometheus", "alertmanager", "eda_webhook", "exporter", "webhook_sink",
+              "twin_secondary")
 
 
 def load_json(path):
@@ -57,6 +58,7 @@ class LabState:
         self.redis_dir = self.dir / "redis"
         self.moto_dir = self.dir / "moto"
         self.twin_dir = self.dir / "twin"
+        self.twin_secondary_dir = self.dir / "twin-secondary"  # the secondary region's Apex
         self.kube_dir = self.dir / "kube"
         self.ca_dir = self.dir / "ca"
         self.env_file = self.dir / "env"
@@ -158,7 +160,7 @@ class LabState:
                                "somewhere world-traversable (e.g. mktemp -d /tmp/apex-lab.XXXX)"
                                % (self.dir, parent, st.st_mode & 0o777))
         os.chmod(str(self.dir), 0o711)  # postgres must traverse it; secrets below are 0600
-        for d in (self.redis_dir, self.moto_dir, self.twin_dir, self.kube_dir, self.ca_dir):
+        for d in (self.redis_dir, self.moto_dir, self.twin_dir, self.twin_secondary_dir, self.kube_dir, self.ca_dir):
             d.mkdir(exist_ok=True)
         pg_uid = pwd.getpwnam("postgres")
         for d, mode in ((self.pg, 0o755), (self.pg_run, 0o755), (self.pg_log, 0o750),
