@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def select_worker_lab(environ=os.environ):
+def select_worker_lab(environ=None):
     """Give each pytest-xdist worker a lab of its own.
 
     ``APEX_LAB_DIRS`` lists lab directories (``os.pathsep``-separated); worker ``gwN`` takes the
@@ -24,6 +24,7 @@ def select_worker_lab(environ=os.environ):
     Done at import, before any conftest below reads ``APEX_LAB_DIR``. Without xdist, or without
     ``APEX_LAB_DIRS``, nothing changes.
     """
+    environ = os.environ if environ is None else environ
     labs = [p for p in environ.get("APEX_LAB_DIRS", "").split(os.pathsep) if p]
     worker = environ.get("PYTEST_XDIST_WORKER", "")
     if labs and worker.startswith("gw") and worker[2:].isdigit():
