@@ -7,7 +7,8 @@ window (Prometheus' ``ALERTS`` series, which holds every alert's pending/firing 
 Alertmanager forgets an alert soon after it resolves, so "what fired in the last 24 h" comes from
 Prometheus: ``max_over_time(ALERTS{alertstate="firing"}[24h])`` returns one series per alert (and
 label set) that was firing at any evaluation in the window, within Prometheus' retention.
-``get_json`` does the HTTP (credentials in headers only); the rest is pure.
+``get_json`` does Alertmanager's HTTP (credentials in headers only); Prometheus is asked through
+``prometheus_api`` (the collection's one Prometheus client); the rest is pure.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -47,12 +48,11 @@ def window_text(seconds):
     return "%ds" % max(int(seconds), 1)
 
 
-def fired_alerts(answer):
-    """Alerts that fired in the window, from the answer to FIRED_QUERY: name, severity, labels."""
-    if (answer or {}).get("status") != "success":
-        raise ValueError("Prometheus answered %s: %s" % ((answer or {}).get("status"), (answer or {}).get("error")))
+def fired_alerts(data):
+    """Alerts that fired in the window, from the ``data`` of the answer to FIRED_QUERY
+    (``prometheus_api.PrometheusClient.query``): name, severity, labels."""
     out = []
-    for series in (answer.get("data") or {}).get("result") or []:
+    for series in (data or {}).get("result") or []:
         labels = dict(series.get("metric") or {})
         labels.pop("__name__", None)
         labels.pop("alertstate", None)

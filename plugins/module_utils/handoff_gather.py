@@ -13,7 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.apex.ops.plugins.module_utils import alert_sources, aws_clients, health_gather
+from ansible_collections.apex.ops.plugins.module_utils import alert_sources, aws_clients, health_gather, prometheus_api
 
 LEASE_API = ("/apis/coordination.k8s.io/v1", "leases")
 SCALE_EVENT_REASONS = ("ScalingReplicaSet", "SuccessfulRescale")
@@ -72,11 +72,13 @@ def _prom_headers(params):
 
 
 def prometheus_alerts(params, since_seconds):
-    """The alerts that fired in the window (Prometheus' ALERTS series)."""
-    answer = alert_sources.get_json(params["prometheus_url"].rstrip("/") + "/api/v1/query", _prom_headers(params),
-                                    params["prometheus_ca"], params["http_timeout"],
-                                    query={"query": alert_sources.FIRED_QUERY % alert_sources.window_text(since_seconds)})
-    return dict(fired=alert_sources.fired_alerts(answer))
+    """The alerts that fired in the window (Prometheus' ALERTS series), through the collection's one
+    Prometheus client (its errors say unreachable / refused / not the API)."""
+    client = prometheus_api.PrometheusClient(
+        params["prometheus_url"], token=params["prometheus_token"], username=params["prometheus_username"],
+        password=params["prometheus_password"], ca_file=params["prometheus_ca"], timeout=params["http_timeout"])
+    data = client.query(alert_sources.FIRED_QUERY % alert_sources.window_text(since_seconds))
+    return dict(fired=alert_sources.fired_alerts(data))
 
 
 def alertmanager_alerts(params):

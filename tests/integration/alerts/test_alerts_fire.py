@@ -1,14 +1,21 @@
-"""Two more of the six alerts fire for real in the lab's Prometheus and reach Alertmanager: the circuit
-breaker tripped on the twin, and real connections to the lab primary above 80 % of max_connections.
+"""Four of the six alerts fire for real in the lab's Prometheus and reach Alertmanager: the circuit
+breaker tripped on the twin, real connections to the lab primary above 80 % of max_connections, tasks
+that fail for good, and API requests slower than 2 s.
 (The queue backlog and resource exhaustion go the whole way to their responses in
 test_eda_end_to_end.py.)"""
 import json
 import ssl
+import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+DEAD_LETTER_KEY = "apex:tasks:dead-letter"
 
 
 def _get_json(url):
@@ -35,6 +42,14 @@ def _wait(check, timeout, what):
             return last
         time.sleep(0.2)
     raise AssertionError("timed out after %ss waiting for %s; last seen: %r" % (timeout, what, last))
+
+
+def _delete_tasks(lab, task_ids):
+    import psycopg
+
+    with psycopg.connect(lab["APEX_PG_ADMIN_DSN"], autocommit=True) as conn:
+        conn.execute("DELETE FROM events WHERE task_id = ANY(%s)", (task_ids,))
+        conn.execute("DELETE FROM tasks WHERE task_id = ANY(%s)", (task_ids,))
 
 
 def _admin(lab, action):
@@ -89,3 +104,52 @@ def test_database_connections_high_fires_on_real_sessions(lab, sessions):
     assert firing[0]["metric"]["instance"] == lab["APEX_EXPORTER_URL"].split("//", 1)[1]
     alerts = _wait(lambda: _in_alertmanager(lab, "ApexDatabaseConnectionsHigh"), 15, "the alert in Alertmanager")
     assert alerts[0]["annotations"]["runbook"] == "apex.ops.alert_db_connections"
+
+
+def _loadgen(lab_process_env, *args):
+    proc = subprocess.run([sys.executable, "-m", "twin", "loadgen"] + list(args), capture_output=True, text=True,
+                          timeout=120, check=False, cwd=str(ROOT),
+                          env=dict(lab_process_env, PYTHONPATH=str(ROOT / "tests" / "lab")))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _api_image(lab_process_env, image):
+    subprocess.run(["kubectl", "--context", "apex-primary", "-n", "apex", "set", "image", "deployment/apex-api",
+                    "api=%s" % image], capture_output=True, text=True, env=lab_process_env, timeout=60, check=True)
+
+
+def test_task_failure_rate_and_latency_fire_from_real_traffic(lab, lab_process_env, cluster, twin, rds):
+    """The two alerts on the API's own metrics, from real traffic: tasks that fail for good (each retried to
+    its last attempt by the twin's workers, then dead-lettered) raise the failure rate, and an API image whose
+    requests take 3 s raises the P95. Put back afterwards: the image (``cluster``), the breaker the failures
+    open, the dead letters and task rows this test made."""
+    for name in ("ApexHighTaskFailureRate", "ApexHighLatency"):
+        assert not _firing(lab, name), "%s fires before the test" % name
+    dead_before = rds.llen(DEAD_LETTER_KEY)
+    image = cluster.image("apex-api")
+    _api_image(lab_process_env, "%s-stalled" % image)
+    twin.wait_for("the stalled image served", lambda h: str(h.get("version", "")).endswith("-stalled"), timeout=30)
+    sent = 0
+    try:
+        deadline = time.monotonic() + 90
+        while not (_firing(lab, "ApexHighTaskFailureRate") and _firing(lab, "ApexHighLatency")):
+            assert time.monotonic() < deadline, "both alerts should fire within 90 s of failing, slow traffic"
+            # every task asks to fail; every request takes 3 s (16 at a time)
+            sent += _loadgen(lab_process_env, "--rate", "5", "--duration", "2", "--concurrency", "16",
+                             "--fail-ratio", "1", "--timeout", "10")["accepted"]
+        latency = _firing(lab, "ApexHighLatency")[0]["metric"]
+        assert latency["severity"] == "P3"
+        assert {a["metric"]["severity"] for a in _firing(lab, "ApexHighTaskFailureRate")} >= {"P3"}
+        alerts = _wait(lambda: _in_alertmanager(lab, "ApexHighTaskFailureRate"), 15, "the failure-rate alert routed")
+        assert alerts[0]["annotations"]["runbook"] == "apex.ops.alert_task_failure"
+        alerts = _wait(lambda: _in_alertmanager(lab, "ApexHighLatency"), 15, "the latency alert routed")
+        assert alerts[0]["annotations"]["runbook"] == "apex.ops.alert_high_latency"
+    finally:
+        _api_image(lab_process_env, image)
+        # every task of this test reaches its last attempt (dead letter), then the lab is as before it
+        _wait(lambda: rds.llen(DEAD_LETTER_KEY) >= dead_before + sent, 120, "this test's tasks dead-lettered")
+        mine = [json.loads(e)["task_id"] for e in rds.lrange(DEAD_LETTER_KEY, 0, rds.llen(DEAD_LETTER_KEY) - dead_before - 1)]
+        rds.ltrim(DEAD_LETTER_KEY, len(mine), -1)
+        _delete_tasks(lab, mine)
+        _admin(lab, "reset")

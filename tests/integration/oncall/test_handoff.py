@@ -53,6 +53,10 @@ class AlertStandIn(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(json.dumps(body).encode())
 
+    def do_POST(self):  # noqa: N802 - Prometheus' query API is asked with a form POST
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.do_GET()
+
     def log_message(self, *args):
         pass
 

@@ -40,7 +40,10 @@ def _serving_template(cluster, dep):
 
 
 def _fault(tag):
-    return (0.5 if "errors" in tag else 0.0), (800 if "slow" in tag else 0)
+    """(failure_rate, latency_ms) of an image tag: ``errors`` answers half the requests 500; ``slow``
+    takes 800 ms (a canary slower than stable, under the 2 s alert); ``stalled`` takes 3 s (over it)."""
+    latency = 3000 if "stalled" in tag else 800 if "slow" in tag else 0
+    return (0.5 if "errors" in tag else 0.0), latency
 
 
 class TwinBridge:

@@ -38,9 +38,9 @@ def test_alert_sources():
     assert alert_sources.auth_headers(username="u", password="p") == {"Authorization": "Basic dTpw"}
     assert alert_sources.auth_headers() == {}
     assert alert_sources.FIRED_QUERY % alert_sources.window_text(86400) == 'max_over_time(ALERTS{alertstate="firing"}[86400s])'
-    fired = alert_sources.fired_alerts({"status": "success", "data": {"result": [
+    fired = alert_sources.fired_alerts({"resultType": "vector", "result": [
         {"metric": {"__name__": "ALERTS", "alertname": "B", "alertstate": "firing", "severity": "critical"}},
-        {"metric": {"alertname": "A", "alertstate": "firing"}}]}})
+        {"metric": {"alertname": "A", "alertstate": "firing"}}]})
     assert [(a["name"], a["severity"]) for a in fired] == [("A", None), ("B", "critical")]
     assert "alertstate" not in fired[1]["labels"]
     now = alert_sources.firing_now([
