@@ -15,7 +15,7 @@ import subprocess
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from urllib.parse import urlparse
+from urllib.parse import unquote_plus, urlparse
 
 import pytest
 
@@ -54,7 +54,8 @@ class AlertStandIn(BaseHTTPRequestHandler):
         self.wfile.write(json.dumps(body).encode())
 
     def do_POST(self):  # noqa: N802 - Prometheus' query API is asked with a form POST
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        form = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        self.path = "%s?%s" % (self.path, unquote_plus(form))  # recorded as a GET's query would be
         self.do_GET()
 
     def log_message(self, *args):

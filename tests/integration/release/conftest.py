@@ -90,7 +90,10 @@ def apex_release(run_module, kubectl, twin_version):
     result = run_module("apex_release", chart=CHART, namespace="apex", context="apex-primary", timeout=120)
     assert not result.failed, result.get("msg")
     yield result
-    back = run_module("apex_release", chart=CHART, namespace="apex", context="apex-primary", timeout=120)
+    # the chart's values given in full: an upgrade given no values at all reuses the deployed revision's (Helm),
+    # which keeps a version a test deployed
+    back = run_module("apex_release", chart=CHART, values_files=[os.path.join(CHART, "values.yaml")],
+                      namespace="apex", context="apex-primary", timeout=120)
     kubectl.run("delete", "secrets", "-n", "apex", "-l", "owner=helm,name=apex", check=False)
     assert not back.failed, back.get("msg")
     assert twin_version("1.0.0")[0] == "1.0.0"

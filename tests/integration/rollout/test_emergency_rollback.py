@@ -3,6 +3,7 @@ back and the Apex twin serves the previous version and behaviour; both component
 a revision can be named; an interrupted procedure's journal record does not block it."""
 import json
 import subprocess
+import time
 
 WORKER_CONCURRENCY = "APEX__WORKER__CONCURRENCY"
 PLAYBOOK = "playbooks/emergency_rollback.yml"
@@ -13,8 +14,18 @@ def concurrency(health):
     return (health.get("worker") or {}).get("concurrency")
 
 
-def bad_change(rollout, twin):
+def queue_idle(rds, timeout=60):
+    """No task queued or in a worker's hands: tasks an earlier test left (a load generator's) would fail under
+    the bad image, open the circuit breaker and leave the twin degraded after the rollback."""
+    deadline = time.monotonic() + timeout
+    while rds.llen("apex:tasks:queue") or any(rds.llen(k) for k in rds.scan_iter("apex:tasks:processing:*")):
+        assert time.monotonic() < deadline, "the task queue never drained before the bad change"
+        time.sleep(0.2)
+
+
+def bad_change(rollout, twin, rds):
     """What the rollback undoes: an API image that answers errors half the time, a worker setting."""
+    queue_idle(rds)
     result = rollout(dict(targets=[dict(name="apex-api", image="apex/api:1.1.0-errors"),
                                    dict(name="apex-worker", env={WORKER_CONCURRENCY: 7})], wait_timeout=60))
     assert not result.failed, result.get("msg")
@@ -22,8 +33,8 @@ def bad_change(rollout, twin):
 
 
 def test_rollback_all_puts_both_back_and_the_twin_serves_the_previous_version(
-        rollout, run_playbook, cluster, twin, report_dir, lab_process_env, read_report):
-    bad_change(rollout, twin)
+        rollout, run_playbook, cluster, twin, report_dir, lab_process_env, read_report, rds):
+    bad_change(rollout, twin, rds)
     revisions = dict((name, cluster.revision(name)) for name in ("apex-api", "apex-worker"))
     # a procedure left interrupted must not block an emergency (journal: warn)
     record = {"run_id": "restore-20261202T000000000000Z", "procedure": "restore", "phase": "restore",
@@ -54,8 +65,8 @@ def test_rollback_all_puts_both_back_and_the_twin_serves_the_previous_version(
     assert all(t["outcome"] == "complete" for t in report["targets"])
 
 
-def test_rollback_api_only_leaves_the_worker_alone(rollout, run_playbook, cluster, twin, report_dir, read_report):
-    bad_change(rollout, twin)
+def test_rollback_api_only_leaves_the_worker_alone(rollout, run_playbook, cluster, twin, report_dir, read_report, rds):
+    bad_change(rollout, twin, rds)
     worker_revision = cluster.revision("apex-worker")
     proc = run_playbook(PLAYBOOK, {"emergency_rollback_component": "api", "apex_report_dir": str(report_dir)})
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -66,8 +77,8 @@ def test_rollback_api_only_leaves_the_worker_alone(rollout, run_playbook, cluste
     assert [t["key"] for t in read_report(report_dir, "emergency_rollback")["targets"]] == ["Deployment/apex/apex-api"]
 
 
-def test_rollback_worker_only_leaves_the_api_alone(rollout, run_playbook, cluster, twin, report_dir, read_report):
-    bad_change(rollout, twin)
+def test_rollback_worker_only_leaves_the_api_alone(rollout, run_playbook, cluster, twin, report_dir, read_report, rds):
+    bad_change(rollout, twin, rds)
     proc = run_playbook(PLAYBOOK, {"emergency_rollback_component": "worker", "apex_report_dir": str(report_dir)})
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert cluster.env("apex-worker")[WORKER_CONCURRENCY] == "2"

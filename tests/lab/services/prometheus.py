@@ -141,6 +141,9 @@ class Prometheus:
                 "--storage.tsdb.retention.time=2d",
                 "--web.listen-address=127.0.0.1:%d" % port,
                 "--web.enable-lifecycle",  # POST /-/reload after a rule or config change
+                # lab only: a test forgets series it made (tsdb/delete_series), so its alerts do not fire on
+                # into the tests after it for the rules' 5m windows
+                "--web.enable-admin-api",
                 "--log.level=warn"]
         return spawn(argv, self.dir / "prometheus.pid", self.log, dict(os.environ), self.dir)
 
