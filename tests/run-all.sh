@@ -2,15 +2,15 @@
 # The whole suite, as `make test` and CI run it, against a running lab (make lab-up).
 # Every stage runs; the script exits non-zero if any stage failed, naming which.
 #
-# Three lanes share the machine's two cores (each mostly waits on its lab or is CPU work the others
-# leave room for):
+# Two lanes share the machine's two cores:
 # - the integration tests, split over APEX_TEST_WORKERS pytest-xdist workers (default 2; whole
 #   files per worker, `--dist loadfile`), each worker on a lab of its own: the main lab
-#   (`make lab-up`) and one more lab per extra worker under .lab/lanes/;
-# - the static stages (unit tests, ansible-test sanity, ansible-lint, changelog, build: no lab);
-# - Molecule on a lab of its own (.lab/lanes/molecule), as its scenarios change the same
-#   Deployments the integration tests do.
-# A background lane's output is printed once it ends. The extra labs are stopped on exit.
+#   (`make lab-up`) and one more lab per extra worker under .lab/lanes/. They mostly wait on their
+#   lab (rollouts, restores, playbook start-ups), so two of them fill a core between them;
+# - beside them, the static stages (unit tests, ansible-test sanity, ansible-lint, changelog,
+#   build: CPU work needing no lab), then Molecule on a lab of its own (.lab/lanes/molecule), as its
+#   scenarios change the same Deployments the integration tests do.
+# A lane's output is printed once the lane ends. The extra labs are stopped on exit.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 1
@@ -29,33 +29,16 @@ cleanup() {
 trap cleanup EXIT
 lab_up() { local dir=$1; APEX_LAB_DIR=$dir python3 tests/lab/lab.py up; }
 
-static_lane() {
+side_lane() {
   failed=()  # this lane's own: the parent's list is reported by the parent
   stage unit python3 -m pytest -q -p no:cacheprovider tests/unit
   stage sanity bash tests/sanity.sh
   stage ansible-lint ansible-lint --profile production -q
   stage changelog antsibull-changelog lint
   stage galaxy-build bash tests/build-check.sh
-  printf '%s\n' "${failed[@]}" > "$static_dir/static.failed"
-}
-
-molecule_lane() {
-  failed=()
   stage molecule-lab lab_up "$root/.lab/lanes/molecule"
   APEX_LAB_DIR=$root/.lab/lanes/molecule stage molecule bash tests/molecule.sh
-  printf '%s\n' "${failed[@]}" > "$static_dir/molecule.failed"
-}
-
-# a background lane's result: its failed stages, or the lane itself when it died without reporting
-collect() {
-  local lane=$1 rc=$2
-  echo; echo "===== $lane lane (ran beside the integration tests, ended after $((SECONDS - t_lanes)) s):"
-  cat "$static_dir/$lane.log"
-  if [ "$rc" -ne 0 ] || [ ! -f "$static_dir/$lane.failed" ]; then
-    failed+=("$lane-lane(rc=$rc)")  # never a silent pass
-  else
-    while read -r name; do [ -n "$name" ] && failed+=("$name"); done < "$static_dir/$lane.failed"
-  fi
+  printf '%s\n' "${failed[@]}" > "$static_dir/failed"
 }
 
 stage lab-selftest bash tests/lab/selftest.sh
@@ -64,20 +47,21 @@ for ((i = 1; i < workers; i++)); do
   stage "lab-gw$i" lab_up "$root/.lab/lanes/gw$i"
   lab_dirs+=":$root/.lab/lanes/gw$i"
 done
-t_lanes=$SECONDS
-static_lane > "$static_dir/static.log" 2>&1 &
-static_pid=$!
-molecule_lane > "$static_dir/molecule.log" 2>&1 &
-molecule_pid=$!
+t_side=$SECONDS
+side_lane > "$static_dir/log" 2>&1 &
+side_pid=$!
 xdist=()
 [ "$workers" -gt 1 ] && xdist=(-n "$workers" --dist loadfile)
 APEX_LAB_DIRS=$lab_dirs stage integration python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" --durations=20 tests/integration
-static_rc=0
-wait "$static_pid" || static_rc=$?
-collect static "$static_rc"
-molecule_rc=0
-wait "$molecule_pid" || molecule_rc=$?
-collect molecule "$molecule_rc"
+side_rc=0
+wait "$side_pid" || side_rc=$?
+echo; echo "===== static stages and Molecule (ran beside the integration tests, $((SECONDS - t_side)) s in all):"
+cat "$static_dir/log"
+if [ "$side_rc" -ne 0 ] || [ ! -f "$static_dir/failed" ]; then
+  failed+=("side-lane(rc=$side_rc)")  # the lane itself died: never a silent pass
+else
+  while read -r name; do [ -n "$name" ] && failed+=("$name"); done < "$static_dir/failed"
+fi
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then echo "FAILED stages: ${failed[*]}"; exit 1; fi
