@@ -5,7 +5,7 @@ names, from the simulator) for the alert rules; Prometheus scrapes ``/metrics/po
 import sys
 
 from .env import child_env, write_env
-from .procs import START_TIMEOUT, answers, find_pid, healthy, http_get, say, spawn, status_row, stop_procs, wait_until
+from .procs import START_TIMEOUT, answers, exited, find_pid, healthy, http_get, say, spawn, status_row, stop_procs, wait_until
 from .state import ROOT
 
 MARK_EXPORTER = "-m exporter serve"
@@ -35,10 +35,10 @@ class Exporter:
         self.dir.mkdir(parents=True, exist_ok=True)
         port = self.state.claim_port("exporter")
         write_env(self.state)
-        spawn([sys.executable, "-m", "exporter", "serve", "--port", str(port)], self.dir / "exporter.pid",
+        proc = spawn([sys.executable, "-m", "exporter", "serve", "--port", str(port)], self.dir / "exporter.pid",
               self.dir / "exporter.log", child_env(self.state), ROOT)
         wait_until(self.live, START_TIMEOUT, "the lab exporter on %d" % port, log=self.dir / "exporter.log",
-                   gone=lambda: not self.pid())
+                   gone=exited(proc, self.pid))
         say("exporter up on http://127.0.0.1:%d (/metrics/postgres, /metrics/kubernetes)" % port)
         return True
 

@@ -130,7 +130,7 @@ class WebhookSink:
         return http_get("127.0.0.1", self.port(), "/healthz")[0] == 200
 
     def ensure(self):
-        from .procs import LabError, answers, say, spawn, stop_procs, wait_until
+        from .procs import LabError, answers, exited, say, spawn, stop_procs, wait_until
         from .state import LAB_PY_DIR
         self.dir.mkdir(exist_ok=True)
         if self.pid():
@@ -140,11 +140,11 @@ class WebhookSink:
             stop_procs(self.procs())
         port = self.state.claim_port("webhook_sink")
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(LAB_PY_DIR), APEX_LAB_DIR=str(self.state.dir))
-        spawn([sys.executable, "-m", "services.webhook_sink", "--port", str(port), "--dir", str(self.dir)],
-              self.dir / "webhook-sink.pid", self.dir / "webhook-sink.log", env, LAB_PY_DIR)
+        proc = spawn([sys.executable, "-m", "services.webhook_sink", "--port", str(port), "--dir", str(self.dir)],
+                     self.dir / "webhook-sink.pid", self.dir / "webhook-sink.log", env, LAB_PY_DIR)
         try:
             wait_until(self.check, 20, "webhook sink on %d" % port, log=self.dir / "webhook-sink.log",
-                       gone=lambda: not self.pid())
+                       gone=exited(proc, self.pid))
         except LabError:
             raise
         say("webhook sink up on %s (records in %s)" % (self.url(), self.dir / "received.jsonl"))
