@@ -36,7 +36,6 @@ def reset_breaker(lab):
 
 def bad_change(rollout, twin, rds):
     """What the rollback undoes: an API image that answers errors half the time, a worker setting."""
-    queue_idle(rds)
     result = rollout(dict(targets=[dict(name="apex-api", image="apex/api:1.1.0-errors"),
                                    dict(name="apex-worker", env={WORKER_CONCURRENCY: 7})], wait_timeout=60))
     assert not result.failed, result.get("msg")
