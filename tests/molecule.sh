@@ -7,7 +7,7 @@ cd "$root/extensions"
 lab_dir=${APEX_LAB_DIR:-$root/.lab}
 set -a; . "$lab_dir/env"; set +a
 export ANSIBLE_CONFIG="$root/ansible.cfg" ANSIBLE_COLLECTIONS_PATH="$lab_dir/collections"
-status=0
+failed=()
 # Molecule 26 probes for a "default" scenario first and prints
 # "CRITICAL 'molecule/default/molecule.yml' glob failed. Exiting." - harmless: it goes on with the
 # named scenario (there is no default one on purpose: each scenario is one playbook).
@@ -16,6 +16,6 @@ for scenario in molecule/*/; do
   name=$(basename "$scenario")
   [ -f "$scenario/molecule.yml" ] || continue
   echo "== molecule test -s $name"
-  molecule test -s "$name" || status=1
+  molecule test -s "$name" || failed+=("$name")
 done
-exit $status
+[ ${#failed[@]} -eq 0 ] || { echo "molecule: FAILED scenarios: ${failed[*]}"; exit 1; }

@@ -52,7 +52,11 @@ side_lane > "$static_dir/log" 2>&1 &
 side_pid=$!
 xdist=()
 [ "$workers" -gt 1 ] && xdist=(-n "$workers" --dist loadfile)
-APEX_LAB_DIRS=$lab_dirs stage integration python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" --durations=20 tests/integration
+integration() {
+  # Tee'd so that the failed tests' ids can be repeated last: CI shows the tail of the output.
+  python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" --durations=20 tests/integration 2>&1 | tee "$static_dir/integration"
+}
+APEX_LAB_DIRS=$lab_dirs stage integration integration
 side_rc=0
 wait "$side_pid" || side_rc=$?
 echo; echo "===== static stages and Molecule (ran beside the integration tests, $((SECONDS - t_side)) s in all):"
@@ -64,5 +68,9 @@ else
 fi
 
 echo
-if [ ${#failed[@]} -gt 0 ]; then echo "FAILED stages: ${failed[*]}"; exit 1; fi
+if [ ${#failed[@]} -gt 0 ]; then
+  grep -E '^(FAILED|ERROR) ' "$static_dir/integration" 2> /dev/null | sed 's/^/integration: /'
+  grep -E '^(molecule: FAILED|===== .*: FAILED)' "$static_dir/log" 2> /dev/null
+  echo "FAILED stages: ${failed[*]}"; exit 1
+fi
 echo "all stages passed in $SECONDS s"
