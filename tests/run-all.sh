@@ -10,10 +10,15 @@
 # - beside them, the static stages (unit tests, ansible-test sanity, ansible-lint, changelog,
 #   build: CPU work needing no lab), then Molecule on a lab of its own (.lab/lanes/molecule), as its
 #   scenarios change the same Deployments the integration tests do.
+# - the lab self-test (a throw-away lab of its own) runs beside both from the start: nothing waits on it.
 # A lane's output is printed once the lane ends. The extra labs are stopped on exit.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 1
+# The interpreter's own bin directory first: a version manager's shim (pyenv's costs ~70 ms of CPU)
+# would otherwise run before each of the suite's hundreds of ansible-playbook and molecule starts.
+PATH="$(dirname "$(python3 -c 'import sys; print(sys.executable)')"):$PATH"
+export PATH
 failed=()
 stage() { local name=$1; shift; echo; echo "===== $name: $*"; local t0=$SECONDS
   if "$@"; then echo "===== $name: ok ($((SECONDS - t0)) s)"; else echo "===== $name: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi; }
@@ -41,7 +46,8 @@ side_lane() {
   printf '%s\n' "${failed[@]}" > "$static_dir/failed"
 }
 
-stage lab-selftest bash tests/lab/selftest.sh
+stage lab-selftest bash tests/lab/selftest.sh > "$static_dir/selftest" 2>&1 &
+selftest_pid=$!
 lab_dirs=$root/.lab
 for ((i = 1; i < workers; i++)); do
   stage "lab-gw$i" lab_up "$root/.lab/lanes/gw$i"
@@ -51,7 +57,7 @@ t_side=$SECONDS
 side_lane > "$static_dir/log" 2>&1 &
 side_pid=$!
 xdist=()
-[ "$workers" -gt 1 ] && xdist=(-n "$workers" --dist loadfile)
+[ "$workers" -gt 1 ] && xdist=(-n "$workers" --dist loadfile --no-loadscope-reorder)
 integration() {
   # Tee'd so that the failed tests' ids can be repeated last: CI shows the tail of the output.
   python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" --durations=20 tests/integration 2>&1 | tee "$static_dir/integration"
@@ -59,6 +65,10 @@ integration() {
 APEX_LAB_DIRS=$lab_dirs stage integration integration
 side_rc=0
 wait "$side_pid" || side_rc=$?
+wait "$selftest_pid"
+echo; echo "===== lab self-test (ran beside the integration tests):"
+cat "$static_dir/selftest"
+grep -q '^===== lab-selftest: ok' "$static_dir/selftest" || failed+=("lab-selftest")
 echo; echo "===== static stages and Molecule (ran beside the integration tests, $((SECONDS - t_side)) s in all):"
 cat "$static_dir/log"
 if [ "$side_rc" -ne 0 ] || [ ! -f "$static_dir/failed" ]; then
@@ -70,7 +80,7 @@ fi
 echo
 if [ ${#failed[@]} -gt 0 ]; then
   grep -E '^(FAILED|ERROR) ' "$static_dir/integration" 2> /dev/null | sed 's/^/integration: /'
-  grep -E '^(molecule: FAILED|===== .*: FAILED)' "$static_dir/log" 2> /dev/null
+  grep -hE '^(molecule: FAILED|===== .*: FAILED)' "$static_dir/selftest" "$static_dir/log" 2> /dev/null
   echo "FAILED stages: ${failed[*]}"; exit 1
 fi
 echo "all stages passed in $SECONDS s"
