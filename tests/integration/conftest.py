@@ -65,6 +65,8 @@ def long_files_first(items, root=Path(__file__).resolve().parent):
 
 def pytest_collection_modifyitems(items):
     long_files_first(items)
+
+
 LAB_DIR = Path(os.environ.get("APEX_LAB_DIR", ROOT / ".lab"))
 COLLECTIONS = LAB_DIR / "collections"
 
