@@ -21,13 +21,13 @@ import subprocess
 import time
 
 from ansible_collections.apex.ops.plugins.module_utils import backup_catalog as catalog
+from ansible_collections.apex.ops.plugins.module_utils.backup_stream import close_pipes, fail_stream, put_manifest_last
 from ansible_collections.apex.ops.plugins.module_utils import postgres as pg
-from ansible_collections.apex.ops.plugins.module_utils.pg_programs import MIB, BackupError, Interrupted, TailReader
+from ansible_collections.apex.ops.plugins.module_utils.pg_programs import MIB, BackupError, TailReader
 from ansible_collections.apex.ops.plugins.module_utils.pg_programs import exit_description, find_program, major_of
-from ansible_collections.apex.ops.plugins.module_utils.pg_programs import program_version, stderr_errors, stop_process
+from ansible_collections.apex.ops.plugins.module_utils.pg_programs import program_version, stderr_errors
 from ansible_collections.apex.ops.plugins.module_utils.pg_programs import widen_pipe
 from ansible_collections.apex.ops.plugins.module_utils.redaction import redact
-from ansible_collections.apex.ops.plugins.module_utils.s3_store import S3StoreError
 from ansible_collections.apex.ops.plugins.module_utils.timestamps import utcnow
 
 KIND = "postgres_base"
@@ -143,36 +143,12 @@ def base_backup(params, store, prefix, cluster, tags=(), part_size=16 * MIB, con
             from_standby=facts["in_recovery"], archive_mode=facts["archive_mode"],
             warning=state.get("warning"), duration_seconds=round(time.monotonic() - clock_start, 3),
         )
-        try:
-            store.put_json(keys["manifest"], manifest)
-        except S3StoreError:
-            try:
-                store.delete([keys["data"]])
-            except S3StoreError:
-                pass
-            raise
-        return manifest
+        return put_manifest_last(store, keys, manifest)
     except BaseException as exc:
-        stop_process(proc)
-        if writer is not None and not writer.completed:
-            try:
-                writer.abort()
-            except S3StoreError as abort_exc:
-                state["abort_error"] = str(abort_exc)
-        state["upload_aborted"] = bool(writer is not None and writer.aborted)
-        if isinstance(exc, BackupError):
-            exc.details.setdefault("last_state", state)
-        elif isinstance(exc, Interrupted):
-            raise BackupError("base backup %s interrupted (%s) during %s; upload aborted: %s, no manifest written"
-                              % (backup_id, exc, state["phase"], state["upload_aborted"]), last_state=state)
+        fail_stream(exc, proc, writer, state, "base backup %s" % backup_id)
         raise
     finally:
-        if proc is not None:
-            for pipe in (proc.stdout, proc.stderr):
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
+        close_pipes(proc)
 
 
 def verify_base_backup(store, manifest):
