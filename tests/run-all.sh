@@ -2,14 +2,14 @@
 # The whole suite, as `make test` and CI run it, against a running lab (make lab-up).
 # Every stage runs; the script exits non-zero if any stage failed, naming which.
 #
-# Two lanes share the machine's two cores:
+# Two lanes share the machine's two cores (they keep both busy: the CPU, not waits, sets the time):
 # - the integration tests, split over APEX_TEST_WORKERS pytest-xdist workers (default 2; whole
-#   files per worker, `--dist loadfile`), each worker on a lab of its own: the main lab
-#   (`make lab-up`) and one more lab per extra worker under .lab/lanes/. They mostly wait on their
-#   lab (rollouts, restores, playbook start-ups), so two of them fill a core between them;
-# - beside them, the static stages (unit tests, ansible-test sanity, ansible-lint, changelog,
-#   build: CPU work needing no lab), then Molecule on a lab of its own (.lab/lanes/molecule), as its
-#   scenarios change the same Deployments the integration tests do.
+#   files per worker, `--dist loadfile`, the longest files first), each worker on a lab of its own:
+#   the main lab (`make lab-up`) and one more lab per extra worker under .lab/lanes/; then the short
+#   static stages (unit tests, changelog, build);
+# - beside them, ansible-test sanity and ansible-lint (CPU work needing no lab), then Molecule on a
+#   lab of its own (.lab/lanes/molecule), as its scenarios change the same Deployments the
+#   integration tests do;
 # - the lab self-test (a throw-away lab of its own) runs beside both from the start: nothing waits on it.
 # A lane's output is printed once the lane ends. The extra labs are stopped on exit.
 set -uo pipefail
@@ -36,11 +36,8 @@ lab_up() { local dir=$1; APEX_LAB_DIR=$dir python3 tests/lab/lab.py up; }
 
 side_lane() {
   failed=()  # this lane's own: the parent's list is reported by the parent
-  stage unit python3 -m pytest -q -p no:cacheprovider tests/unit
   stage sanity bash tests/sanity.sh
   stage ansible-lint ansible-lint --profile production -q
-  stage changelog antsibull-changelog lint
-  stage galaxy-build bash tests/build-check.sh
   stage molecule-lab lab_up "$root/.lab/lanes/molecule"
   APEX_LAB_DIR=$root/.lab/lanes/molecule stage molecule bash tests/molecule.sh
   printf '%s\n' "${failed[@]}" > "$static_dir/failed"
@@ -63,6 +60,10 @@ integration() {
   python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" --durations=20 tests/integration 2>&1 | tee "$static_dir/integration"
 }
 APEX_LAB_DIRS=$lab_dirs stage integration integration
+# The short static stages after the integration tests, not before Molecule: that lane is the longer.
+stage unit python3 -m pytest -q -p no:cacheprovider tests/unit
+stage changelog antsibull-changelog lint
+stage galaxy-build bash tests/build-check.sh
 side_rc=0
 wait "$side_pid" || side_rc=$?
 wait "$selftest_pid"
