@@ -126,9 +126,18 @@ def test_metrics_count_requests_by_track(fresh_twin):
         assert status == (500 if headers["x-apex-track"] == "canary" else 404)
         assert headers["x-apex-version"] == ("1.1.0" if headers["x-apex-track"] == "canary" else "1.0.0")
     conn.close()
-    status, headers, text = fresh_twin.request("GET", "/metrics")
+    # The twin counts a request after its response is sent: under load /metrics (another connection)
+    # can be served before the last count lands, so read it until the counts are in (monotonic deadline).
+    deadline = time.monotonic() + 10
+    while True:
+        status, headers, text = fresh_twin.request("GET", "/metrics")
+        samples, types = parse_metrics(text)
+        if (value(samples, "apex_http_requests_total", status="500", track="canary") >= tracks["canary"]
+                and value(samples, "apex_http_requests_total", status="404", track="stable") >= tracks["stable"]) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert status == 200 and headers["content-type"].startswith("text/plain")
-    samples, types = parse_metrics(text)
     assert types["apex_http_requests_total"] == "counter"
     assert types["apex_http_request_duration_seconds"] == "histogram"
     for name in ("apex_tasks_completed_total", "apex_tasks_failed_total"):
