@@ -32,7 +32,16 @@ cleanup() {
   rm -rf "$static_dir"
 }
 trap cleanup EXIT
-lab_up() { local dir=$1; APEX_LAB_DIR=$dir python3 tests/lab/lab.py up; }
+# A lab that fails to come up is given a second `up`, which repairs what the first could not (it
+# restarts the service that failed, moving it off a port another process took); what the first
+# said is repeated at the end, as CI shows the tail.
+lab_up() {
+  local dir=$1
+  APEX_LAB_DIR=$dir python3 tests/lab/lab.py up 2>&1 | tee "$static_dir/lab-up.${dir##*/}" && return 0
+  grep -h "ERROR" "$static_dir/lab-up.${dir##*/}" | sed "s|^|lab in $dir, first up: |" >> "$static_dir/lab-warnings"
+  echo "===== the lab in $dir did not come up; a second up:"
+  APEX_LAB_DIR=$dir python3 tests/lab/lab.py up
+}
 
 side_lane() {
   failed=()  # this lane's own: the parent's list is reported by the parent
@@ -79,6 +88,7 @@ else
 fi
 
 echo
+[ -s "$static_dir/lab-warnings" ] && cat "$static_dir/lab-warnings"
 if [ ${#failed[@]} -gt 0 ]; then
   grep -E '^(FAILED|ERROR) ' "$static_dir/integration" 2> /dev/null | sed 's/^/integration: /'
   grep -hE '^(molecule: FAILED|===== .*: FAILED)' "$static_dir/selftest" "$static_dir/log" 2> /dev/null

@@ -20,7 +20,7 @@ LAB_PY_DIR = Path(__file__).resolve().parents[3] / "tests" / "lab"
 if str(LAB_PY_DIR) not in sys.path:
     sys.path.insert(0, str(LAB_PY_DIR))
 
-from lab import pick_port  # noqa: E402
+from twin.testing import free_port  # noqa: E402
 
 
 def ok(result):
@@ -492,8 +492,9 @@ def test_module_interrupted_by_sigterm(start_module, big_db, helpers, prefix):
 
 
 def _free_port():
-    # lab.py's range is below the ephemeral range: no client socket takes the port before use
-    return pick_port()
+    # lab.py's range is below the ephemeral range: no client socket takes the port before use;
+    # never one a lab has persisted (a service of it that is down comes back on it)
+    return free_port()
 
 
 def test_pg_dump_exit_0_with_error_lines_fails(bk, source_db, helpers, prefix, lab, tmp_path):

@@ -279,9 +279,11 @@ def run(argv, cwd, as_postgres=False, check=True, env=None, input=None, timeout=
 
 def find_pid(pidfile, marker, port=None):
     """The service's pid: from its pidfile or, when that is stale or lost (a service started
-    by hand with the lab's environment), the process whose command line has ``marker`` and
-    that LISTENS on the lab's ``port`` (adopted by rewriting the pidfile). The port is the
-    proof: other helpers' tests run private twins/simulators with the same environment."""
+    by hand with the lab's environment), the process whose command line has ``marker``, that
+    LISTENS on the lab's ``port`` and that belongs to this lab (adopted by rewriting the
+    pidfile). The port is the proof against other helpers' tests, which run private
+    twins/simulators with the same environment; belonging is the proof against another lab's
+    service on the same port (two labs that once picked one port must not share a process)."""
     pid = read_pid(pidfile)
     if pid_alive(pid, marker):
         return pid
@@ -290,11 +292,12 @@ def find_pid(pidfile, marker, port=None):
     inodes = listening_inodes(port)
     if not inodes:
         return None
+    lab_dir = owning_lab_dir(pidfile)
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         cand = int(entry)
-        if marker not in cmdline(cand) + " " or not pid_alive(cand):
+        if marker not in cmdline(cand) + " " or not pid_alive(cand) or not belongs_to_lab(cand, lab_dir):
             continue
         try:
             links = {os.readlink("/proc/%d/fd/%s" % (cand, fd)) for fd in os.listdir("/proc/%d/fd" % cand)}
@@ -307,6 +310,31 @@ def find_pid(pidfile, marker, port=None):
                 pass
             return cand
     return None
+
+
+def owning_lab_dir(path):
+    """The lab directory ``path`` (a pidfile) lies in: its nearest parent holding ports.json."""
+    for parent in Path(path).absolute().parents:
+        if (parent / "ports.json").exists():
+            return parent
+    return None
+
+
+def belongs_to_lab(pid, lab_dir):
+    """The process runs for ``lab_dir``: its working directory is inside it (PostgreSQL,
+    Prometheus, moto) or its environment names it as APEX_LAB_DIR (every service lab.py
+    spawns, and one started by hand after sourcing the lab's env). Unknown: not ours."""
+    if lab_dir is None:
+        return False
+    try:
+        cwd = Path(os.readlink("/proc/%d/cwd" % pid))  # a physical path: compare with the resolved dir
+        if any(d == cwd or d in cwd.parents for d in (lab_dir, lab_dir.resolve())):
+            return True
+        with open("/proc/%d/environ" % pid, "rb") as handle:
+            environ = handle.read().split(b"\0")
+    except OSError:
+        return False
+    return ("APEX_LAB_DIR=%s" % lab_dir).encode() in environ
 
 
 def rotate_log(logfile, limit=LOG_ROTATE_BYTES):

@@ -9,7 +9,7 @@ import pwd
 import time
 from pathlib import Path
 
-from . import procs
+from . import port_registry, procs
 from .procs import LabError, port_free, say
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -100,31 +100,29 @@ class LabState:
         return self._ports
 
     def foreign_lab_ports(self):
-        """Ports another lab on this machine has persisted (e.g. the shared lab while the
-        self-test runs its own), so two labs never pick the same port even while one is down."""
-        taken = set()
-        for other in {DEFAULT_LAB_DIR.absolute()}:
-            if other == self.dir:
-                continue
-            data = load_json(other / "ports.json") or {}
-            taken.update(v for v in data.values() if isinstance(v, int))
-        return taken
+        """Ports every other lab on this machine has persisted (the shared lab, the test lanes',
+        the self-test's: ``port_registry``), so two labs never pick the same port even while one
+        is down."""
+        return port_registry.lab_ports(exclude=self.dir, also=(DEFAULT_LAB_DIR,))
 
     def pick_port(self, taken):
         return procs.pick_port(taken)
 
     def assign_ports(self):
-        """Give every service a port once; later runs reuse ports.json."""
-        ports = self.ports
-        changed = False
-        taken = self.foreign_lab_ports() | {v for k, v in ports.items() if k in PORT_NAMES}
-        for name in PORT_NAMES:
-            if not isinstance(ports.get(name), int):
-                ports[name] = self.pick_port(taken)
-                taken.add(ports[name])
-                changed = True
-        if changed:
-            self.save_ports()
+        """Give every service a port once; later runs reuse ports.json. Picked and saved under the
+        machine-wide port lock, so a lab starting at the same moment sees them."""
+        with port_registry.locked():
+            ports = self.ports
+            changed = False
+            taken = self.foreign_lab_ports() | {v for k, v in ports.items() if k in PORT_NAMES}
+            for name in PORT_NAMES:
+                if not isinstance(ports.get(name), int):
+                    ports[name] = self.pick_port(taken)
+                    taken.add(ports[name])
+                    changed = True
+            if changed:
+                self.save_ports()
+            port_registry.register(self.dir)
 
     def save_ports(self):
         write_private(self.ports_file, json.dumps(self.ports, indent=2, sort_keys=True) + "\n", 0o644)
@@ -135,11 +133,12 @@ class LabState:
         port = self.ports[name]
         if port_free(port):
             return port
-        taken = self.foreign_lab_ports() | set(self.ports.values())
-        new = self.pick_port(taken)
-        say("port %d for %s is taken by another process; using %d instead" % (port, name, new))
-        self.ports[name] = new
-        self.save_ports()
+        with port_registry.locked():
+            taken = self.foreign_lab_ports() | set(self.ports.values())
+            new = self.pick_port(taken)
+            say("port %d for %s is taken by another process; using %d instead" % (port, name, new))
+            self.ports[name] = new
+            self.save_ports()
         return new
 
     def run(self, argv, as_postgres=False, check=True, env=None, input=None, timeout=120, cwd=None):

@@ -19,15 +19,10 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _lab_ports():
-    """Ports the shared lab has persisted: a service of it that is down comes back on them."""
-    taken = set()
-    for lab_dir in {Path(os.environ.get("APEX_LAB_DIR") or ROOT / ".lab"), ROOT / ".lab"}:
-        try:
-            data = json.loads((lab_dir / "ports.json").read_text())
-        except (OSError, ValueError):
-            continue
-        taken.update(v for v in data.values() if isinstance(v, int))
-    return taken
+    """Ports the labs on this machine have persisted (the shared lab, this run's, every lab in
+    lab.py's port registry): a service of theirs that is down comes back on them."""
+    from services.port_registry import lab_ports  # tests/lab is on sys.path
+    return lab_ports(also=(Path(os.environ.get("APEX_LAB_DIR") or ROOT / ".lab"), ROOT / ".lab"))
 
 
 def free_port():
