@@ -9,12 +9,12 @@ An entry is a file named after a hash of the lab directory, holding that directo
 the ports themselves are read from the lab's own ``ports.json``, so they are never stale. An
 entry whose lab has no ``ports.json`` any more (destroyed) is dropped when next read."""
 import contextlib
-import errno
-import fcntl
 import hashlib
+import json
 import os
-import time
 from pathlib import Path
+
+from .procs import exclusive_flock
 
 REGISTRY_DIR = Path(os.environ.get("APEX_LAB_REGISTRY") or "/tmp/apex-lab-registry")
 
@@ -33,31 +33,11 @@ def _entry(lab_dir):
     return REGISTRY_DIR / ("%s.lab" % hashlib.sha256(str(Path(lab_dir).absolute()).encode()).hexdigest()[:20])
 
 
-@contextlib.contextmanager
 def locked(timeout=120.0):
     """Hold the machine-wide port lock (pick, save and register under it). Waits at most
     ``timeout`` seconds; the lock is short-held (no service start happens under it)."""
     _ensure_dir()
-    path = str(REGISTRY_DIR / ".lock")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:
-        fd = os.open(path, os.O_RDONLY)  # flock works on a read-only descriptor too
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() > deadline:
-                    raise TimeoutError("timed out after %.0fs waiting for %s" % (timeout, path)) from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)
+    return exclusive_flock(REGISTRY_DIR / ".lock", timeout, mode=0o666)
 
 
 def register(lab_dir):
@@ -95,7 +75,6 @@ def _registered_dirs():
 
 def ports_json(lab_dir):
     """The ports one lab has persisted (an empty set when it has none or it is unreadable)."""
-    import json
     try:
         data = json.loads((Path(lab_dir) / "ports.json").read_text())
     except (OSError, ValueError):

@@ -1,5 +1,8 @@
 """Process supervision shared by every service: pids and pidfiles, starting and stopping
 processes, ports, logs, readiness waits. Standard library only."""
+import contextlib
+import errno
+import fcntl
 import http.client
 import os
 import pwd
@@ -310,6 +313,36 @@ def find_pid(pidfile, marker, port=None):
                 pass
             return cand
     return None
+
+
+@contextlib.contextmanager
+def exclusive_flock(path, timeout, mode=0o600, waiting=None):
+    """Hold an exclusive flock on ``path`` (created with ``mode``), polling with a monotonic
+    deadline; says ``waiting`` once if another process holds it. A file this user may not
+    write is locked through a read-only descriptor (flock allows that)."""
+    try:
+        fd = os.open(str(path), os.O_RDWR | os.O_CREAT, mode)
+    except PermissionError:
+        fd = os.open(str(path), os.O_RDONLY)
+    deadline = time.monotonic() + timeout
+    told = False
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if waiting and not told:
+                    say(waiting)
+                    told = True
+                if time.monotonic() > deadline:
+                    raise LabError("timed out after %.0fs waiting for %s" % (timeout, path)) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
 
 
 def owning_lab_dir(path):

@@ -1,12 +1,8 @@
 """One lab's state on disk: its directory layout, persisted ports and generated secrets
 (``ports.json``, ``secrets.json``, 0600), and the lock that serializes ``lab.py`` commands."""
-import contextlib
-import errno
-import fcntl
 import json
 import os
 import pwd
-import time
 from pathlib import Path
 
 from . import port_registry, procs
@@ -176,26 +172,8 @@ class LabState:
                 link.unlink()
             link.symlink_to(ROOT)
 
-    @contextlib.contextmanager
     def lock(self, timeout=900):
+        """Serialize lab.py commands on this lab directory."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(str(self.dir / "lab.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + timeout
-        told = False
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if not told:
-                        say("another lab.py holds %s; waiting" % (self.dir / "lab.lock"))
-                        told = True
-                    if time.monotonic() > deadline:
-                        raise LabError("timed out waiting for the lab lock")
-                    time.sleep(0.1)
-            yield
-        finally:
-            os.close(fd)
+        path = self.dir / "lab.lock"
+        return procs.exclusive_flock(path, timeout, waiting="another lab.py holds %s; waiting" % path)
