@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib: the helpers beside this file
+
+from warm_modules import WarmModuleRunner  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def select_worker_lab(environ=None):
@@ -121,7 +124,18 @@ class ModuleResult(dict):
 
 
 @pytest.fixture(scope="session")
-def run_module(lab_process_env):
+def module_process(lab_process_env):
+    """``module_process.run(module, args, env=None, timeout=300)``: ``python -m module args`` in the
+    lab's environment (the collection importable), from a warm interpreter (warm_modules.py)."""
+    env = dict(lab_process_env)
+    env["PYTHONPATH"] = os.pathsep.join([str(COLLECTIONS), env.get("PYTHONPATH", "")])
+    runner = WarmModuleRunner(env, ROOT)
+    yield runner
+    runner.close()
+
+
+@pytest.fixture(scope="session")
+def run_module(module_process):
     """Run a module of this collection directly (no ansible-playbook), as Ansible would.
 
     ``run_module("apex_db_maint", check_mode=True, state="facts")`` returns the result dict;
@@ -135,15 +149,12 @@ def run_module(lab_process_env):
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
             json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
             args_path = handle.name
-        proc_env = dict(lab_process_env)
-        proc_env["PYTHONPATH"] = os.pathsep.join([str(COLLECTIONS), proc_env.get("PYTHONPATH", "")])
+        proc_env = dict(module_process.env)
         if env:
             proc_env.update(env)
         try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "ansible_collections.apex.ops.plugins.modules.%s" % module_name, args_path],
-                capture_output=True, text=True, env=proc_env, timeout=timeout, cwd=str(ROOT), check=False,
-            )
+            proc = module_process.run("ansible_collections.apex.ops.plugins.modules.%s" % module_name, [args_path],
+                                      env=proc_env, timeout=timeout)
         finally:
             os.unlink(args_path)
         try:

@@ -140,24 +140,17 @@ class Result(dict):
 
 
 @pytest.fixture(scope="session")
-def rollout(lab_process_env):
+def rollout(module_process):
     """Run apex_rollout with ``args`` (a dict: its ``env`` option would clash with run_module's ``env``)."""
-    import subprocess
     import tempfile
-
-    root = Path(__file__).resolve().parents[3]
-    collections = lab_process_env["ANSIBLE_COLLECTIONS_PATH"]
 
     def _run(args, check_mode=False, diff=False, timeout=300):
         payload = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
             json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
-        proc_env = dict(lab_process_env)
-        proc_env["PYTHONPATH"] = os.pathsep.join([collections, proc_env.get("PYTHONPATH", "")])
         try:
-            proc = subprocess.run([sys.executable, "-m", "ansible_collections.apex.ops.plugins.modules.apex_rollout",
-                                   handle.name], capture_output=True, text=True, env=proc_env, timeout=timeout,
-                                  cwd=str(root), check=False)
+            proc = module_process.run("ansible_collections.apex.ops.plugins.modules.apex_rollout", [handle.name],
+                                      timeout=timeout)
         finally:
             os.unlink(handle.name)
         try:
