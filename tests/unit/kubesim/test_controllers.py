@@ -153,6 +153,29 @@ def test_certificate_reissued_on_secret_delete_and_on_issuing(env):
     assert [c["type"] for c in cert["status"]["conditions"]] == ["Ready"]
 
 
+def test_an_issuing_trigger_set_after_the_listing_is_not_overwritten(env):
+    """The controller decides on the Certificate as it is when it takes the lock, not on its pass's
+    listing: a trigger set in between used to be overwritten by a status written from the old copy
+    (CI: a unit test waited 10 s for a reissue that never came)."""
+    from kubesim.controllers import certmanager
+
+    cluster, ctl = env
+    wait(lambda: _revision(cluster) == 1)
+    ctl.stopped = True
+    ctl.thread.join(5)
+    assert not ctl.thread.is_alive()
+    before = _serial(cluster)
+    listed = cluster.get(("cert-manager.io", "certificates"), "apex", "apex-tls")  # the pass's listing
+
+    def issuing(o):
+        o["status"]["conditions"].append({"type": "Issuing", "status": "True",
+                                          "reason": "ManuallyTriggered", "message": "renew"})
+    cluster.mutate(("cert-manager.io", "certificates"), "apex", "apex-tls", issuing, sub="status")
+    certmanager._certificate(ctl, listed)  # pylint: disable=protected-access
+    assert _serial(cluster) not in (None, before)  # the trigger was seen: reissued
+    assert _revision(cluster) == 2
+
+
 def test_issuer_not_ready_blocks_issuance(env):
     cluster = env[0]
     wait(lambda: _serial(cluster))

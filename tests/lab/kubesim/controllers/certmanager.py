@@ -61,9 +61,14 @@ def reconcile(ctl):
 
 def _certificate(ctl, cert):
     c = ctl.c
-    meta, spec = cert["metadata"], cert.get("spec") or {}
-    ns, name = meta["namespace"], meta["name"]
+    ns, name = cert["metadata"]["namespace"], cert["metadata"]["name"]
     with c.lock:
+        # decide on the object as it is now, not on the pass's listing: a condition set since (an
+        # Issuing trigger) would otherwise be overwritten by a status written from the old copy
+        cert = c.store.get(CERTS, ns, name)
+        if cert is None:
+            return
+        meta, spec = cert["metadata"], cert.get("spec") or {}
         secret = c.store.get(SECRETS, ns, spec.get("secretName"))
         ref = spec.get("issuerRef") or {}
         if ref.get("kind") == "ClusterIssuer":
