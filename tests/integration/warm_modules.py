@@ -31,17 +31,18 @@ import traceback
 
 # Imported once by the server: what the collection's modules import, costly to import each time.
 WARM_IMPORTS = (
-    "ansible.module_utils.basic", "psycopg", "urllib3", "yaml", "redis", "boto3", "botocore.session",
-    "cryptography.x509", "cryptography.hazmat.primitives.serialization", "http.client", "ssl", "json",
+    "ansible.module_utils.basic", "psycopg", "urllib3", "yaml", "redis", "boto3", "cryptography.x509",
+    "cryptography.hazmat.primitives.serialization",
 )
 
 
 def _child(request, base_path):
     """In the forked child: become the module's process, then run the module as ``python -m``."""
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
-        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
+    for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY | os.O_CREAT),
+                            (2, request["stderr"], os.O_WRONLY | os.O_CREAT)):
+        opened = os.open(path, flags, 0o600)
+        os.dup2(opened, fd)
+        os.close(opened)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -133,12 +134,13 @@ class WarmModuleRunner:
     def run(self, module, args, env=None, timeout=300):
         """Run ``python -m <module> <args...>`` with ``env`` (default: the runner's) in the runner's cwd."""
         env = dict(self.env if env is None else env)
+        cmd = [sys.executable, "-m", module] + list(args)
         if self.broken or not self._warm_fits(env) or not self.lock.acquire(blocking=False):
-            return self._cold(module, args, env, timeout)
+            return self._cold(cmd, env, timeout)
         try:
             with tempfile.TemporaryDirectory(prefix="warm-module-") as tmp:
                 out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
-                request = {"module": module, "args": list(args), "env": env, "cwd": self.cwd, "timeout": timeout,
+                request = {"module": module, "args": cmd[3:], "env": env, "cwd": self.cwd, "timeout": timeout,
                            "stdout": out, "stderr": err}
                 server = self._server()
                 try:
@@ -149,9 +151,8 @@ class WarmModuleRunner:
                     answer = ""
                 if not answer:
                     self.broken = True
-                    return self._cold(module, args, env, timeout)
+                    return self._cold(cmd, env, timeout)
                 returncode = json.loads(answer)["returncode"]
-                cmd = [sys.executable, "-m", module] + list(args)
                 with open(out, encoding="utf-8", errors="replace") as handle:
                     stdout = handle.read()
                 with open(err, encoding="utf-8", errors="replace") as handle:
@@ -169,9 +170,8 @@ class WarmModuleRunner:
         keys = set(k for k in env if k.startswith("PYTHON")) | set(k for k in self.env if k.startswith("PYTHON"))
         return all(env.get(k) == self.env.get(k) for k in keys)
 
-    def _cold(self, module, args, env, timeout):
-        return subprocess.run([sys.executable, "-m", module] + list(args), capture_output=True, text=True,
-                              env=env, timeout=timeout, cwd=self.cwd, check=False)
+    def _cold(self, cmd, env, timeout):
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=self.cwd, check=False)
 
     def close(self):
         if self.proc is not None:

@@ -12,12 +12,9 @@ import subprocess
 import sys
 import tempfile
 import types
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-COLLECTIONS = Path(os.environ.get("APEX_LAB_DIR", ROOT / ".lab")) / "collections"
 
 SCHEMA = """
 CREATE TABLE _sqlx_migrations (version bigint PRIMARY KEY, description text NOT NULL,
@@ -179,7 +176,7 @@ def bk(run_module, prefix):
 
 
 @pytest.fixture(scope="session")
-def start_module(lab_process_env, prefix):
+def start_module(module_process, prefix):
     """Start apex_backup in the background (for kill/interrupt tests): returns (Popen, cleanup)."""
 
     def _start(**args):
@@ -187,11 +184,10 @@ def start_module(lab_process_env, prefix):
         handle = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
         json.dump({"ANSIBLE_MODULE_ARGS": args}, handle)
         handle.close()
-        env = dict(lab_process_env)
-        env["PYTHONPATH"] = os.pathsep.join([str(COLLECTIONS), env.get("PYTHONPATH", "")])
+        # a process of its own (the tests signal it): the runner's environment, not its server
         proc = subprocess.Popen([sys.executable, "-m", "ansible_collections.apex.ops.plugins.modules.apex_backup",
-                                 handle.name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                cwd=str(ROOT))
+                                 handle.name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=module_process.env, cwd=module_process.cwd)
         return proc, lambda: os.unlink(handle.name)
 
     return _start

@@ -108,7 +108,7 @@ def _certificate(ctl, cert):
                         .total_seconds(), 3600))
                     if not st.get("notAfter") or st.get("notAfter") != _iso(info["not_after"]) \
                             or (get_condition(cert, "Ready") or {}).get("status") != "True" or \
-                            st.get("observedGeneration") != meta.get("generation"):
+                            (get_condition(cert, "Ready") or {}).get("observedGeneration") != meta.get("generation"):
                         _mark_ready(c, cert, info, spec, st.get("revision") or 1)
                     return
         # --- issuance needed
