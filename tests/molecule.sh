@@ -33,6 +33,18 @@ else
     [ -f "$scenario/molecule.yml" ] && remaining+=("$(basename "$scenario")")
   done
 fi
+# Every scenario that changes the lab ends with its cleanup, and Molecule runs that cleanup after a
+# failure too. On a lab that a killed run may have left dirty, the scenarios' cleanups run first as well;
+# a lab known to be fresh (APEX_MOLECULE_FRESH_LAB=1: tests/run-all.sh creates one for Molecule) needs none.
+if [ "${APEX_MOLECULE_FRESH_LAB:-0}" != 1 ]; then
+  args=()
+  for name in "${remaining[@]}"; do [ -f "molecule/$name/cleanup.yml" ] && args+=(-s "$name"); done
+  if [ ${#args[@]} -gt 0 ]; then
+    echo "== molecule cleanup ${args[*]} (the lab may be reused)"
+    molecule cleanup "${args[@]}" || { echo "molecule: FAILED: the scenarios' cleanup could not put the lab back" \
+      "(a fresh lab: python3 tests/lab/lab.py destroy && make lab-up)"; exit 1; }
+  fi
+fi
 failed=()
 # Molecule 26 probes for a "default" scenario first and prints
 # "CRITICAL 'molecule/default/molecule.yml' glob failed. Exiting." - harmless: it goes on with the

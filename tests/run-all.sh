@@ -8,8 +8,8 @@
 #   the main lab (`make lab-up`) and one more lab per extra worker under .lab/lanes/; then the short
 #   static stages (unit tests, changelog, build);
 # - beside them, ansible-test sanity and ansible-lint (CPU work needing no lab), then Molecule on a
-#   lab of its own (.lab/lanes/molecule), as its scenarios change the same Deployments the
-#   integration tests do;
+#   lab of its own (.lab/lanes/molecule, made afresh: no scenario needs a cleanup first), as its scenarios
+#   change the same Deployments the integration tests do;
 # - the lab self-test (a throw-away lab of its own) runs beside both from the start: nothing waits on it.
 # A lane's output is printed once the lane ends. The extra labs are stopped on exit.
 set -uo pipefail
@@ -47,8 +47,11 @@ side_lane() {
   failed=()  # this lane's own: the parent's list is reported by the parent
   stage sanity bash tests/sanity.sh
   stage ansible-lint ansible-lint --profile production -q
+  # A lab made afresh (a leftover one destroyed first): the scenarios need no cleanup before they start.
+  local fresh=0
+  APEX_LAB_DIR=$root/.lab/lanes/molecule python3 tests/lab/lab.py destroy > /dev/null 2>&1 && fresh=1
   stage molecule-lab lab_up "$root/.lab/lanes/molecule"
-  APEX_LAB_DIR=$root/.lab/lanes/molecule stage molecule bash tests/molecule.sh
+  APEX_LAB_DIR=$root/.lab/lanes/molecule APEX_MOLECULE_FRESH_LAB=$fresh stage molecule bash tests/molecule.sh
   printf '%s\n' "${failed[@]}" > "$static_dir/failed"
 }
 

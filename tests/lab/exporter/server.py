@@ -1,11 +1,13 @@
 """HTTP: GET /metrics/postgres, /metrics/kubernetes (one scrape job each, as in production), /live."""
 import base64
+import http.client
 import json
 import os
 import ssl
 import sys
+import threading
 import time
-import urllib.request
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
@@ -49,11 +51,15 @@ class Postgres:
 
 class Kubernetes:
     """The current context of $KUBECONFIG (the primary cluster): pods and metrics.k8s.io, all namespaces.
-    The kubeconfig is read at the first scrape (the simulator writes it when it starts)."""
+    The kubeconfig is read at the first scrape (the simulator writes it when it starts). One kept-alive
+    connection, as a real scraper keeps: a TLS handshake per scrape, twice a second, was most of the
+    exporter's and a good part of the simulator's CPU while the lab sat idle."""
 
     def __init__(self, kubeconfig):
         self.kubeconfig = kubeconfig
         self.server = None
+        self.conn = None
+        self.lock = threading.Lock()  # one request at a time on the one connection
         self.counters = CpuCounters()
 
     def _connect(self):
@@ -62,25 +68,49 @@ class Kubernetes:
         ctx = next(c["context"] for c in cfg["contexts"] if c["name"] == cfg["current-context"])
         cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
         user = next(u["user"] for u in cfg["users"] if u["name"] == ctx["user"])
-        self.server = cluster["server"].rstrip("/")
+        self.server = urllib.parse.urlsplit(cluster["server"])
         self.token = user.get("token")
         self.ssl = None
-        if self.server.startswith("https"):
+        if self.server.scheme == "https":
             self.ssl = ssl.create_default_context(
                 cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
 
+    def _open(self):
+        if self.server.scheme == "https":
+            return http.client.HTTPSConnection(self.server.hostname, self.server.port, timeout=5, context=self.ssl)
+        return http.client.HTTPConnection(self.server.hostname, self.server.port, timeout=5)
+
+    def _get(self, path):
+        if self.conn is None:
+            self.conn = self._open()
+        self.conn.request("GET", self.server.path.rstrip("/") + path,
+                          headers={"Authorization": "Bearer %s" % self.token, "Accept": "application/json"})
+        resp = self.conn.getresponse()
+        body = resp.read()
+        if resp.will_close:
+            self.conn.close()
+            self.conn = None
+        if resp.status != 200:
+            raise RuntimeError("GET %s: HTTP %d" % (path, resp.status))  # an answer, not a stale connection
+        return json.loads(body)["items"]
+
     def _list(self, path):
-        req = urllib.request.Request(self.server + path, headers={"Authorization": "Bearer %s" % self.token,
-                                                                  "Accept": "application/json"})
-        with urllib.request.urlopen(req, timeout=5, context=self.ssl) as resp:
-            return json.loads(resp.read())["items"]
+        try:
+            return self._get(path)
+        except (http.client.HTTPException, OSError):
+            # the kept connection went stale (the simulator restarted, or closed it): one fresh try
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = None
+            return self._get(path)
 
     def text(self):
-        if self.server is None:
-            self._connect()
-        pods = self._list("/api/v1/pods")
-        usage = self._list("/apis/metrics.k8s.io/v1beta1/pods")
-        return kubernetes_text(pods, usage, self.counters, time.monotonic())
+        with self.lock:
+            if self.server is None:
+                self._connect()
+            pods = self._list("/api/v1/pods")
+            usage = self._list("/apis/metrics.k8s.io/v1beta1/pods")
+            return kubernetes_text(pods, usage, self.counters, time.monotonic())
 
 
 def make_handler(sources):

@@ -90,12 +90,6 @@ class Prometheus:
             "    metrics_path: /metrics/kubernetes",
             "    static_configs:",
             "      - targets: ['127.0.0.1:%d']" % ports["exporter"],
-            "  - job_name: prometheus",
-            "    static_configs:",
-            "      - targets: ['127.0.0.1:%d']" % ports["prometheus"],
-            "  - job_name: alertmanager",
-            "    static_configs:",
-            "      - targets: ['127.0.0.1:%d']" % ports["alertmanager"],
             "",
         ]
         return "\n".join(lines)

@@ -253,12 +253,14 @@ class Worker:
                     except Exception:
                         pass
                     conn = None
-                self.stop.wait(0.2)
+                self.stop.wait(0.5)  # a slot comes back within this and the state file's interval
                 continue
             if not self.bucket.take(self.rate, self.stop):
                 continue
             try:
-                item = self.redis.blmove(QUEUE_KEY, self.proc_key, 0.25, "RIGHT", "LEFT")
+                # Blocks up to 1 s: a task pushed meanwhile is taken at once; the timeout only bounds how
+                # late a slot notices a scale-down (a task taken after one is handed back, below).
+                item = self.redis.blmove(QUEUE_KEY, self.proc_key, 1.0, "RIGHT", "LEFT")
             except Exception as exc:
                 self.bucket.refund()
                 self.log("redis_error", error=str(exc))
